@@ -1,0 +1,316 @@
+//! Room logic, independent of the transport: join, resume, relay, leave, and the grace period
+//! after a lost connection. The connection task ([`crate::conn`]) calls in here.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::RoomAuth;
+use crate::ice::IceSource;
+use crate::metrics::Metrics;
+use crate::protocol::{
+    ErrorCode, Join, LeaveReason, Limits, PeerInfo, ProtoError, RelayKind, ServerMsg, VERSION,
+    valid_room_id,
+};
+use crate::store::{LocalConn, LocalPeers, Outbound, PeerRecord, RoomStore, StoreError};
+
+/// A joined connection's place: which room, which seat, which epoch of that seat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub room: String,
+    pub peer_id: String,
+    pub epoch: u64,
+}
+
+/// What a relayed message carries.
+pub enum Relay<'a> {
+    Offer(&'a str),
+    Answer(&'a str),
+    Candidate(&'a serde_json::Value),
+}
+
+pub struct Hub {
+    pub store: Arc<dyn RoomStore>,
+    pub local: Arc<LocalPeers>,
+    pub auth: RoomAuth,
+    pub ice: Arc<IceSource>,
+    pub metrics: Arc<Metrics>,
+    pub limits: Limits,
+    pub grace: Duration,
+    /// Cancelled on SIGTERM: connections tell their clients to reconnect and close.
+    pub shutdown: CancellationToken,
+    local_rooms: Mutex<HashMap<String, usize>>,
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill(&mut buf[..]);
+    hex::encode(buf)
+}
+
+fn unavailable(e: StoreError) -> ProtoError {
+    match e {
+        StoreError::RoomFull { max } => ProtoError::new(
+            ErrorCode::RoomFull,
+            format!("the room is full ({max} peers)"),
+        ),
+        StoreError::Unavailable(why) => {
+            tracing::warn!(error = %why, "room store unavailable");
+            ProtoError::new(
+                ErrorCode::Unavailable,
+                "room state is unavailable right now; retry in a moment",
+            )
+        }
+    }
+}
+
+impl Hub {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: Arc<dyn RoomStore>,
+        local: Arc<LocalPeers>,
+        auth: RoomAuth,
+        ice: Arc<IceSource>,
+        metrics: Arc<Metrics>,
+        limits: Limits,
+        grace: Duration,
+    ) -> Self {
+        Self {
+            store,
+            local,
+            auth,
+            ice,
+            metrics,
+            limits,
+            grace,
+            shutdown: CancellationToken::new(),
+            local_rooms: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn room_entered(&self, room: &str) {
+        self.metrics.peers.inc();
+        let mut rooms = self.local_rooms.lock().unwrap_or_else(|p| p.into_inner());
+        *rooms.entry(room.to_owned()).or_default() += 1;
+        self.metrics.rooms.set(rooms.len() as i64);
+    }
+
+    fn room_exited(&self, room: &str) {
+        self.metrics.peers.dec();
+        let mut rooms = self.local_rooms.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = rooms.get_mut(room) {
+            *n -= 1;
+            if *n == 0 {
+                rooms.remove(room);
+            }
+        }
+        self.metrics.rooms.set(rooms.len() as i64);
+    }
+
+    /// Handle `join`: returns the session and the `joined` frame to send.
+    pub async fn join(
+        &self,
+        join: Join,
+        tx: &mpsc::Sender<Outbound>,
+        kill: &CancellationToken,
+    ) -> Result<(Session, String), ProtoError> {
+        let started = Instant::now();
+        if !valid_room_id(&join.room) {
+            return Err(ProtoError::new(
+                ErrorCode::BadRoomId,
+                "room ids are 1-64 characters of A-Z a-z 0-9 _ -",
+            ));
+        }
+        let room = join.room;
+        // A valid resume token proves an earlier authenticated join to this room, so it is
+        // enough by itself: the room token may have expired since.
+        if let Some(token) = join.resume.as_deref()
+            && let Some(rec) = self.store.resume(&room, token).await.map_err(unavailable)?
+        {
+            self.local.insert(&rec.id, self.conn(tx, kill, rec.epoch));
+            let others: Vec<PeerInfo> = self
+                .store
+                .members(&room)
+                .await
+                .map_err(unavailable)?
+                .into_iter()
+                .filter(|p| p.id != rec.id)
+                .collect();
+            self.room_entered(&room);
+            let frame = self.joined_frame(&room, &rec, true, &others);
+            self.metrics
+                .join_seconds
+                .observe(started.elapsed().as_secs_f64());
+            tracing::info!(room, peer = rec.id, "peer resumed");
+            return Ok((
+                Session {
+                    room,
+                    peer_id: rec.id,
+                    epoch: rec.epoch,
+                },
+                frame,
+            ));
+        }
+        let claims = self.auth.check(&room, join.token.as_deref())?;
+        let name = claims.as_ref().and_then(|c| c.name.clone()).or(join.name);
+        let rec = PeerRecord {
+            id: format!("p-{}", random_hex(8)),
+            name,
+            resume_token: random_hex(16),
+            epoch: 0,
+        };
+        // Register the connection before taking the seat, so an offer sent the instant the
+        // others hear of us has somewhere to go.
+        self.local.insert(&rec.id, self.conn(tx, kill, rec.epoch));
+        let others = match self.store.join(&room, &rec, self.limits.max_peers).await {
+            Ok(others) => others,
+            Err(e) => {
+                self.local.remove(&rec.id, rec.epoch);
+                return Err(unavailable(e));
+            }
+        };
+        let info = rec.info();
+        let announce: Arc<str> = ServerMsg::PeerJoined { peer: &info }.to_text().into();
+        if let Err(e) = self.store.broadcast(&room, &rec.id, announce).await {
+            tracing::warn!(error = %e, room, "could not announce a join");
+        }
+        self.room_entered(&room);
+        let frame = self.joined_frame(&room, &rec, false, &others);
+        self.metrics
+            .join_seconds
+            .observe(started.elapsed().as_secs_f64());
+        tracing::info!(
+            room,
+            peer = rec.id,
+            user = claims.and_then(|c| c.sub).unwrap_or_default(),
+            "peer joined"
+        );
+        Ok((
+            Session {
+                room,
+                peer_id: rec.id,
+                epoch: rec.epoch,
+            },
+            frame,
+        ))
+    }
+
+    fn conn(&self, tx: &mpsc::Sender<Outbound>, kill: &CancellationToken, epoch: u64) -> LocalConn {
+        LocalConn {
+            tx: tx.clone(),
+            epoch,
+            kill: kill.clone(),
+        }
+    }
+
+    fn joined_frame(
+        &self,
+        room: &str,
+        rec: &PeerRecord,
+        resumed: bool,
+        others: &[PeerInfo],
+    ) -> String {
+        let ice = self.ice.servers_for(&rec.id);
+        ServerMsg::Joined {
+            v: VERSION,
+            room,
+            peer_id: &rec.id,
+            resume_token: &rec.resume_token,
+            resumed,
+            peers: others,
+            ice_servers: &ice,
+            limits: self.limits,
+        }
+        .to_text()
+    }
+
+    /// Relay an offer, answer or candidate to one peer of the session's room.
+    pub async fn relay(&self, s: &Session, to: &str, what: Relay<'_>) -> Result<(), ProtoError> {
+        let unknown = || {
+            ProtoError::new(
+                ErrorCode::UnknownPeer,
+                format!("peer {to} is not in room {}", s.room),
+            )
+        };
+        if to == s.peer_id {
+            return Err(unknown());
+        }
+        let (kind, frame) = match what {
+            Relay::Offer(sdp) => (
+                RelayKind::Offer,
+                ServerMsg::Offer {
+                    from: &s.peer_id,
+                    sdp,
+                },
+            ),
+            Relay::Answer(sdp) => (
+                RelayKind::Answer,
+                ServerMsg::Answer {
+                    from: &s.peer_id,
+                    sdp,
+                },
+            ),
+            Relay::Candidate(candidate) => (
+                RelayKind::Candidate,
+                ServerMsg::Candidate {
+                    from: &s.peer_id,
+                    candidate,
+                },
+            ),
+        };
+        let delivered = self
+            .store
+            .send(&s.room, to, frame.to_text().into())
+            .await
+            .map_err(unavailable)?;
+        if !delivered {
+            return Err(unknown());
+        }
+        self.metrics.relayed(kind);
+        Ok(())
+    }
+
+    /// Give up the seat now and tell the room.
+    pub async fn leave(&self, s: &Session, reason: LeaveReason) {
+        self.local.remove(&s.peer_id, s.epoch);
+        self.room_exited(&s.room);
+        self.remove_seat(s, reason).await;
+    }
+
+    async fn remove_seat(&self, s: &Session, reason: LeaveReason) {
+        match self.store.leave(&s.room, &s.peer_id, Some(s.epoch)).await {
+            Ok(true) => {
+                let frame: Arc<str> = ServerMsg::PeerLeft {
+                    peer_id: &s.peer_id,
+                    reason,
+                }
+                .to_text()
+                .into();
+                if let Err(e) = self.store.broadcast(&s.room, &s.peer_id, frame).await {
+                    tracing::warn!(error = %e, room = s.room, "could not announce a departure");
+                }
+                tracing::info!(room = s.room, peer = s.peer_id, ?reason, "peer left");
+            }
+            Ok(false) => {} // resumed elsewhere, or already gone
+            Err(e) => {
+                tracing::warn!(error = %e, room = s.room, peer = s.peer_id, "could not remove a seat")
+            }
+        }
+    }
+
+    /// The connection was lost without a goodbye: keep the seat for the grace period so the
+    /// client can resume, then give it up unless it was resumed.
+    pub fn detach(self: &Arc<Self>, s: Session) {
+        self.local.remove(&s.peer_id, s.epoch);
+        self.room_exited(&s.room);
+        let hub = Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(hub.grace).await;
+            hub.remove_seat(&s, LeaveReason::Timeout).await;
+        });
+    }
+}

@@ -1,0 +1,266 @@
+//! Which STUN/TURN URIs clients get: the flags plus a JSON file that the operator writes and
+//! that is re-read when it changes (a TURN node joining or leaving needs no restart).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Deserialize;
+
+use crate::protocol::IceServer;
+use crate::turn;
+
+/// Contents of the ICE config file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IceUris {
+    #[serde(default)]
+    pub stun_uris: Vec<String>,
+    #[serde(default)]
+    pub turn_uris: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IceConfigError {
+    #[error("cannot read ICE config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("ICE config {path} is not valid: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("ICE config {path}: {uri:?} is not a stun:, turn: or turns: URI")]
+    BadUri { path: PathBuf, uri: String },
+}
+
+pub fn parse_file(path: &Path, text: &str) -> Result<IceUris, IceConfigError> {
+    let uris: IceUris = serde_json::from_str(text).map_err(|source| IceConfigError::Parse {
+        path: path.to_owned(),
+        source,
+    })?;
+    if let Some(uri) = uris.first_bad_uri() {
+        return Err(IceConfigError::BadUri {
+            path: path.to_owned(),
+            uri: uri.to_owned(),
+        });
+    }
+    Ok(uris)
+}
+
+impl IceUris {
+    /// The first URI with the wrong scheme for its list, if any.
+    pub fn first_bad_uri(&self) -> Option<&str> {
+        self.stun_uris
+            .iter()
+            .find(|u| !u.starts_with("stun:") && !u.starts_with("stuns:"))
+            .or_else(|| {
+                self.turn_uris
+                    .iter()
+                    .find(|u| !u.starts_with("turn:") && !u.starts_with("turns:"))
+            })
+            .map(String::as_str)
+    }
+}
+
+/// The ICE servers a client gets, with a TURN credential when a secret is set. Pure.
+pub fn build(uris: &IceUris, turn_secret: Option<&[u8]>, id: &str, expiry: u64) -> Vec<IceServer> {
+    let mut out = Vec::new();
+    if !uris.stun_uris.is_empty() {
+        out.push(IceServer {
+            urls: uris.stun_uris.clone(),
+            username: None,
+            credential: None,
+        });
+    }
+    // TURN without a credential is useless to a browser, so no secret means no TURN URIs.
+    if let (Some(secret), false) = (turn_secret, uris.turn_uris.is_empty()) {
+        let c = turn::mint(secret, id, expiry);
+        out.push(IceServer {
+            urls: uris.turn_uris.clone(),
+            username: Some(c.username),
+            credential: Some(c.credential),
+        });
+    }
+    out
+}
+
+/// Flags plus the current file contents, shared by all connections.
+pub struct IceSource {
+    flags: IceUris,
+    file: RwLock<Arc<IceUris>>,
+    turn_secret: Option<Vec<u8>>,
+    ttl: Duration,
+}
+
+impl IceSource {
+    pub fn new(flags: IceUris, turn_secret: Option<Vec<u8>>, ttl: Duration) -> Self {
+        Self {
+            flags,
+            file: RwLock::new(Arc::new(IceUris::default())),
+            turn_secret,
+            ttl,
+        }
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    pub fn current(&self) -> IceUris {
+        let file = self.file.read().map(|g| Arc::clone(&g)).unwrap_or_default();
+        let mut all = self.flags.clone();
+        for u in &file.stun_uris {
+            if !all.stun_uris.contains(u) {
+                all.stun_uris.push(u.clone());
+            }
+        }
+        for u in &file.turn_uris {
+            if !all.turn_uris.contains(u) {
+                all.turn_uris.push(u.clone());
+            }
+        }
+        all
+    }
+
+    fn set_file(&self, uris: IceUris) {
+        if let Ok(mut g) = self.file.write() {
+            *g = Arc::new(uris);
+        }
+    }
+
+    /// ICE servers for one client, credentials valid for the TTL from now.
+    pub fn servers_for(&self, id: &str) -> Vec<IceServer> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        build(
+            &self.current(),
+            self.turn_secret.as_deref(),
+            id,
+            now + self.ttl.as_secs(),
+        )
+    }
+
+    /// Load the file once now (an error here is fatal at start: a typo should not go unseen),
+    /// then poll it. A later bad edit keeps the last good contents and logs why.
+    pub async fn watch(
+        self: Arc<Self>,
+        path: PathBuf,
+        every: Duration,
+    ) -> Result<(), IceConfigError> {
+        let mut last = read_to_string(&path).await?;
+        self.set_file(parse_file(&path, &last)?);
+        tracing::info!(path = %path.display(), uris = ?self.current(), "loaded ICE config");
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let text = match read_to_string(&path).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "keeping the last ICE config");
+                        continue;
+                    }
+                };
+                if text == last {
+                    continue;
+                }
+                match parse_file(&path, &text) {
+                    Ok(uris) => {
+                        tracing::info!(?uris, "ICE config changed");
+                        self.set_file(uris);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "keeping the last ICE config"),
+                }
+                last = text;
+            }
+        });
+        Ok(())
+    }
+}
+
+async fn read_to_string(path: &Path) -> Result<String, IceConfigError> {
+    tokio::fs::read_to_string(path)
+        .await
+        .map_err(|source| IceConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_is_validated() {
+        let p = Path::new("ice.json");
+        let ok = parse_file(
+            p,
+            r#"{"stunUris":["stun:1.2.3.4:3478"],"turnUris":["turn:1.2.3.4:3478?transport=udp"]}"#,
+        )
+        .expect("valid");
+        assert_eq!(ok.turn_uris.len(), 1);
+        assert!(matches!(
+            parse_file(p, r#"{"turnUris":["http://x"]}"#),
+            Err(IceConfigError::BadUri { .. })
+        ));
+        assert!(matches!(
+            parse_file(p, r#"{"turnUrls":[]}"#),
+            Err(IceConfigError::Parse { .. })
+        ));
+    }
+
+    #[test]
+    fn turn_needs_a_secret() {
+        let uris = IceUris {
+            stun_uris: vec!["stun:a".into()],
+            turn_uris: vec!["turn:a".into()],
+        };
+        assert_eq!(build(&uris, None, "p", 10).len(), 1);
+        let both = build(&uris, Some(b"north"), "alice", 1_700_000_000);
+        assert_eq!(both.len(), 2);
+        assert_eq!(both[1].username.as_deref(), Some("1700000000:alice"));
+        assert_eq!(
+            both[1].credential.as_deref(),
+            Some("Cd/49soE35ICqcJF/bCTn8Z4OyE=")
+        );
+    }
+
+    #[tokio::test]
+    async fn file_changes_are_picked_up_and_bad_edits_ignored() {
+        let dir = std::env::temp_dir().join(format!("otter-ice-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("ice.json");
+        std::fs::write(&path, r#"{"turnUris":["turn:a"]}"#).expect("write");
+        let src = Arc::new(IceSource::new(
+            IceUris::default(),
+            None,
+            Duration::from_secs(60),
+        ));
+        Arc::clone(&src)
+            .watch(path.clone(), Duration::from_millis(20))
+            .await
+            .expect("initial load");
+        assert_eq!(src.current().turn_uris, vec!["turn:a".to_string()]);
+        std::fs::write(&path, r#"{"turnUris":["turn:b"]}"#).expect("write");
+        wait_for(|| src.current().turn_uris == vec!["turn:b".to_string()]).await;
+        std::fs::write(&path, "{broken").expect("write");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(src.current().turn_uris, vec!["turn:b".to_string()]);
+    }
+
+    async fn wait_for(cond: impl Fn() -> bool) {
+        for _ in 0..200 {
+            if cond() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("condition not met in time");
+    }
+}

@@ -1,0 +1,503 @@
+//! Signaling protocol v1 wire types (see `docs/protocol.md`). Parsing is pure and total: every
+//! input maps to a message or to an error code, never to a panic.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The version this module speaks, and its WebSocket subprotocol.
+pub const VERSION: u32 = 1;
+pub const SUBPROTOCOL: &str = "otter.v1";
+
+pub const MAX_NAME_CHARS: usize = 64;
+pub const MAX_ROOM_CHARS: usize = 64;
+pub const MAX_REF_CHARS: usize = 64;
+
+/// Error codes of protocol v1. Their strings are part of the protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorCode {
+    BadJson,
+    BadMessage,
+    UnknownType,
+    BadRoomId,
+    RoomFull,
+    AuthRequired,
+    AuthInvalid,
+    AuthExpired,
+    AuthWrongRoom,
+    NotJoined,
+    AlreadyJoined,
+    UnknownPeer,
+    RateLimited,
+    TooLarge,
+    IdleTimeout,
+    ServerBusy,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 18] = [
+        ErrorCode::BadJson,
+        ErrorCode::BadMessage,
+        ErrorCode::UnknownType,
+        ErrorCode::BadRoomId,
+        ErrorCode::RoomFull,
+        ErrorCode::AuthRequired,
+        ErrorCode::AuthInvalid,
+        ErrorCode::AuthExpired,
+        ErrorCode::AuthWrongRoom,
+        ErrorCode::NotJoined,
+        ErrorCode::AlreadyJoined,
+        ErrorCode::UnknownPeer,
+        ErrorCode::RateLimited,
+        ErrorCode::TooLarge,
+        ErrorCode::IdleTimeout,
+        ErrorCode::ServerBusy,
+        ErrorCode::Unavailable,
+        ErrorCode::Internal,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadJson => "bad-json",
+            ErrorCode::BadMessage => "bad-message",
+            ErrorCode::UnknownType => "unknown-type",
+            ErrorCode::BadRoomId => "bad-room-id",
+            ErrorCode::RoomFull => "room-full",
+            ErrorCode::AuthRequired => "auth-required",
+            ErrorCode::AuthInvalid => "auth-invalid",
+            ErrorCode::AuthExpired => "auth-expired",
+            ErrorCode::AuthWrongRoom => "auth-wrong-room",
+            ErrorCode::NotJoined => "not-joined",
+            ErrorCode::AlreadyJoined => "already-joined",
+            ErrorCode::UnknownPeer => "unknown-peer",
+            ErrorCode::RateLimited => "rate-limited",
+            ErrorCode::TooLarge => "too-large",
+            ErrorCode::IdleTimeout => "idle-timeout",
+            ErrorCode::ServerBusy => "server-busy",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+/// A protocol error addressed to the client that caused it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProtoError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ProtoError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Join {
+    pub room: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub resume: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Sdp {
+    pub to: String,
+    pub sdp: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Candidate {
+    pub to: String,
+    /// An `RTCIceCandidateInit` object, or null for end of candidates.
+    pub candidate: Value,
+}
+
+/// What a client may send.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientMsg {
+    Join(Join),
+    Offer(Sdp),
+    Answer(Sdp),
+    Candidate(Candidate),
+    Leave,
+    Ping,
+}
+
+/// The kinds of relayed message, used for metrics and routing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RelayKind {
+    Offer,
+    Answer,
+    Candidate,
+}
+
+impl RelayKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RelayKind::Offer => "offer",
+            RelayKind::Answer => "answer",
+            RelayKind::Candidate => "candidate",
+        }
+    }
+}
+
+/// A parsed client frame: the message, plus the client's `id` to echo in errors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parsed {
+    pub msg: ClientMsg,
+    pub reference: Option<Value>,
+}
+
+/// Parse one text frame. On error, also returns the `id` if one could be read.
+pub fn parse_client(text: &str) -> Result<Parsed, (ProtoError, Option<Value>)> {
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        (
+            ProtoError::new(ErrorCode::BadJson, format!("frame is not valid JSON: {e}")),
+            None,
+        )
+    })?;
+    let Value::Object(mut obj) = value else {
+        return Err((
+            ProtoError::new(ErrorCode::BadJson, "frame must be a JSON object"),
+            None,
+        ));
+    };
+    let reference = match obj.remove("id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.chars().count() <= MAX_REF_CHARS => Some(Value::String(s)),
+        Some(n @ Value::Number(_)) => Some(n),
+        Some(_) => {
+            return Err((
+                ProtoError::new(
+                    ErrorCode::BadMessage,
+                    format!(
+                        "`id` must be a number or a string of at most {MAX_REF_CHARS} characters"
+                    ),
+                ),
+                None,
+            ));
+        }
+    };
+    let fail = |e: ProtoError| (e, reference.clone());
+    let kind = match obj.get("type") {
+        Some(Value::String(t)) => t.clone(),
+        Some(_) => {
+            return Err(fail(ProtoError::new(
+                ErrorCode::BadMessage,
+                "`type` must be a string",
+            )));
+        }
+        None => {
+            return Err(fail(ProtoError::new(
+                ErrorCode::BadMessage,
+                "missing `type`",
+            )));
+        }
+    };
+    let body = Value::Object(obj);
+    let field_error = |e: serde_json::Error| {
+        fail(ProtoError::new(
+            ErrorCode::BadMessage,
+            format!("{kind}: {e}"),
+        ))
+    };
+    let msg = match kind.as_str() {
+        "join" => {
+            let join: Join = serde_json::from_value(body).map_err(field_error)?;
+            if let Some(name) = &join.name
+                && name.chars().count() > MAX_NAME_CHARS
+            {
+                return Err(fail(ProtoError::new(
+                    ErrorCode::BadMessage,
+                    format!("join: `name` is longer than {MAX_NAME_CHARS} characters"),
+                )));
+            }
+            ClientMsg::Join(join)
+        }
+        "offer" => ClientMsg::Offer(serde_json::from_value(body).map_err(field_error)?),
+        "answer" => ClientMsg::Answer(serde_json::from_value(body).map_err(field_error)?),
+        "candidate" => {
+            let c: Candidate = serde_json::from_value(body).map_err(field_error)?;
+            if !matches!(c.candidate, Value::Object(_) | Value::Null) {
+                return Err(fail(ProtoError::new(
+                    ErrorCode::BadMessage,
+                    "candidate: `candidate` must be an RTCIceCandidateInit object or null",
+                )));
+            }
+            ClientMsg::Candidate(c)
+        }
+        "leave" => ClientMsg::Leave,
+        "ping" => ClientMsg::Ping,
+        other => {
+            let shown: String = other.chars().take(32).collect();
+            return Err(fail(ProtoError::new(
+                ErrorCode::UnknownType,
+                format!(
+                    "unknown message type {shown:?}; v1 knows join, offer, answer, candidate, leave, ping"
+                ),
+            )));
+        }
+    };
+    Ok(Parsed { msg, reference })
+}
+
+/// Room ids: 1–64 of `A-Za-z0-9_-`, so they are safe in URLs, logs and Redis keys.
+pub fn valid_room_id(room: &str) -> bool {
+    !room.is_empty()
+        && room.len() <= MAX_ROOM_CHARS
+        && room
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub credential: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Limits {
+    pub max_peers: u32,
+    pub max_message_bytes: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LeaveReason {
+    Left,
+    Timeout,
+    Kicked,
+}
+
+/// What the server sends.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ServerMsg<'a> {
+    #[serde(rename_all = "camelCase")]
+    Joined {
+        v: u32,
+        room: &'a str,
+        peer_id: &'a str,
+        resume_token: &'a str,
+        resumed: bool,
+        peers: &'a [PeerInfo],
+        ice_servers: &'a [IceServer],
+        limits: Limits,
+    },
+    PeerJoined {
+        peer: &'a PeerInfo,
+    },
+    #[serde(rename_all = "camelCase")]
+    PeerLeft {
+        peer_id: &'a str,
+        reason: LeaveReason,
+    },
+    Offer {
+        from: &'a str,
+        sdp: &'a str,
+    },
+    Answer {
+        from: &'a str,
+        sdp: &'a str,
+    },
+    Candidate {
+        from: &'a str,
+        candidate: &'a Value,
+    },
+    Left,
+    Pong,
+    #[serde(rename_all = "camelCase")]
+    Reconnect {
+        reason: &'a str,
+        retry_after_ms: u64,
+    },
+    Error {
+        code: ErrorCode,
+        message: &'a str,
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<&'a Value>,
+    },
+}
+
+impl ServerMsg<'_> {
+    /// Serialize to a frame. Serializing these types cannot fail (no maps with non-string
+    /// keys, no custom serializers), so a failure is a bug worth a loud, non-crashing note.
+    pub fn to_text(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "serializing a server message failed");
+            r#"{"type":"error","code":"internal","message":"serialization failed"}"#.to_owned()
+        })
+    }
+}
+
+pub fn error_text(err: &ProtoError, reference: Option<&Value>) -> String {
+    ServerMsg::Error {
+        code: err.code,
+        message: &err.message,
+        reference,
+    }
+    .to_text()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn code_of(text: &str) -> ErrorCode {
+        parse_client(text).expect_err("should fail").0.code
+    }
+
+    #[test]
+    fn parses_every_client_message() {
+        let p = parse_client(r#"{"type":"join","room":"r1","name":"A","id":7}"#).expect("join");
+        assert_eq!(p.reference, Some(json!(7)));
+        assert!(matches!(p.msg, ClientMsg::Join(Join { ref room, .. }) if room == "r1"));
+        assert!(matches!(
+            parse_client(r#"{"type":"offer","to":"p","sdp":"v=0"}"#)
+                .expect("offer")
+                .msg,
+            ClientMsg::Offer(_)
+        ));
+        assert!(matches!(
+            parse_client(r#"{"type":"answer","to":"p","sdp":"v=0"}"#)
+                .expect("answer")
+                .msg,
+            ClientMsg::Answer(_)
+        ));
+        assert!(matches!(
+            parse_client(r#"{"type":"candidate","to":"p","candidate":null}"#)
+                .expect("cand")
+                .msg,
+            ClientMsg::Candidate(_)
+        ));
+        assert_eq!(
+            parse_client(r#"{"type":"leave"}"#).expect("leave").msg,
+            ClientMsg::Leave
+        );
+        assert_eq!(
+            parse_client(r#"{"type":"ping","extra":1}"#)
+                .expect("ping")
+                .msg,
+            ClientMsg::Ping
+        );
+    }
+
+    #[test]
+    fn bad_input_maps_to_codes() {
+        assert_eq!(code_of("not json"), ErrorCode::BadJson);
+        assert_eq!(code_of("[1,2]"), ErrorCode::BadJson);
+        assert_eq!(code_of(r#"{"room":"x"}"#), ErrorCode::BadMessage);
+        assert_eq!(code_of(r#"{"type":5}"#), ErrorCode::BadMessage);
+        assert_eq!(code_of(r#"{"type":"dance"}"#), ErrorCode::UnknownType);
+        assert_eq!(
+            code_of(r#"{"type":"offer","to":"p"}"#),
+            ErrorCode::BadMessage
+        );
+        assert_eq!(
+            code_of(r#"{"type":"candidate","to":"p","candidate":"x"}"#),
+            ErrorCode::BadMessage
+        );
+        assert_eq!(
+            code_of(r#"{"type":"join","room":"r","name":5}"#),
+            ErrorCode::BadMessage
+        );
+        let long = "n".repeat(65);
+        assert_eq!(
+            code_of(&format!(r#"{{"type":"join","room":"r","name":"{long}"}}"#)),
+            ErrorCode::BadMessage
+        );
+        assert_eq!(
+            code_of(r#"{"type":"ping","id":{"a":1}}"#),
+            ErrorCode::BadMessage
+        );
+    }
+
+    #[test]
+    fn errors_echo_the_reference() {
+        let (_, reference) = parse_client(r#"{"type":"nope","id":"abc"}"#).expect_err("fails");
+        assert_eq!(reference, Some(json!("abc")));
+        let text = error_text(
+            &ProtoError::new(ErrorCode::RoomFull, "full"),
+            reference.as_ref(),
+        );
+        let v: Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(
+            v,
+            json!({"type":"error","code":"room-full","message":"full","ref":"abc"})
+        );
+    }
+
+    #[test]
+    fn room_ids() {
+        assert!(valid_room_id("consult-42_A"));
+        assert!(!valid_room_id(""));
+        assert!(!valid_room_id("a b"));
+        assert!(!valid_room_id("ä"));
+        assert!(!valid_room_id(&"x".repeat(65)));
+        assert!(valid_room_id(&"x".repeat(64)));
+    }
+
+    #[test]
+    fn server_messages_match_the_document() {
+        let peer = PeerInfo {
+            id: "p-1".into(),
+            name: None,
+        };
+        let v: Value =
+            serde_json::from_str(&ServerMsg::PeerJoined { peer: &peer }.to_text()).expect("json");
+        assert_eq!(v, json!({"type":"peer-joined","peer":{"id":"p-1"}}));
+        let v: Value = serde_json::from_str(
+            &ServerMsg::PeerLeft {
+                peer_id: "p-1",
+                reason: LeaveReason::Timeout,
+            }
+            .to_text(),
+        )
+        .expect("json");
+        assert_eq!(
+            v,
+            json!({"type":"peer-left","peerId":"p-1","reason":"timeout"})
+        );
+        let v: Value = serde_json::from_str(
+            &ServerMsg::Reconnect {
+                reason: "shutdown",
+                retry_after_ms: 500,
+            }
+            .to_text(),
+        )
+        .expect("json");
+        assert_eq!(
+            v,
+            json!({"type":"reconnect","reason":"shutdown","retryAfterMs":500})
+        );
+        for code in ErrorCode::ALL {
+            let s = serde_json::to_value(code).expect("code");
+            assert_eq!(s, json!(code.as_str()));
+        }
+    }
+}

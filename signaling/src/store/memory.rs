@@ -1,0 +1,137 @@
+//! Room state in this process: the laptop default, and the reference the Redis store must match.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+
+use super::{LocalPeers, PeerRecord, RoomStore, StoreError};
+use crate::protocol::PeerInfo;
+
+pub struct MemoryStore {
+    rooms: Mutex<HashMap<String, Vec<PeerRecord>>>,
+    local: Arc<LocalPeers>,
+}
+
+impl MemoryStore {
+    pub fn new(local: Arc<LocalPeers>) -> Self {
+        Self {
+            rooms: Mutex::new(HashMap::new()),
+            local,
+        }
+    }
+
+    fn with_rooms<T>(
+        &self,
+        f: impl FnOnce(&mut HashMap<String, Vec<PeerRecord>>) -> T,
+    ) -> Result<T, StoreError> {
+        // A poisoned lock means a panic mid-update elsewhere; the map is still consistent
+        // (every update is a single push/remove), so keep serving.
+        let mut guard = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(f(&mut guard))
+    }
+
+    fn recipients(&self, room: &str, except: Option<&str>) -> Result<Vec<String>, StoreError> {
+        self.with_rooms(|rooms| {
+            rooms
+                .get(room)
+                .map(|peers| {
+                    peers
+                        .iter()
+                        .filter(|p| Some(p.id.as_str()) != except)
+                        .map(|p| p.id.clone())
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+    }
+
+    pub fn room_count(&self) -> usize {
+        self.rooms.lock().map(|r| r.len()).unwrap_or(0)
+    }
+}
+
+#[async_trait]
+impl RoomStore for MemoryStore {
+    async fn join(
+        &self,
+        room: &str,
+        peer: &PeerRecord,
+        max: u32,
+    ) -> Result<Vec<PeerInfo>, StoreError> {
+        self.with_rooms(|rooms| {
+            let peers = rooms.entry(room.to_owned()).or_default();
+            if peers.len() >= max as usize {
+                return Err(StoreError::RoomFull { max });
+            }
+            let others = peers.iter().map(PeerRecord::info).collect();
+            peers.push(peer.clone());
+            Ok(others)
+        })?
+    }
+
+    async fn resume(
+        &self,
+        room: &str,
+        resume_token: &str,
+    ) -> Result<Option<PeerRecord>, StoreError> {
+        self.with_rooms(|rooms| {
+            rooms.get_mut(room).and_then(|peers| {
+                peers
+                    .iter_mut()
+                    .find(|p| p.resume_token == resume_token)
+                    .map(|p| {
+                        p.epoch += 1;
+                        p.clone()
+                    })
+            })
+        })
+    }
+
+    async fn members(&self, room: &str) -> Result<Vec<PeerInfo>, StoreError> {
+        self.with_rooms(|rooms| {
+            rooms
+                .get(room)
+                .map(|peers| peers.iter().map(PeerRecord::info).collect())
+                .unwrap_or_default()
+        })
+    }
+
+    async fn leave(&self, room: &str, peer: &str, epoch: Option<u64>) -> Result<bool, StoreError> {
+        self.with_rooms(|rooms| {
+            let Some(peers) = rooms.get_mut(room) else {
+                return false;
+            };
+            let before = peers.len();
+            peers.retain(|p| p.id != peer || epoch.is_some_and(|e| e != p.epoch));
+            let removed = peers.len() < before;
+            if peers.is_empty() {
+                rooms.remove(room);
+            }
+            removed
+        })
+    }
+
+    async fn send(&self, room: &str, to: &str, frame: Arc<str>) -> Result<bool, StoreError> {
+        let member = self.with_rooms(|rooms| {
+            rooms
+                .get(room)
+                .is_some_and(|p| p.iter().any(|p| p.id == to))
+        })?;
+        if member {
+            self.local.deliver(to, frame);
+        }
+        Ok(member)
+    }
+
+    async fn broadcast(&self, room: &str, except: &str, frame: Arc<str>) -> Result<(), StoreError> {
+        for id in self.recipients(room, Some(except))? {
+            self.local.deliver(&id, Arc::clone(&frame));
+        }
+        Ok(())
+    }
+
+    fn ready(&self) -> bool {
+        true
+    }
+}

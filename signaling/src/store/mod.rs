@@ -1,0 +1,154 @@
+//! Room state behind one trait: in memory for a single process, Redis for many replicas.
+//!
+//! The store owns membership (who is in which room, atomically capped) and routing (getting a
+//! frame to a peer wherever its connection lives). Frames for peers whose connection is on
+//! this process end in [`LocalPeers`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::protocol::PeerInfo;
+
+pub mod memory;
+
+/// A seat in a room as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerRecord {
+    pub id: String,
+    pub name: Option<String>,
+    /// Secret the client presents to take its seat back after a lost connection.
+    pub resume_token: String,
+    /// Bumped on every resume, so the cleanup of a superseded connection leaves the seat alone.
+    pub epoch: u64,
+}
+
+impl PeerRecord {
+    pub fn info(&self) -> PeerInfo {
+        PeerInfo {
+            id: self.id.clone(),
+            name: self.name.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("room is full ({max} peers)")]
+    RoomFull { max: u32 },
+    #[error("room store unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[async_trait]
+pub trait RoomStore: Send + Sync + 'static {
+    /// Take a seat, unless the room already has `max` peers. Returns the peers already there.
+    async fn join(
+        &self,
+        room: &str,
+        peer: &PeerRecord,
+        max: u32,
+    ) -> Result<Vec<PeerInfo>, StoreError>;
+    /// Take back a held seat by its resume token; bumps its epoch. `None`: no such seat.
+    async fn resume(
+        &self,
+        room: &str,
+        resume_token: &str,
+    ) -> Result<Option<PeerRecord>, StoreError>;
+    /// The peers of a room.
+    async fn members(&self, room: &str) -> Result<Vec<PeerInfo>, StoreError>;
+    /// Give up a seat. With `epoch`, only if the seat was not resumed since. True if removed.
+    async fn leave(&self, room: &str, peer: &str, epoch: Option<u64>) -> Result<bool, StoreError>;
+    /// Send a frame to one peer of the room. False if it is not a member.
+    async fn send(&self, room: &str, to: &str, frame: Arc<str>) -> Result<bool, StoreError>;
+    /// Send a frame to every peer of the room but one.
+    async fn broadcast(&self, room: &str, except: &str, frame: Arc<str>) -> Result<(), StoreError>;
+    /// Whether the store can serve (for `/readyz`).
+    fn ready(&self) -> bool;
+}
+
+/// What a connection task receives.
+#[derive(Debug, Clone)]
+pub enum Outbound {
+    Frame(Arc<str>),
+}
+
+/// A connection on this process, as the router sees it.
+#[derive(Debug, Clone)]
+pub struct LocalConn {
+    pub tx: mpsc::Sender<Outbound>,
+    pub epoch: u64,
+    /// Cancelled to cut a connection off (it cannot keep up, or was superseded).
+    pub kill: CancellationToken,
+}
+
+/// Connections of joined peers on this process.
+#[derive(Debug, Default)]
+pub struct LocalPeers {
+    conns: Mutex<HashMap<String, LocalConn>>,
+}
+
+/// Outcome of handing a frame to a local connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    Delivered,
+    /// No connection here (not local, or between a lost connection and its resume).
+    Absent,
+    /// The connection's queue is full: it was cut off rather than silently losing signaling.
+    CutOff,
+}
+
+impl LocalPeers {
+    pub fn insert(&self, peer: &str, conn: LocalConn) {
+        if let Ok(mut m) = self.conns.lock()
+            && let Some(old) = m.insert(peer.to_owned(), conn)
+        {
+            old.kill.cancel();
+        }
+    }
+
+    /// Remove the peer's connection if it is still the one of `epoch`.
+    pub fn remove(&self, peer: &str, epoch: u64) {
+        if let Ok(mut m) = self.conns.lock()
+            && m.get(peer).is_some_and(|c| c.epoch == epoch)
+        {
+            m.remove(peer);
+        }
+    }
+
+    pub fn deliver(&self, peer: &str, frame: Arc<str>) -> Delivery {
+        let conn = match self.conns.lock() {
+            Ok(m) => m.get(peer).cloned(),
+            Err(_) => None,
+        };
+        let Some(conn) = conn else {
+            return Delivery::Absent;
+        };
+        match conn.tx.try_send(Outbound::Frame(frame)) {
+            Ok(()) => Delivery::Delivered,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                conn.kill.cancel();
+                Delivery::CutOff
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Absent,
+        }
+    }
+
+    pub fn ids(&self) -> Vec<String> {
+        self.conns
+            .lock()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.conns.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
