@@ -62,11 +62,12 @@ async function start(event) {
     return;
   }
   window.otter = { call }; // for the console and the end-to-end tests
+  sessionStorage.setItem("otter-room", room); // a reload rejoins this room
   const url = new URL(location.href);
   url.search = `?room=${encodeURIComponent(room)}`;
   url.hash = "";
   history.replaceState(null, "", url);
-  $("call").hidden = false;
+  $("stage").hidden = false;
   $("local").srcObject = call.localStream;
   status(`in ${room} as ${call.peerId}`);
 
@@ -143,12 +144,14 @@ $("copy").addEventListener("click", async () => {
   try { await navigator.clipboard.writeText(link); log(`link copied: ${link}`); } catch { log(`share this link: ${link}`); }
 });
 $("leave").addEventListener("click", () => {
+  sessionStorage.removeItem("otter-room");
   call?.leave();
   call = null;
   document.querySelectorAll("figure[data-peer]").forEach((f) => f.remove());
-  $("call").hidden = true;
+  $("stage").hidden = true;
   $("join").hidden = false;
   status("left");
 });
 
-if (params.get("autojoin") === "1" && $("room").value) start();
+const rejoin = sessionStorage.getItem("otter-room") === $("room").value;
+if ((params.get("autojoin") === "1" || rejoin) && $("room").value) start();

@@ -26,14 +26,14 @@ export async function launch() {
  * Open a page on the signaling server's origin (so /otter.js imports same-origin) in its own
  * browser context, collecting console errors for diagnosis.
  */
-export async function openPage(browser, baseUrl, label) {
+export async function openPage(browser, baseUrl, label, path = '/') {
   const context = await browser.newContext();
   const page = await context.newPage();
   page.label = label;
   page.logs = [];
   page.on('console', (m) => page.logs.push(`[${label}] ${m.type()}: ${m.text()}`));
   page.on('pageerror', (e) => page.logs.push(`[${label}] pageerror: ${e.message}`));
-  await page.goto(`${baseUrl}/`);
+  await page.goto(`${baseUrl}${path}`);
   return page;
 }
 
@@ -64,7 +64,9 @@ export async function joinCall(page, options) {
 export async function peerStats(page) {
   return page.evaluate(async () => {
     const out = {};
-    for (const [id, peer] of window.call.peers) {
+    const call = window.otter?.call ?? window.call;
+    if (!call) return {};
+    for (const [id, peer] of call.peers) {
       const stats = await peer.pc.getStats();
       const r = { state: peer.pc.connectionState, video: [], audio: [], pair: null };
       let pairId = null;
@@ -125,7 +127,7 @@ export async function firstFrameMs(page, { timeoutMs = 20000 } = {}) {
   return page.evaluate(async (timeout) => {
     const end = performance.now() + timeout;
     while (performance.now() < end) {
-      for (const peer of window.call.peers.values()) {
+      for (const peer of (window.otter?.call ?? window.call)?.peers.values() ?? []) {
         const stats = await peer.pc.getStats();
         let frames = 0;
         stats.forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'video') frames += s.framesDecoded ?? 0; });

@@ -9,8 +9,8 @@ export function useCallEnv(opts = {}) {
     env.turn = await startCoturn();
     env.server = await startSignaling({ turn: env.turn, ...opts.signaling });
     env.browser = await launch();
-    env.page = async (label) => {
-      const p = await openPage(env.browser, env.server.url, label);
+    env.page = async (label, path) => {
+      const p = await openPage(env.browser, env.server.url, label, path);
       env.pages.push(p);
       return p;
     };
