@@ -105,9 +105,9 @@ export async function startCoturn({ secret = randomBytes(16).toString('hex'), na
 export const SERVER_BIN = process.env.OTTER_SIGNALING_BIN || join(REPO, 'target', 'debug', 'otter-signaling');
 
 /** Start the signaling server on a free loopback port, handing out coturn's URIs. */
-export async function startSignaling({ turn, turnSecret = turn?.secret, extraArgs = [], env = {}, name = 'signaling' } = {}) {
+export async function startSignaling({ turn, turnSecret = turn?.secret, extraArgs = [], env = {}, name = 'signaling', port: fixedPort } = {}) {
   if (!existsSync(SERVER_BIN)) throw new Error(`${SERVER_BIN} not found: run cargo build -p otter-signaling (tests/e2e/run does)`);
-  const port = await freePort();
+  const port = fixedPort ?? await freePort();
   const args = ['--listen', `127.0.0.1:${port}`, '--reconnect-grace', '15s'];
   if (turn) {
     args.push('--turn-secret', turnSecret, '--turn-uris', `turn:127.0.0.1:${turn.port}?transport=udp`,

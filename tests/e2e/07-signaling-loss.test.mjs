@@ -1,0 +1,80 @@
+// The signaling connection is lost, not the call: the SDK reconnects with backoff, resumes its
+// seat with the resume token, and the peer connections (media never went through the server)
+// carry on untouched. And a server restart (SIGTERM: `reconnect`, close 1012) brings the call back.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { useCallEnv, roomName } from './lib/harness.mjs';
+import { joinCall, expectMediaEverywhere, peerStats } from './lib/browser.mjs';
+import { startProxy } from './lib/proxy.mjs';
+import { startSignaling } from './lib/procs.mjs';
+
+const env = useCallEnv();
+
+const states = (page) => page.evaluate(() => window.events.filter((e) => e.type === 'state').map((e) => e.state));
+const leaves = (page) => page.evaluate(() => window.events.filter((e) => e.type === 'peerleft'));
+const frames = async (page) => Object.values(await peerStats(page))[0].video.reduce((n, v) => n + v.framesDecoded, 0);
+
+test('a signaling blip: reconnect with backoff, resume the seat, the call never drops', async () => {
+  const proxy = await startProxy(env.server.port);
+  try {
+    const room = roomName('blip');
+    const a = await env.page('A');
+    const b = await env.page('B');
+    // A reaches the server through the proxy; B directly.
+    const { peerId: aId } = await joinCall(a, { room, name: 'Alice', url: proxy.url });
+    const { peerId: bId } = await joinCall(b, { room, name: 'Bob' });
+    await expectMediaEverywhere([a, b]);
+    await a.evaluate(() => { window.pcBefore = [...window.call.peers.values()][0].pc; });
+    const framesBefore = await frames(a);
+
+    proxy.cut();
+    await a.waitForFunction(() => window.call.state === 'reconnecting', null, { timeout: 5000 });
+    await new Promise((r) => setTimeout(r, 2500)); // a few refused attempts (backoff)
+    // Meanwhile the media path is untouched.
+    assert.ok(await frames(a) > framesBefore, 'A still decodes B while signaling is down');
+    proxy.reopen();
+    await a.waitForFunction(() => window.call.state === 'joined', null, { timeout: 15000 });
+
+    assert.equal(await a.evaluate(() => window.call.peerId), aId, 'same peer id after resume');
+    assert.ok(await a.evaluate(() => [...window.call.peers.values()][0].pc === window.pcBefore), 'same RTCPeerConnection');
+    assert.deepEqual(await leaves(b), [], 'B never saw A leave');
+    assert.deepEqual(await leaves(a), [], 'A never dropped B');
+    const s = await states(a);
+    assert.deepEqual(s.slice(0, 2), ['connecting', 'joined']);
+    assert.ok(s.includes('reconnecting') && s.at(-1) === 'joined', s.join(','));
+    await expectMediaEverywhere([a, b]);
+
+    // Signaling works again after the resume: a renegotiation goes through it.
+    await a.evaluate(() => {
+      const c = document.createElement('canvas');
+      const ctx = c.getContext('2d');
+      setInterval(() => { ctx.fillStyle = `#${Math.floor(Math.random() * 4096).toString(16).padStart(3, '0')}`; ctx.fillRect(0, 0, 300, 150); }, 40);
+      window.call.addTrack(c.captureStream(25).getVideoTracks()[0]);
+    });
+    await b.waitForFunction(async (id) => {
+      const stats = await window.call.peers.get(id).pc.getStats();
+      let n = 0;
+      stats.forEach((x) => { if (x.type === 'inbound-rtp' && x.kind === 'video' && x.framesDecoded > 0) n++; });
+      return n >= 2;
+    }, aId, { timeout: 15000, polling: 250 });
+  } finally {
+    await proxy.close();
+  }
+});
+
+test('a server restart: clients are told to reconnect, rejoin, and the call comes back', async () => {
+  const room = roomName('restart');
+  const a = await env.page('A');
+  const b = await env.page('B');
+  await joinCall(a, { room, name: 'Alice' });
+  await joinCall(b, { room, name: 'Bob' });
+  await expectMediaEverywhere([a, b]);
+  const port = env.server.port;
+  const stopped = Date.now();
+  await env.server.stop(); // SIGTERM: `reconnect` then close 1012
+  env.server = await startSignaling({ turn: env.turn, port, name: 'signaling-restarted' });
+  for (const p of [a, b]) await p.waitForFunction(() => window.call.state === 'joined' && window.call.peers.size === 1, null, { timeout: 20000 });
+  // In-memory state died with the old process: both are new peers, with fresh connections.
+  await expectMediaEverywhere([a, b], { timeoutMs: 20000 });
+  console.log(`call back ${Date.now() - stopped} ms after the server was stopped`);
+});

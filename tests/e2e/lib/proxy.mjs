@@ -1,0 +1,27 @@
+// A TCP proxy on loopback that the test can cut: every connection through it is destroyed
+// at once (no WebSocket close frame reaches the server: a network blip), and new connections
+// are refused until it is opened again.
+import net from 'node:net';
+
+export async function startProxy(targetPort) {
+  const sockets = new Set();
+  let open = true;
+  const server = net.createServer((client) => {
+    if (!open) { client.destroy(); return; }
+    const upstream = net.connect(targetPort, '127.0.0.1');
+    for (const s of [client, upstream]) { sockets.add(s); s.on('close', () => sockets.delete(s)); s.on('error', () => {}); }
+    client.pipe(upstream);
+    upstream.pipe(client);
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    port: server.address().port,
+    url: `http://127.0.0.1:${server.address().port}`,
+    get connections() { return sockets.size / 2; },
+    cut() { open = false; for (const s of sockets) s.destroy(); },
+    reopen() { open = true; },
+    close() { open = false; for (const s of sockets) s.destroy(); return new Promise((r) => server.close(r)); },
+  };
+}
