@@ -19,7 +19,9 @@ export const CHROMIUM_ARGS = [
 /** Launch Chromium (a fresh temporary profile each time: playwright's launch() makes one). */
 export async function launch() {
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} not found: apt-get install -y chromium (or run tests/e2e/install)`);
-  return chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: 30000 });
+  // OTTER_CHROMIUM_EXTRA_ARGS: space-separated extra flags, for debugging only.
+  const extra = (process.env.OTTER_CHROMIUM_EXTRA_ARGS ?? '').split(' ').filter(Boolean);
+  return chromium.launch({ executablePath: CHROMIUM, headless: true, args: [...CHROMIUM_ARGS, ...extra], timeout: 30000 });
 }
 
 /**
