@@ -131,7 +131,8 @@ impl Hub {
         if let Some(token) = join.resume.as_deref()
             && let Some(rec) = self.store.resume(&room, token).await.map_err(unavailable)?
         {
-            self.local.insert(&rec.id, self.conn(tx, kill, rec.epoch));
+            self.local
+                .insert(&rec.id, self.conn(&room, tx, kill, rec.epoch));
             let others: Vec<PeerInfo> = self
                 .store
                 .members(&room)
@@ -165,7 +166,8 @@ impl Hub {
         };
         // Register the connection before taking the seat, so an offer sent the instant the
         // others hear of us has somewhere to go.
-        self.local.insert(&rec.id, self.conn(tx, kill, rec.epoch));
+        self.local
+            .insert(&rec.id, self.conn(&room, tx, kill, rec.epoch));
         let others = match self.store.join(&room, &rec, self.limits.max_peers).await {
             Ok(others) => others,
             Err(e) => {
@@ -199,8 +201,15 @@ impl Hub {
         ))
     }
 
-    fn conn(&self, tx: &mpsc::Sender<Outbound>, kill: &CancellationToken, epoch: u64) -> LocalConn {
+    fn conn(
+        &self,
+        room: &str,
+        tx: &mpsc::Sender<Outbound>,
+        kill: &CancellationToken,
+        epoch: u64,
+    ) -> LocalConn {
         LocalConn {
+            room: room.to_owned(),
             tx: tx.clone(),
             epoch,
             kill: kill.clone(),

@@ -50,7 +50,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             tracing::info!("room state in memory (single server)");
             Arc::new(MemoryStore::new(Arc::clone(&local)))
         }
-        Some(_) => bail!("Redis room state is not built yet; run without --redis-url"),
+        Some(url) => {
+            crate::store::redis::RedisStore::start(url, config.replica_lease, Arc::clone(&local))
+                .await
+                .context("invalid --redis-url")?
+        }
     };
     let limits = Limits {
         max_peers: config.max_peers_per_room,

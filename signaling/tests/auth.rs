@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Client, Server, get};
+use common::{Client, Server, Store, get};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
 
@@ -22,9 +22,8 @@ fn token(secret: &str, room: &str, exp_from_now: i64, name: Option<&str>) -> Str
     .expect("encode")
 }
 
-#[tokio::test]
-async fn tokens_gate_joins() {
-    let server = Server::start(&["--token-secret", SECRET]);
+async fn tokens_gate_joins(store: Store) {
+    let server = Server::start_on(store, &["--token-secret", SECRET]).await;
     let mut c = Client::connect(&server).await;
     c.send(json!({"type":"join","room":"clinic"})).await;
     c.expect_error("auth-required").await;
@@ -54,16 +53,19 @@ async fn tokens_gate_joins() {
     assert_eq!(c.recv().await["peer"]["name"], "Pat");
 }
 
-#[tokio::test]
-async fn ice_servers_need_a_token_when_auth_is_on() {
-    let server = Server::start(&[
-        "--token-secret",
-        SECRET,
-        "--turn-secret",
-        "t",
-        "--turn-uris",
-        "turn:127.0.0.1:3478",
-    ]);
+async fn ice_servers_need_a_token_when_auth_is_on(store: Store) {
+    let server = Server::start_on(
+        store,
+        &[
+            "--token-secret",
+            SECRET,
+            "--turn-secret",
+            "t",
+            "--turn-uris",
+            "turn:127.0.0.1:3478",
+        ],
+    )
+    .await;
     let resp = get(&server.url("/v1/ice-servers")).await;
     assert_eq!(resp.status(), 401);
     let body: Value = resp.json().await.expect("json");
@@ -81,3 +83,5 @@ async fn ice_servers_need_a_token_when_auth_is_on() {
         json!(["turn:127.0.0.1:3478"])
     );
 }
+
+both_stores!(tokens_gate_joins, ice_servers_need_a_token_when_auth_is_on);

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Client, Server};
+use common::{Client, Server, Store};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -22,9 +22,8 @@ async fn others_still_work(server: &Server) {
     b.recv().await;
 }
 
-#[tokio::test]
-async fn malformed_and_misplaced_messages_get_error_frames() {
-    let server = Server::start(&[]);
+async fn malformed_and_misplaced_messages_get_error_frames(store: Store) {
+    let server = Server::start_on(store, &[]).await;
     let mut c = Client::connect(&server).await;
     c.send_raw(Message::Text("{not json".into())).await;
     c.expect_error("bad-json").await;
@@ -69,9 +68,8 @@ async fn malformed_and_misplaced_messages_get_error_frames() {
     others_still_work(&server).await;
 }
 
-#[tokio::test]
-async fn room_capacity_is_configurable() {
-    let server = Server::start(&["--max-peers-per-room", "2"]);
+async fn room_capacity_is_configurable(store: Store) {
+    let server = Server::start_on(store, &["--max-peers-per-room", "2"]).await;
     let (_a, _) = Client::join(&server, "small", "A").await;
     let (_b, _) = Client::join(&server, "small", "B").await;
     let mut c = Client::connect(&server).await;
@@ -82,9 +80,8 @@ async fn room_capacity_is_configurable() {
     c.join_msg(json!({"type":"join","room":"other"})).await;
 }
 
-#[tokio::test]
-async fn oversized_frames_close_the_connection() {
-    let server = Server::start(&["--max-message-bytes", "4096"]);
+async fn oversized_frames_close_the_connection(store: Store) {
+    let server = Server::start_on(store, &["--max-message-bytes", "4096"]).await;
     let (mut a, _) = Client::join(&server, "big", "A").await;
     let (mut b, _) = Client::join(&server, "big", "B").await;
     a.recv().await;
@@ -97,9 +94,8 @@ async fn oversized_frames_close_the_connection() {
     others_still_work(&server).await;
 }
 
-#[tokio::test]
-async fn flooding_is_rate_limited_then_cut_off() {
-    let server = Server::start(&["--rate-limit", "5", "--rate-burst", "10"]);
+async fn flooding_is_rate_limited_then_cut_off(store: Store) {
+    let server = Server::start_on(store, &["--rate-limit", "5", "--rate-burst", "10"]).await;
     let mut c = Client::connect(&server).await;
     for _ in 0..60 {
         c.send(json!({"type":"ping"})).await;
@@ -122,9 +118,12 @@ async fn flooding_is_rate_limited_then_cut_off() {
     others_still_work(&server).await;
 }
 
-#[tokio::test]
-async fn idle_connections_are_closed() {
-    let server = Server::start(&["--idle-timeout", "600ms", "--ping-interval", "200ms"]);
+async fn idle_connections_are_closed(store: Store) {
+    let server = Server::start_on(
+        store,
+        &["--idle-timeout", "600ms", "--ping-interval", "200ms"],
+    )
+    .await;
     let mut c = Client::connect(&server).await;
     // Not reading means not answering the server's pings: a dead peer, as far as it can tell.
     tokio::time::sleep(Duration::from_millis(1200)).await;
@@ -150,9 +149,8 @@ async fn idle_connections_are_closed() {
     assert_eq!(quiet.recv().await["type"], "pong");
 }
 
-#[tokio::test]
-async fn origins_and_versions_are_checked_at_upgrade() {
-    let server = Server::start(&["--allowed-origins", "https://app.example"]);
+async fn origins_and_versions_are_checked_at_upgrade(store: Store) {
+    let server = Server::start_on(store, &["--allowed-origins", "https://app.example"]).await;
     let bad = Client::connect_with(&server, |r| {
         r.headers_mut()
             .insert("origin", HeaderValue::from_static("https://evil.example"));
@@ -187,9 +185,8 @@ async fn origins_and_versions_are_checked_at_upgrade() {
     drop(ws);
 }
 
-#[tokio::test]
-async fn connection_limit_answers_server_busy() {
-    let server = Server::start(&["--max-connections", "2"]);
+async fn connection_limit_answers_server_busy(store: Store) {
+    let server = Server::start_on(store, &["--max-connections", "2"]).await;
     let _a = Client::connect(&server).await;
     let mut b = Client::connect(&server).await;
     b.send(json!({"type":"ping"})).await;
@@ -198,3 +195,13 @@ async fn connection_limit_answers_server_busy() {
     c.expect_error("server-busy").await;
     assert_eq!(u16::from(c.expect_close().await.expect("close").code), 1013);
 }
+
+both_stores!(
+    malformed_and_misplaced_messages_get_error_frames,
+    room_capacity_is_configurable,
+    oversized_frames_close_the_connection,
+    flooding_is_rate_limited_then_cut_off,
+    idle_connections_are_closed,
+    origins_and_versions_are_checked_at_upgrade,
+    connection_limit_answers_server_busy
+);

@@ -4,12 +4,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Client, Server};
+use common::{Client, Server, Store};
 use serde_json::json;
 
-#[tokio::test]
-async fn leave_and_close_are_announced_at_once() {
-    let server = Server::start(&["--reconnect-grace", "30s"]);
+async fn leave_and_close_are_announced_at_once(store: Store) {
+    let server = Server::start_on(store, &["--reconnect-grace", "30s"]).await;
     let (mut a, _) = Client::join(&server, "room", "A").await;
     let (mut b, _) = Client::join(&server, "room", "B").await;
     let (c, _) = Client::join(&server, "room", "C").await;
@@ -38,9 +37,8 @@ async fn leave_and_close_are_announced_at_once() {
     );
 }
 
-#[tokio::test]
-async fn lost_connection_is_announced_after_the_grace_period() {
-    let server = Server::start(&["--reconnect-grace", "500ms"]);
+async fn lost_connection_is_announced_after_the_grace_period(store: Store) {
+    let server = Server::start_on(store, &["--reconnect-grace", "500ms"]).await;
     let (mut a, _) = Client::join(&server, "room", "A").await;
     let (b, _) = Client::join(&server, "room", "B").await;
     a.recv().await;
@@ -55,9 +53,8 @@ async fn lost_connection_is_announced_after_the_grace_period() {
     );
 }
 
-#[tokio::test]
-async fn resume_keeps_the_peer_id_and_the_others_see_nothing() {
-    let server = Server::start(&["--reconnect-grace", "3s"]);
+async fn resume_keeps_the_peer_id_and_the_others_see_nothing(store: Store) {
+    let server = Server::start_on(store, &["--reconnect-grace", "3s"]).await;
     let (mut a, _) = Client::join(&server, "room", "A").await;
     let (b, _) = Client::join(&server, "room", "B").await;
     a.recv().await;
@@ -87,9 +84,8 @@ async fn resume_keeps_the_peer_id_and_the_others_see_nothing() {
     assert_ne!(again["peerId"], b_id.as_str());
 }
 
-#[tokio::test]
-async fn resume_while_the_old_connection_is_still_open_replaces_it() {
-    let server = Server::start(&[]);
+async fn resume_while_the_old_connection_is_still_open_replaces_it(store: Store) {
+    let server = Server::start_on(store, &[]).await;
     let (mut a, _) = Client::join(&server, "room", "A").await;
     let (mut b, _) = Client::join(&server, "room", "B").await;
     a.recv().await;
@@ -105,3 +101,10 @@ async fn resume_while_the_old_connection_is_still_open_replaces_it() {
     assert_eq!(b2.recv().await["type"], "candidate");
     a.expect_silence(Duration::from_millis(200)).await;
 }
+
+both_stores!(
+    leave_and_close_are_announced_at_once,
+    lost_connection_is_announced_after_the_grace_period,
+    resume_keeps_the_peer_id_and_the_others_see_nothing,
+    resume_while_the_old_connection_is_still_open_replaces_it
+);

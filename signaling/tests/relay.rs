@@ -4,12 +4,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Client, Server};
+use common::{Client, Server, Store};
 use serde_json::json;
 
-#[tokio::test]
-async fn two_peers_exchange_offer_answer_and_candidates() {
-    let server = Server::start(&[]);
+async fn two_peers_exchange_offer_answer_and_candidates(store: Store) {
+    let server = Server::start_on(store, &[]).await;
     let (mut a, joined_a) = Client::join(&server, "pair", "Alice").await;
     assert_eq!(joined_a["v"], 1);
     assert_eq!(joined_a["room"], "pair");
@@ -56,9 +55,8 @@ async fn two_peers_exchange_offer_answer_and_candidates() {
     b.expect_silence(Duration::from_millis(200)).await;
 }
 
-#[tokio::test]
-async fn six_peers_full_mesh_each_message_reaches_only_its_addressee() {
-    let server = Server::start(&[]);
+async fn six_peers_full_mesh_each_message_reaches_only_its_addressee(store: Store) {
+    let server = Server::start_on(store, &[]).await;
     let mut peers: Vec<Client> = Vec::new();
     for i in 0..6 {
         let (c, joined) = Client::join(&server, "mesh", &format!("peer{i}")).await;
@@ -110,9 +108,8 @@ async fn six_peers_full_mesh_each_message_reaches_only_its_addressee() {
     assert_eq!(peers[1].recv().await["sdp"], "still here");
 }
 
-#[tokio::test]
-async fn rooms_are_isolated() {
-    let server = Server::start(&[]);
+async fn rooms_are_isolated(store: Store) {
+    let server = Server::start_on(store, &[]).await;
     let (mut a, _) = Client::join(&server, "one", "A").await;
     let (mut b, _) = Client::join(&server, "two", "B").await;
     a.send(json!({"type":"offer","to":b.peer_id,"sdp":"x"}))
@@ -120,3 +117,9 @@ async fn rooms_are_isolated() {
     a.expect_error("unknown-peer").await;
     b.expect_silence(Duration::from_millis(200)).await;
 }
+
+both_stores!(
+    two_peers_exchange_offer_answer_and_candidates,
+    six_peers_full_mesh_each_message_reaches_only_its_addressee,
+    rooms_are_isolated
+);

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::protocol::PeerInfo;
 
 pub mod memory;
+pub mod redis;
 
 /// A seat in a room as the store keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +80,7 @@ pub enum Outbound {
 /// A connection on this process, as the router sees it.
 #[derive(Debug, Clone)]
 pub struct LocalConn {
+    pub room: String,
     pub tx: mpsc::Sender<Outbound>,
     pub epoch: u64,
     /// Cancelled to cut a connection off (it cannot keep up, or was superseded).
@@ -137,11 +139,25 @@ impl LocalPeers {
         }
     }
 
-    pub fn ids(&self) -> Vec<String> {
+    /// Local peers of a room, but one.
+    pub fn in_room(&self, room: &str, except: &str) -> Vec<String> {
         self.conns
             .lock()
-            .map(|m| m.keys().cloned().collect())
+            .map(|m| {
+                m.iter()
+                    .filter(|(id, c)| c.room == room && id.as_str() != except)
+                    .map(|(id, _)| id.clone())
+                    .collect()
+            })
             .unwrap_or_default()
+    }
+
+    /// Whether `peer` is connected here, in `room`.
+    pub fn is_in_room(&self, peer: &str, room: &str) -> bool {
+        self.conns
+            .lock()
+            .map(|m| m.get(peer).is_some_and(|c| c.room == room))
+            .unwrap_or(false)
     }
 
     pub fn len(&self) -> usize {

@@ -1,0 +1,234 @@
+//! Child processes of the real binaries, each on its own loopback port, killed on drop.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1 (bound, then released for the child to take).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Poll `cond` until it holds or `within` passes; panics with `what` on timeout.
+pub async fn wait_until<F, Fut>(what: &str, within: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if cond().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out after {within:?} waiting for {what}");
+}
+
+fn which(tool: &str, hint: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(tool))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| panic!("`{tool}` not found on PATH: {hint}"))
+}
+
+/// A real `redis-server` with no persistence, on its own port and directory.
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+    dir: PathBuf,
+    extra: Vec<String>,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        Self::start_with(&[])
+    }
+
+    /// Start with extra `redis-server` arguments (e.g. `--requirepass x`).
+    pub fn start_with(extra: &[&str]) -> RedisServer {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("otter-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let mut r = RedisServer {
+            child: None,
+            port,
+            dir,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        r.spawn();
+        r
+    }
+
+    fn spawn(&mut self) {
+        let bin = which(
+            "redis-server",
+            "run tests/install-deps (Debian package redis-server)",
+        );
+        let child = Command::new(bin)
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start redis-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not start on port {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kill the server (all data is lost: no persistence).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start again on the same port, empty.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Run `redis-cli` against this server and return its output lines.
+    pub fn cli(&self, args: &[&str]) -> Vec<String> {
+        let bin = which(
+            "redis-cli",
+            "run tests/install-deps (Debian package redis-server)",
+        );
+        let out = Command::new(bin)
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(self.extra_auth())
+            .args(args)
+            .output()
+            .expect("run redis-cli");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .filter(|l| !l.is_empty())
+            .collect()
+    }
+
+    fn extra_auth(&self) -> Vec<String> {
+        match self.extra.iter().position(|a| a == "--requirepass") {
+            Some(i) => vec![
+                "--no-auth-warning".into(),
+                "-a".into(),
+                self.extra[i + 1].clone(),
+            ],
+            None => vec![],
+        }
+    }
+
+    /// All keys (`KEYS *`; test databases are tiny).
+    pub fn keys(&self) -> Vec<String> {
+        let mut k = self.cli(&["--raw", "KEYS", "*"]);
+        k.sort();
+        k
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A running `otter-signaling` process on a free loopback port; killed when dropped.
+pub struct Signaling {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Signaling {
+    /// Start `bin` with `args` (plus `--listen 127.0.0.1:0`) and wait for its listening line.
+    pub fn start(bin: &str, args: &[&str]) -> Signaling {
+        let mut child = Command::new(bin)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env(
+                "OTTER_LOG",
+                std::env::var("OTTER_TEST_LOG").unwrap_or_else(|_| "error".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {bin}: {e}"));
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the listening line");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .parse()
+            .expect("address");
+        Signaling { child, addr }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{sig} failed");
+    }
+
+    pub fn sigterm(&self) {
+        self.signal("TERM");
+    }
+
+    /// Kill -9 and reap: a crashed replica.
+    pub fn crash(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub async fn ready(&self) -> bool {
+        match reqwest::get(self.url("/readyz")).await {
+            Ok(r) => r.status().is_success(),
+            Err(_) => false,
+        }
+    }
+}
+
+impl Drop for Signaling {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
