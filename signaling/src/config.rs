@@ -24,6 +24,11 @@ pub struct Config {
     #[arg(long, env = "OTTER_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 
+    /// PEM file of the CA(s) that sign the Redis server's certificate, for `rediss://` URLs
+    /// whose server is not trusted by the system's roots (ElastiCache needs none).
+    #[arg(long, env = "OTTER_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
+
     /// Secret that room tokens (HS256 JWT) are signed with. Without one, rooms are open.
     #[arg(
         long,

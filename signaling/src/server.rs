@@ -50,11 +50,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             tracing::info!("room state in memory (single server)");
             Arc::new(MemoryStore::new(Arc::clone(&local)))
         }
-        Some(url) => {
-            crate::store::redis::RedisStore::start(url, config.replica_lease, Arc::clone(&local))
-                .await
-                .context("invalid --redis-url")?
-        }
+        Some(url) => crate::store::redis::RedisStore::start(
+            url,
+            config.redis_ca_file.as_deref(),
+            config.replica_lease,
+            Arc::clone(&local),
+        )
+        .await
+        .context("setting up Redis room state (check --redis-url and --redis-ca-file)")?,
     };
     let limits = Limits {
         max_peers: config.max_peers_per_room,

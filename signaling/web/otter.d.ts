@@ -25,6 +25,8 @@ export interface JoinOptions {
   on?: { [K in keyof CallEventMap]?: (event: CallEventMap[K]) => void };
   /** Backoff of signaling reconnects (defaults 500 ms doubling up to 10 s, with jitter). */
   reconnect?: { baseMs?: number; maxMs?: number };
+  /** Ping the server every intervalMs (default 15 s); silence for timeoutMs (default 40 s) means a dead socket: replace it. */
+  keepalive?: { intervalMs?: number; timeoutMs?: number };
 }
 
 export type CallState = "new" | "connecting" | "joined" | "reconnecting" | "closed";

@@ -23,6 +23,8 @@
 //   iceServers          extra ICE servers, added to those the server hands out
 //   on                  { eventName: listener, ... } attached before anything is dispatched
 //   reconnect           { baseMs: 500, maxMs: 10000 } backoff of signaling reconnects
+//   keepalive           { intervalMs: 15000, timeoutMs: 40000 }: ping this often; a socket
+//                       silent for timeoutMs is taken for dead (half-open) and replaced
 //
 // Call (an EventTarget; every event is a CustomEvent whose `detail` is described here):
 //   state         {state}  "connecting" | "joined" | "reconnecting" | "closed"
@@ -216,8 +218,6 @@ export function parseChannelMessage(text) {
 
 const BUFFER_HIGH = 1024 * 1024; // pause sending a file above this many buffered bytes
 const BUFFER_LOW = 256 * 1024; // resume below this
-const PING_EVERY_MS = 15000; // keep the server's idle timer (60 s) happy
-const DEAD_AFTER_MS = 40000; // nothing heard for this long: the socket is dead, reconnect
 const DISCONNECTED_RESTART_MS = 5000; // ICE "disconnected" for this long: restart ICE
 const AWAIT_OFFER_MS = 4000; // an existing member offers itself if the newcomer's offer is late
 const PROGRESS_EVERY = 64; // receive progress event every this many chunks
@@ -479,7 +479,7 @@ export class Call extends EventTarget {
   constructor(options = {}) {
     super();
     const { url, room, token, name, media = { audio: true, video: true }, iceTransportPolicy = "all",
-      iceServers = [], on = {}, reconnect = {} } = options;
+      iceServers = [], on = {}, reconnect = {}, keepalive = {} } = options;
     if (!isValidRoomId(room)) throw new OtterError("bad-room-id", "room must be 1-64 characters of A-Z a-z 0-9 _ -");
     this.room = room;
     this.name = name;
@@ -498,6 +498,9 @@ export class Call extends EventTarget {
     this._extraIce = iceServers;
     this._serverIce = [];
     this._backoff = reconnect;
+    // Ping well within the server's idle timeout (60 s by default).
+    this._pingMs = keepalive.intervalMs ?? 15000;
+    this._deadMs = keepalive.timeoutMs ?? 40000;
     this._extraTracks = []; // {track, stream} added with addTrack()
     this._resumeToken = null;
     this._joined = false;
@@ -703,6 +706,7 @@ export class Call extends EventTarget {
       for (const p of this.peers.values()) { p.close(); this._emit("peerleft", { peer: p, reason: "timeout" }); }
       this.peers.clear();
     }
+    this._closeStale();
     this.peerId = msg.peerId;
     this._resumeToken = msg.resumeToken;
     this._serverIce = msg.iceServers;
@@ -711,7 +715,7 @@ export class Call extends EventTarget {
     this._reconnectSoon = null;
     this._setState("joined");
     clearInterval(this._pinger);
-    this._pinger = setInterval(() => this._keepalive(), PING_EVERY_MS);
+    this._pinger = setInterval(() => this._keepalive(), Math.min(this._pingMs, this._deadMs / 2));
 
     const present = new Map(msg.peers.map((p) => [p.id, p]));
     const start = () => {
@@ -782,7 +786,7 @@ export class Call extends EventTarget {
   _keepalive() {
     const ws = this._ws;
     if (!ws || ws.readyState !== WebSocket.OPEN) return;
-    if (Date.now() - this._lastHeard > DEAD_AFTER_MS) { this._abandon(); return; }
+    if (Date.now() - this._lastHeard > this._deadMs) { this._abandon(); return; }
     ws.send(JSON.stringify({ type: "ping" }));
   }
 
@@ -794,11 +798,17 @@ export class Call extends EventTarget {
     this._joined = false;
     clearInterval(this._pinger);
     ws.onclose = ws.onmessage = null;
-    // If the socket still works, this close frame gives up the seat (protocol v1 keeps seats
-    // only for connections lost without one) and the rejoin comes back as a new peer; for a
-    // dead socket the frame never arrives and the resume works.
-    try { ws.close(4000, "reconnecting"); } catch { /* already closed */ }
+    // No close frame now: if it reached the server it would give up our seat (protocol v1 keeps
+    // seats only for connections lost without one). The server closes this socket itself when
+    // our `join` with `resume` takes the seat over; we close it once the rejoin is done.
+    this._stale = ws;
     this._scheduleReconnect(this._reconnectSoon ?? null);
+  }
+
+  _closeStale() {
+    const ws = this._stale;
+    this._stale = null;
+    if (ws) try { ws.close(1000); } catch { /* already closed */ }
   }
 
   _scheduleReconnect(delayMs) {
@@ -828,6 +838,7 @@ export class Call extends EventTarget {
     const ws = this._ws;
     this._ws = null;
     if (ws) { ws.onclose = ws.onmessage = null; try { ws.close(1000, "leave"); } catch { /* closed */ } }
+    this._closeStale();
     for (const p of this.peers.values()) p.close();
     this.peers.clear();
     if (this._ownsStream && this.localStream) for (const t of this.localStream.getTracks()) t.stop();

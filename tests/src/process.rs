@@ -46,6 +46,8 @@ pub struct RedisServer {
     pub port: u16,
     dir: PathBuf,
     extra: Vec<String>,
+    /// With TLS: the CA file clients must trust; the port then speaks only TLS.
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl RedisServer {
@@ -63,6 +65,108 @@ impl RedisServer {
             port,
             dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            tls_ca: None,
+        };
+        r.spawn();
+        r
+    }
+
+    /// Start speaking only TLS, with a certificate for 127.0.0.1 from a fresh test CA
+    /// (made with `openssl`), plus extra arguments such as ACL users.
+    pub fn start_tls(extra: &[&str]) -> RedisServer {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("otter-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let openssl = |args: &[&str]| {
+            let ok = Command::new(which(
+                "openssl",
+                "run tests/install-deps (Debian package openssl)",
+            ))
+            .current_dir(&dir)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run openssl")
+            .success();
+            assert!(ok, "openssl {args:?} failed");
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-subj",
+            "/CN=otter-test-ca",
+            "-days",
+            "1",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        std::fs::write(
+            dir.join("san.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )
+        .expect("write san");
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "1",
+            "-extfile",
+            "san.ext",
+        ]);
+        let d = |f: &str| dir.join(f).to_string_lossy().into_owned();
+        let mut args: Vec<String> = [
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-auth-clients",
+            "no",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend([
+            "--tls-cert-file".into(),
+            d("server.crt"),
+            "--tls-key-file".into(),
+            d("server.key"),
+            "--tls-ca-cert-file".into(),
+            d("ca.crt"),
+        ]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut r = RedisServer {
+            child: None,
+            port,
+            dir: dir.clone(),
+            extra: args,
+            tls_ca: Some(dir.join("ca.crt")),
         };
         r.spawn();
         r
@@ -119,8 +223,17 @@ impl RedisServer {
             "redis-cli",
             "run tests/install-deps (Debian package redis-server)",
         );
+        let tls: Vec<String> = match &self.tls_ca {
+            Some(ca) => vec![
+                "--tls".into(),
+                "--cacert".into(),
+                ca.to_string_lossy().into_owned(),
+            ],
+            None => vec![],
+        };
         let out = Command::new(bin)
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(tls)
             .args(self.extra_auth())
             .args(args)
             .output()

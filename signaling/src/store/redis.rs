@@ -198,6 +198,45 @@ fn replica_set_key(replica: &str) -> String {
     format!("{PREFIX}replica-peers:{replica}")
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum RedisSetupError {
+    #[error("{0}")]
+    Redis(#[from] fred::error::Error),
+    #[error("cannot read the Redis CA file {path}: {why}")]
+    CaFile {
+        path: std::path::PathBuf,
+        why: String,
+    },
+}
+
+/// TLS that trusts the CA certificates in a PEM file.
+fn tls_with_ca(
+    path: &std::path::Path,
+) -> Result<fred::types::config::TlsConnector, RedisSetupError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let fail = |why: String| RedisSetupError::CaFile {
+        path: path.to_owned(),
+        why,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(path).map_err(|e| fail(e.to_string()))? {
+        roots
+            .add(cert.map_err(|e| fail(e.to_string()))?)
+            .map_err(|e| fail(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(fail("no certificates in it".into()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| fail(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config.into())
+}
+
 fn unavailable(e: fred::error::Error) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
@@ -207,10 +246,14 @@ impl RedisStore {
     /// subscribe to this replica's channel, and start the lease and reaper loops.
     pub async fn start(
         url: &str,
+        ca_file: Option<&std::path::Path>,
         lease: Duration,
         local: Arc<LocalPeers>,
-    ) -> Result<Arc<Self>, fred::error::Error> {
+    ) -> Result<Arc<Self>, RedisSetupError> {
         let mut config = Config::from_url(url)?;
+        if let Some(path) = ca_file {
+            config.tls = Some(tls_with_ca(path)?.into());
+        }
         // Keep retrying the first connection too: Redis may start after us in a cluster.
         config.fail_fast = false;
         let policy = ReconnectPolicy::new_exponential(0, 100, 2_000, 2);
