@@ -418,7 +418,7 @@ class Peer {
       if (ch.readyState !== "open") throw new OtterError("sdk-file", `channel to ${this.id} closed`);
       await new Promise((resolve) => {
         const done = () => { clearTimeout(t); ch.removeEventListener("bufferedamountlow", done); ch.removeEventListener("close", done); resolve(); };
-        const t = setTimeout(done, 1000); // re-check even if the event was missed
+        const t = setTimeout(done, 50); // re-check even if the event does not come
         ch.addEventListener("bufferedamountlow", done);
         ch.addEventListener("close", done);
       });

@@ -62,6 +62,28 @@ test('a signaling blip: reconnect with backoff, resume the seat, the call never 
   }
 });
 
+test('a half-open signaling connection: the silence is noticed, a new socket resumes the seat', async () => {
+  const proxy = await startProxy(env.server.port);
+  try {
+    const room = roomName('halfopen');
+    const a = await env.page('A');
+    const b = await env.page('B');
+    const { peerId: aId } = await joinCall(a, { room, url: proxy.url, keepalive: { intervalMs: 500, timeoutMs: 2500 } });
+    await joinCall(b, { room });
+    await expectMediaEverywhere([a, b]);
+    await a.evaluate(() => { window.pcBefore = [...window.call.peers.values()][0].pc; });
+    proxy.freeze(); // neither the browser nor the server sees anything wrong
+    await a.waitForFunction(() => window.events.some((e) => e.type === 'state' && e.state === 'reconnecting'), null, { timeout: 10000 });
+    await a.waitForFunction(() => window.call.state === 'joined', null, { timeout: 15000 });
+    assert.equal(await a.evaluate(() => window.call.peerId), aId, 'same peer id: the resume took the seat over from the frozen socket');
+    assert.ok(await a.evaluate(() => [...window.call.peers.values()][0].pc === window.pcBefore), 'same RTCPeerConnection');
+    assert.deepEqual(await leaves(b), [], 'B never saw A leave');
+    await expectMediaEverywhere([a, b]);
+  } finally {
+    await proxy.close();
+  }
+});
+
 test('a server restart: clients are told to reconnect, rejoin, and the call comes back', async () => {
   const room = roomName('restart');
   const a = await env.page('A');
@@ -69,11 +91,19 @@ test('a server restart: clients are told to reconnect, rejoin, and the call come
   await joinCall(a, { room, name: 'Alice' });
   await joinCall(b, { room, name: 'Bob' });
   await expectMediaEverywhere([a, b]);
+  for (const p of [a, b]) {
+    await p.evaluate(() => {
+      window.got = [];
+      const onMessage = window.call._onMessage.bind(window.call);
+      window.call._onMessage = (m) => { window.got.push(m.type); onMessage(m); };
+    });
+  }
   const port = env.server.port;
   const stopped = Date.now();
   await env.server.stop(); // SIGTERM: `reconnect` then close 1012
   env.server = await startSignaling({ turn: env.turn, port, name: 'signaling-restarted' });
   for (const p of [a, b]) await p.waitForFunction(() => window.call.state === 'joined' && window.call.peers.size === 1, null, { timeout: 20000 });
+  for (const p of [a, b]) assert.ok((await p.evaluate(() => window.got)).includes('reconnect'), `${p.label} was told to reconnect`);
   // In-memory state died with the old process: both are new peers, with fresh connections.
   await expectMediaEverywhere([a, b], { timeoutMs: 20000 });
   console.log(`call back ${Date.now() - stopped} ms after the server was stopped`);
