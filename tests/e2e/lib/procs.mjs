@@ -85,9 +85,9 @@ export function turnCredentials(secret, user = 'test', ttlSeconds = 3600) {
 }
 
 /** Start coturn on a free loopback port with the TURN REST API secret. */
-export async function startCoturn({ secret = randomBytes(16).toString('hex'), name = 'coturn' } = {}) {
+export async function startCoturn({ secret = randomBytes(16).toString('hex'), name = 'coturn', port: fixedPort } = {}) {
   if (!existsSync('/usr/bin/turnserver')) throw new Error('turnserver not found: apt-get install -y coturn (or run tests/e2e/install)');
-  const port = await freePort();
+  const port = fixedPort ?? await freePort();
   const [minPort, maxPort] = await freeRange(200);
   const child = spawnLogged(name, '/usr/bin/turnserver', [
     '-n', // no config file
