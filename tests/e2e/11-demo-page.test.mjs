@@ -10,11 +10,13 @@ const env = useCallEnv();
 test('demo page: join form, chat, file, mute, camera, copy link, leave', async () => {
   const room = roomName('demo');
   const a = await env.page('A');
+  assert.deepEqual([await a.isVisible('#join'), await a.isVisible('#stage')], [true, false], 'before joining: the form only');
   await a.fill('#room', room);
   await a.fill('#name', 'Alice');
   await a.click('#join button[type=submit]');
   await a.waitForFunction(() => window.otter?.call?.state === 'joined');
   assert.match(await a.textContent('#status'), new RegExp(`in ${room} as p-`));
+  assert.deepEqual([await a.isVisible('#join'), await a.isVisible('#stage')], [false, true], 'in the call: videos and controls only');
   assert.equal(new URL(a.url()).searchParams.get('room'), room, 'the URL names the room, to share');
 
   const b = await env.page('B', `/?room=${room}&name=Bob&autojoin=1`);
@@ -54,7 +56,7 @@ test('demo page: join form, chat, file, mute, camera, copy link, leave', async (
   // Leave: B sees A go, A is back at the form.
   await a.click('#leave');
   await b.waitForFunction(() => document.querySelector('#log').textContent.includes('Alice left (left)'), null, { timeout: 10000 });
-  assert.equal(await a.isVisible('#join'), true);
+  assert.deepEqual([await a.isVisible('#join'), await a.isVisible('#stage')], [true, false], 'after leaving: the form again');
   assert.equal(await b.locator('figure[data-peer]').count(), 0);
   assert.equal(await a.evaluate(() => window.otter.call.localStream.getTracks().every((t) => t.readyState === 'ended')), true, 'camera and microphone released');
 });
