@@ -219,6 +219,7 @@ export function parseChannelMessage(text) {
 const BUFFER_HIGH = 1024 * 1024; // pause sending a file above this many buffered bytes
 const BUFFER_LOW = 256 * 1024; // resume below this
 const DISCONNECTED_RESTART_MS = 5000; // ICE "disconnected" for this long: restart ICE
+const ANSWER_TIMEOUT_MS = 8000; // no answer to our offer by then: it was lost, offer again
 const AWAIT_OFFER_MS = 4000; // an existing member offers itself if the newcomer's offer is late
 const PROGRESS_EVERY = 64; // receive progress event every this many chunks
 
@@ -299,11 +300,28 @@ class Peer {
     try {
       this.makingOffer = true;
       await this.pc.setLocalDescription();
-      this.call._signal({ type: "offer", to: this.id, sdp: this.pc.localDescription.sdp });
+      const offer = this.pc.localDescription;
+      this.call._signal({ type: "offer", to: this.id, sdp: offer.sdp });
+      // The server drops what it cannot deliver (the other side's signaling may be down for a
+      // moment, keeping its seat): with no answer in time, take the offer back and make it again.
+      clearTimeout(this.answerTimer);
+      this.answerTimer = setTimeout(() => this._answerLate(offer), ANSWER_TIMEOUT_MS);
     } catch (error) {
       this.call._error("sdk-negotiation", error);
     } finally {
       this.makingOffer = false;
+    }
+  }
+
+  async _answerLate(offer) {
+    const { pc } = this;
+    if (this.closed || pc.signalingState !== "have-local-offer" || pc.localDescription?.sdp !== offer.sdp) return;
+    if (!this.call._joined) return; // recover() re-offers after our own rejoin
+    try {
+      await pc.setLocalDescription({ type: "rollback" });
+      await this.negotiate();
+    } catch (error) {
+      this.call._error("sdk-negotiation", error);
     }
   }
 
@@ -464,6 +482,7 @@ class Peer {
     this.closed = true;
     clearTimeout(this.restartTimer);
     clearTimeout(this.offerTimer);
+    clearTimeout(this.answerTimer);
     for (const w of this.acks.values()) w.reject(new OtterError("sdk-file", `peer ${this.id} left`));
     this.acks.clear();
     this.incoming.clear();
@@ -715,6 +734,7 @@ export class Call extends EventTarget {
     this._reconnectSoon = null;
     this._setState("joined");
     clearInterval(this._pinger);
+    this._pingSentAt = 0;
     this._pinger = setInterval(() => this._keepalive(), Math.min(this._pingMs, this._deadMs / 2));
 
     const present = new Map(msg.peers.map((p) => [p.id, p]));
@@ -786,7 +806,14 @@ export class Call extends EventTarget {
   _keepalive() {
     const ws = this._ws;
     if (!ws || ws.readyState !== WebSocket.OPEN) return;
-    if (Date.now() - this._lastHeard > this._deadMs) { this._abandon(); return; }
+    const now = Date.now();
+    if (this._pingSentAt && this._lastHeard < this._pingSentAt) {
+      // Judged on an unanswered ping, not on the gap since the last tick: background tabs
+      // run timers late, and that is no reason to drop a healthy socket.
+      if (now - this._pingSentAt > this._deadMs) this._abandon();
+      return;
+    }
+    this._pingSentAt = now;
     ws.send(JSON.stringify({ type: "ping" }));
   }
 

@@ -43,7 +43,7 @@ async function together(pages, action) {
 const stable = (page) => page.waitForFunction(() => [...window.call.peers.values()].every((p) => p.pc.signalingState === 'stable' && p.pc.connectionState === 'connected'), null, { timeout: 15000 });
 // How many remote video streams are being decoded right now (framesDecoded rising over 0.5 s).
 async function decodingVideos(page) {
-  const sample = async () => new Map(Object.values(await peerStats(page))[0].video.map((v) => [v.mid, v.framesDecoded]));
+  const sample = async () => new Map(Object.values(await peerStats(page))[0].video.filter((v) => v.negotiated).map((v) => [v.mid, v.framesDecoded]));
   const x = await sample();
   await new Promise((r) => setTimeout(r, 500));
   const y = await sample();

@@ -52,11 +52,56 @@ test('a signaling blip: reconnect with backoff, resume the seat, the call never 
       window.call.addTrack(c.captureStream(25).getVideoTracks()[0]);
     });
     await b.waitForFunction(async (id) => {
-      const stats = await window.call.peers.get(id).pc.getStats();
+      const pc = window.call.peers.get(id).pc;
+      const mids = new Set(pc.getTransceivers().filter((t) => t.receiver.track.kind === 'video' && /recv/.test(t.currentDirection ?? '')).map((t) => t.mid));
+      const stats = await pc.getStats();
       let n = 0;
-      stats.forEach((x) => { if (x.type === 'inbound-rtp' && x.kind === 'video' && x.framesDecoded > 0) n++; });
+      stats.forEach((x) => { if (x.type === 'inbound-rtp' && x.kind === 'video' && mids.has(x.mid) && x.framesDecoded > 0) n++; });
       return n >= 2;
     }, aId, { timeout: 15000, polling: 250 });
+  } finally {
+    await proxy.close();
+  }
+});
+
+test('an offer made while the other side\'s signaling was down is made again', async () => {
+  const proxy = await startProxy(env.server.port);
+  try {
+    const room = roomName('lostoffer');
+    const a = await env.page('A');
+    const b = await env.page('B');
+    const { peerId: aId } = await joinCall(a, { room, url: proxy.url });
+    const { peerId: bId } = await joinCall(b, { room });
+    await expectMediaEverywhere([a, b]);
+    proxy.cut();
+    await a.waitForFunction(() => window.call.state === 'reconnecting', null, { timeout: 5000 });
+    // B renegotiates now: its offer reaches the server, which cannot deliver it to A.
+    await b.evaluate(() => {
+      const c = document.createElement('canvas');
+      const ctx = c.getContext('2d');
+      setInterval(() => { ctx.fillStyle = `hsl(${Date.now() % 360} 70% 50%)`; ctx.fillRect(0, 0, 300, 150); }, 40);
+      window.call.addTrack(c.captureStream(25).getVideoTracks()[0]);
+    });
+    await b.waitForFunction((id) => window.call.peers.get(id).pc.signalingState === 'have-local-offer', aId);
+    await new Promise((r) => setTimeout(r, 1500));
+    proxy.reopen();
+    await a.waitForFunction(() => window.call.state === 'joined', null, { timeout: 15000 });
+    assert.equal(await a.evaluate(() => window.call.peerId), aId);
+    // B offers again after its answer timeout; A then receives B's second video.
+    await b.waitForFunction((id) => window.call.peers.get(id).pc.signalingState === 'stable', aId, { timeout: 20000 });
+    await a.waitForFunction(async (id) => {
+      const pc = window.call.peers.get(id).pc;
+      const receiving = pc.getTransceivers().filter((t) => t.receiver.track.kind === 'video' && /recv/.test(t.currentDirection ?? ''));
+      if (receiving.length < 2) return false;
+      const stats = await pc.getStats();
+      const mids = new Set(receiving.map((t) => t.mid));
+      let n = 0;
+      stats.forEach((x) => { if (x.type === 'inbound-rtp' && x.kind === 'video' && mids.has(x.mid) && x.framesDecoded > 0) n++; });
+      return n >= 2;
+    }, bId, { timeout: 20000, polling: 250 });
+    const tracks = await a.evaluate(() => window.events.filter((e) => e.type === 'track').map((e) => e.peer));
+    assert.ok(tracks.filter((p) => p === bId).length >= 3, `A got a track event for the new track: ${JSON.stringify(tracks)} ${bId}`);
+    await expectMediaEverywhere([a, b]);
   } finally {
     await proxy.close();
   }

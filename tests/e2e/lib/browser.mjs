@@ -71,11 +71,13 @@ export async function peerStats(page) {
     for (const [id, peer] of call.peers) {
       const stats = await peer.pc.getStats();
       const r = { state: peer.pc.connectionState, video: [], audio: [], pair: null };
+      // Media of negotiated receivers only (Chrome may decode RTP of a not yet negotiated m-line).
+      const recvMids = new Set(peer.pc.getTransceivers().filter((t) => /recv/.test(t.currentDirection ?? '')).map((t) => t.mid));
       let pairId = null;
       stats.forEach((s) => {
         if (s.type === 'inbound-rtp') {
           (s.kind === 'video' ? r.video : r.audio).push(s.kind === 'video'
-            ? { mid: s.mid, framesDecoded: s.framesDecoded ?? 0, trackIdentifier: s.trackIdentifier }
+            ? { mid: s.mid, framesDecoded: s.framesDecoded ?? 0, trackIdentifier: s.trackIdentifier, negotiated: recvMids.has(s.mid) }
             : { mid: s.mid, packetsReceived: s.packetsReceived ?? 0 });
         }
         if (s.type === 'transport' && s.selectedCandidatePairId) pairId = s.selectedCandidatePairId;
