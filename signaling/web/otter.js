@@ -10,6 +10,8 @@
 //   call.addEventListener("message", (e) => console.log(e.detail.peer.name, e.detail.text));
 //   call.send("hello");  await call.sendFile(file);  call.mute("audio");  call.leave();
 //
+// (`import Otter from ".../otter.js"; await Otter.join({...})` works too.)
+//
 // join(options) -> Promise<Call>, resolved once the server answered `joined`.
 //   url                 server base URL (http/https/ws/wss; "/ws" is appended when the path is
 //                       empty); default: the origin this module was loaded from.
@@ -46,10 +48,17 @@
 // needs to; on a collision the polite peer (the one whose id is greater) rolls back and answers,
 // the impolite one ignores the other's offer, so simultaneous renegotiation never deadlocks.
 // Chat and files go over two negotiated data channels (ids 0 and 1) that both sides create, so
-// they never need an extra round of negotiation; files in 16 KiB chunks with backpressure.
-// ICE restarts when a connection fails. When the signaling socket drops, the SDK reconnects with
-// exponential backoff and jitter and joins with the `resume` token, so the peer id and the peer
-// connections, whose media never went through the server, carry on untouched.
+// they never need an extra round of negotiation. Chat: JSON text {"t":"chat","text","at"} on
+// channel 0. Files on channel 1: {"t":"file-start","id","name","size","type"}, then binary
+// chunks of at most 16 KiB behind an 8-byte header (u32 id, u32 sequence, big endian), sent
+// with backpressure (bufferedAmount), then {"t":"file-end","id"}; the receiver answers
+// {"t":"file-ack","id"} (or "file-abort").
+// ICE restarts when a connection fails or stays disconnected for 5 s; an offer left without an
+// answer for 8 s (lost while the other side's signaling was down) is made again. When the
+// signaling socket drops (or goes silent), the SDK reconnects with exponential backoff and
+// jitter and joins with the `resume` token, so the peer id and the peer connections, whose
+// media never went through the server, carry on untouched. A `reconnect` from the server
+// (shutdown) makes it reconnect at once.
 
 export const PROTOCOL = "otter.v1";
 export const CHUNK_SIZE = 16 * 1024;
