@@ -1,0 +1,13 @@
+//! The Otter operator: turns an `OtterDeployment` into a signaling Deployment, a TURN DaemonSet,
+//! Redis and the Secrets and config tying them together, and reports whether it all works.
+
+pub mod build;
+pub mod crd;
+pub mod desired;
+pub mod error;
+pub mod meta;
+pub mod observed;
+pub mod status;
+
+#[cfg(test)]
+mod testing;

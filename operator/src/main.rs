@@ -1,0 +1,4 @@
+fn main() -> anyhow::Result<()> {
+    print!("{}", otter_operator::crd::crd_yaml()?);
+    Ok(())
+}
