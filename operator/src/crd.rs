@@ -286,7 +286,8 @@ pub struct TurnSpec {
     pub relay_port_range: PortRange,
     /// TURN realm.
     #[serde(default = "default_realm")]
-    #[x_kube(validation = Rule::new("self.size() > 0").message("turn.realm must not be empty"))]
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9][A-Za-z0-9.-]*$')").message("turn.realm must be a domain-like name: letters, digits, dots and dashes"))]
     pub realm: String,
     /// Lifetime of the TURN credentials signaling hands out (humantime, e.g. `6h`).
     #[serde(default = "default_credential_ttl")]

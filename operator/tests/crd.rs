@@ -293,6 +293,10 @@ fn cel_rules_refuse_bad_input_with_clear_messages() {
         "redis.mode Disabled keeps room state in one process",
     );
     refused_with(
+        json!({"turn": {"realm": "a b; rm -rf /"}}),
+        "turn.realm must be a domain-like name",
+    );
+    refused_with(
         json!({"signaling": {"publicUrl": "calls.example.com"}}),
         "signaling.publicUrl must start with",
     );
@@ -312,9 +316,11 @@ fn cel_rules_accept_good_input() {
     }
 }
 
-/// The apiserver refuses a CRD whose rules could cost too much or use variables out of scope.
+/// Every rule has a message and passes kube-cel's static analysis (scope, cost estimate). The
+/// estimate is coarse: the real apiserver check of the cost budget is the cluster test's job;
+/// lists and strings under rules carry maxItems/maxLength so the budget holds.
 #[test]
-fn cel_rules_fit_the_apiserver_cost_budget() {
+fn cel_rules_have_messages_and_pass_static_analysis() {
     fn walk(node: &Value, path: &str, out: &mut Vec<String>) {
         if let Some(rules) = node
             .get("x-kubernetes-validations")

@@ -271,7 +271,8 @@ pub fn build_deployment(
 ) -> Result<Deployment, BuildError> {
     let spec = &cr.spec.signaling;
     let grace = duration_secs("signaling.shutdownGracePeriod", &spec.shutdown_grace_period)?;
-    let turn_ttl = duration_secs("turn.credentialTtl", &cr.spec.turn.credential_ttl)?;
+    // Validated here so a bad value fails the reconcile visibly instead of crashing signaling.
+    duration_secs("turn.credentialTtl", &cr.spec.turn.credential_ttl)?;
 
     let mut env_vars = vec![
         env("OTTER_LISTEN", format!("0.0.0.0:{CONTAINER_PORT}")),
@@ -280,10 +281,7 @@ pub fn build_deployment(
             "OTTER_MAX_PEERS_PER_ROOM",
             spec.max_peers_per_room.to_string(),
         ),
-        env(
-            "OTTER_TURN_TTL",
-            humantime::format_duration(std::time::Duration::from_secs(turn_ttl)).to_string(),
-        ),
+        env("OTTER_TURN_TTL", cr.spec.turn.credential_ttl.clone()),
         env("OTTER_LOG_FORMAT", "json"),
         env("OTTER_SHUTDOWN_GRACE", spec.shutdown_grace_period.clone()),
     ];

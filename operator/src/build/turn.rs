@@ -344,6 +344,9 @@ pub fn build_daemonset(
     let coturn = Container {
         name: "coturn".to_string(),
         image: Some(image.clone()),
+        // Bypass the image's entrypoint: it `eval`s its arguments through a shell, which would
+        // expand or split a shared secret holding shell characters.
+        command: Some(vec!["turnserver".to_string()]),
         args: Some(coturn_args(cr)?),
         env: Some(vec![EnvVar {
             name: TURN_SECRET_ENV.to_string(),
@@ -502,6 +505,11 @@ mod tests {
             );
         }
         assert_eq!(&args[..2], ["-c", "/var/run/otter/coturn/turnserver.conf"]);
+        assert_eq!(
+            pod(&ds).containers[0].command,
+            Some(vec!["turnserver".to_string()]),
+            "no shell between Kubernetes and coturn"
+        );
         assert!(!args.iter().any(|a| a.contains("allow-loopback")));
         let env = pod(&ds).containers[0].env.clone().unwrap();
         let secret = env.iter().find(|e| e.name == "OTTER_TURN_SECRET").unwrap();
