@@ -322,8 +322,10 @@ pub fn status_events(
             old_ready.as_ref().map(|o| (&o.status, &o.reason)) != Some((&r.status, &r.reason));
         if changed {
             let ready = r.status == "True";
+            // Waiting for a rollout is normal; anything else that is not ready is a warning.
+            let normal = ready || r.reason == "Creating" || r.reason == "RollingOut";
             events.push(Event {
-                type_: if ready {
+                type_: if normal {
                     EventType::Normal
                 } else {
                     EventType::Warning
@@ -611,6 +613,14 @@ mod tests {
         assert!(
             status_events(Some(&degraded), &degraded).is_empty(),
             "no news, no event"
+        );
+        let creating = compute_status(&cr, &observed(), &Problems::default(), now);
+        let events = status_events(Some(&degraded), &creating);
+        assert_eq!(events[0].reason, "Creating");
+        assert_eq!(
+            events[0].type_,
+            EventType::Normal,
+            "waiting is not a warning"
         );
     }
 }

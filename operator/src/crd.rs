@@ -263,6 +263,8 @@ impl Default for PodDisruptionBudgetSpec {
 
 /// The TURN relay.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("self.port < self.relayPortRange.min || self.port > self.relayPortRange.max").message("turn.port must lie outside turn.relayPortRange"))]
+#[x_kube(validation = Rule::new("!self.tls.enabled || (self.tls.port != self.port && (self.tls.port < self.relayPortRange.min || self.tls.port > self.relayPortRange.max))").message("turn.tls.port must differ from turn.port and lie outside turn.relayPortRange"))]
 #[serde(rename_all = "camelCase")]
 pub struct TurnSpec {
     /// Run coturn. Off: clients only get what STUN-less direct connectivity gives them.

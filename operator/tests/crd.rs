@@ -293,6 +293,14 @@ fn cel_rules_refuse_bad_input_with_clear_messages() {
         "redis.mode Disabled keeps room state in one process",
     );
     refused_with(
+        json!({"turn": {"port": 50000}}),
+        "turn.port must lie outside turn.relayPortRange",
+    );
+    refused_with(
+        json!({"turn": {"tls": {"enabled": true, "secretName": "t", "port": 3478}}}),
+        "turn.tls.port must differ from turn.port",
+    );
+    refused_with(
         json!({"turn": {"realm": "a b; rm -rf /"}}),
         "turn.realm must be a domain-like name",
     );
