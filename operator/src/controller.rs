@@ -366,6 +366,16 @@ async fn publish(ctx: &Context, cr: &OtterDeployment, event: Event) {
     }
 }
 
+fn normal_event(reason: &str, action: &str, note: String) -> Event {
+    Event {
+        type_: EventType::Normal,
+        reason: reason.to_string(),
+        note: Some(note),
+        action: action.to_string(),
+        secondary: None,
+    }
+}
+
 fn error_kind(e: &Error) -> &'static str {
     match e {
         Error::Build(_) => "build",
@@ -416,35 +426,30 @@ async fn reconcile_inner(cr: &OtterDeployment, ctx: &Context) -> Result<Action, 
                 problems.apply_error = Some(e.to_string());
                 failure = Some(e);
             } else {
-                for s in &desired.secrets {
-                    let secret_name = s.metadata.name.clone().unwrap_or_default();
-                    if !obs.secrets.contains_key(&secret_name) {
-                        publish(ctx, cr, Event {
-                            type_: EventType::Normal,
-                            reason: "SecretGenerated".to_string(),
-                            note: Some(format!("generated Secret {secret_name} with a fresh random value; it is kept from now on")),
-                            action: "Generate".to_string(),
-                            secondary: None,
-                        })
-                        .await;
-                    }
+                // One Event per action: the recorder folds Events with the same reason into a
+                // series and keeps only the first note.
+                let generated: Vec<String> = desired
+                    .secrets
+                    .iter()
+                    .filter_map(|s| s.metadata.name.clone())
+                    .filter(|n| !obs.secrets.contains_key(n))
+                    .collect();
+                if !generated.is_empty() {
+                    let note = format!(
+                        "generated Secret(s) {} with fresh random values; they are kept from now on",
+                        generated.join(", ")
+                    );
+                    publish(ctx, cr, normal_event("SecretGenerated", "Generate", note)).await;
                 }
                 match prune(client, &ns, &uid, &desired.unwanted(cr)).await {
                     Ok(deleted) => {
-                        for d in deleted {
-                            ctx.metrics.pruned.inc();
-                            publish(
-                                ctx,
-                                cr,
-                                Event {
-                                    type_: EventType::Normal,
-                                    reason: "Pruned".to_string(),
-                                    note: Some(format!("deleted {d}: the spec no longer needs it")),
-                                    action: "Delete".to_string(),
-                                    secondary: None,
-                                },
-                            )
-                            .await;
+                        if !deleted.is_empty() {
+                            ctx.metrics.pruned.inc_by(deleted.len() as u64);
+                            let note = format!(
+                                "deleted {}: the spec no longer needs them",
+                                deleted.join(", ")
+                            );
+                            publish(ctx, cr, normal_event("Pruned", "Delete", note)).await;
                         }
                     }
                     Err(e) => {

@@ -47,11 +47,13 @@ fn signaling_rollout(cr: &OtterDeployment, obs: &Observed) -> Rollout {
             missing: true,
         };
     };
-    let desired = d
-        .spec
-        .as_ref()
-        .and_then(|s| s.replicas)
-        .unwrap_or_else(|| min_replicas(cr));
+    let observed = d.spec.as_ref().and_then(|s| s.replicas);
+    // Under autoscaling the HPA sets the count, and never below its minimum.
+    let desired = match observed {
+        Some(n) if cr.spec.signaling.autoscaling.enabled => n.max(min_replicas(cr)),
+        Some(n) => n,
+        None => min_replicas(cr),
+    };
     let st = d.status.clone().unwrap_or_default();
     let generation = d.metadata.generation.unwrap_or(0);
     let ready = st.ready_replicas.unwrap_or(0);
@@ -582,6 +584,24 @@ mod tests {
         assert_eq!(s.turn, ComponentStatus::default());
         assert_eq!(s.redis, ComponentStatus::default());
         assert!(s.turn_uris.is_empty());
+    }
+
+    #[test]
+    fn autoscaled_signaling_wants_at_least_the_hpa_minimum() {
+        let mut cr = cr();
+        cr.spec.signaling.autoscaling.enabled = true;
+        cr.spec.signaling.autoscaling.min_replicas = 3;
+        let mut obs = all_ready();
+        if let Some(d) = obs.signaling_deployment.as_mut() {
+            // Released to the HPA: the apiserver defaulted it to 1 before the HPA acted.
+            d.spec = Some(DeploymentSpec {
+                replicas: Some(1),
+                ..Default::default()
+            });
+        }
+        let s = compute_status(&cr, &obs, &Problems::default(), now());
+        assert_eq!(s.signaling.desired, 3);
+        assert_eq!(cond(&s, READY).reason, "RollingOut");
     }
 
     #[test]
