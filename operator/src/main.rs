@@ -160,16 +160,82 @@ async fn termination() {
     }
 }
 
-fn wait_for(
-    mut rx: watch::Receiver<bool>,
+/// A future that resolves once any of the flags turns true (Send + Sync, as the controller's
+/// graceful shutdown wants).
+fn wait_for_any(
+    receivers: Vec<watch::Receiver<bool>>,
 ) -> impl std::future::Future<Output = ()> + Send + Sync + 'static {
     let (tx, done) = futures::channel::oneshot::channel::<()>();
     tokio::spawn(async move {
-        let _ = rx.wait_for(|stop| *stop).await;
+        let waits = receivers.into_iter().map(|mut rx| {
+            Box::pin(async move {
+                let _ = rx.wait_for(|flag| *flag).await;
+            })
+        });
+        futures::future::select_all(waits).await;
         let _ = tx.send(());
     });
     async move {
         let _ = done.await;
+    }
+}
+
+/// Wait until this replica leads. `false` when asked to stop first.
+async fn acquire(
+    elector: &LeaseElector,
+    retry: Duration,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    loop {
+        match elector.try_lead().await {
+            Ok(true) => return true,
+            Ok(false) => {}
+            Err(err) => tracing::warn!(error = %err, "leader election request failed"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(retry) => {},
+            _ = stop.wait_for(|s| *s) => return false,
+        }
+    }
+}
+
+/// Keep renewing the Lease; set `lost` when another replica took it or renewal kept failing
+/// past the deadline. Failed renewals are retried every `retry`, like client-go's retry period.
+async fn renew(
+    elector: LeaseElector,
+    interval: Duration,
+    retry: Duration,
+    deadline: Duration,
+    lost: watch::Sender<bool>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut last = Instant::now();
+    let mut wait = interval;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {},
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        match elector.try_lead().await {
+            Ok(true) => {
+                last = Instant::now();
+                wait = interval;
+            }
+            Ok(false) => {
+                tracing::error!("another replica took the leader lease");
+                let _ = lost.send(true);
+                return;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "renewing the leader lease failed");
+                wait = retry;
+            }
+        }
+        if must_step_down(last, Instant::now(), deadline) {
+            tracing::error!("could not renew the leader lease in time, stepping down");
+            let _ = lost.send(true);
+            return;
+        }
     }
 }
 
@@ -178,14 +244,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let ready = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let lost_leadership = Arc::new(AtomicBool::new(false));
 
     // Health first, so a standby replica is observable while it waits for the Lease.
     let health = Health {
         metrics: metrics.clone(),
         ready: ready.clone(),
     };
-    let server = tokio::spawn(http::serve(args.listen, health, wait_for(stop_rx.clone())));
+    let server = tokio::spawn(http::serve(
+        args.listen,
+        health,
+        wait_for_any(vec![stop_rx.clone()]),
+    ));
 
     {
         let stop_tx = stop_tx.clone();
@@ -207,71 +276,20 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     ready.store(true, Ordering::Relaxed);
 
     let identity = args.identity.clone().unwrap_or_else(default_identity);
-    let mut elector = None;
-    if args.leader_election {
+    let elector = args.leader_election.then(|| {
         let ns = args
             .lease_namespace
             .clone()
             .unwrap_or_else(|| client.default_namespace().to_string());
-        let e = LeaseElector::new(
+        tracing::info!(lease = %format!("{ns}/{}", args.lease_name), %identity, "leader election on");
+        LeaseElector::new(
             client.clone(),
             &ns,
             &args.lease_name,
             &identity,
             args.lease_duration,
-        );
-        tracing::info!(lease = %format!("{ns}/{}", args.lease_name), %identity, "waiting for leadership");
-        let mut stop = stop_rx.clone();
-        loop {
-            match e.try_lead().await {
-                Ok(true) => break,
-                Ok(false) => {}
-                Err(err) => tracing::warn!(error = %err, "leader election request failed"),
-            }
-            tokio::select! {
-                () = tokio::time::sleep(args.lease_renew_interval) => {},
-                _ = stop.wait_for(|s| *s) => {
-                    let _ = server.await;
-                    return Ok(());
-                }
-            }
-        }
-        metrics.leader.set(1);
-        // Renew in the background; step down (stop reconciling, exit non-zero so the pod
-        // restarts as a standby) if renewal keeps failing for 2/3 of the lease duration.
-        let renewer = e.clone();
-        let stop_tx = stop_tx.clone();
-        let lost = lost_leadership.clone();
-        let mut stop = stop_rx.clone();
-        let (interval, deadline) = (args.lease_renew_interval, args.lease_duration * 2 / 3);
-        tokio::spawn(async move {
-            let mut last = Instant::now();
-            loop {
-                tokio::select! {
-                    () = tokio::time::sleep(interval) => {},
-                    _ = stop.wait_for(|s| *s) => return,
-                }
-                match renewer.try_lead().await {
-                    Ok(true) => last = Instant::now(),
-                    Ok(false) => {
-                        tracing::error!("another replica took the leader lease");
-                        lost.store(true, Ordering::Relaxed);
-                        let _ = stop_tx.send(true);
-                        return;
-                    }
-                    Err(err) => tracing::warn!(error = %err, "renewing the leader lease failed"),
-                }
-                if must_step_down(last, Instant::now(), deadline) {
-                    tracing::error!("could not renew the leader lease in time, stepping down");
-                    lost.store(true, Ordering::Relaxed);
-                    let _ = stop_tx.send(true);
-                    return;
-                }
-            }
-        });
-        elector = Some(e);
-    }
-
+        )
+    });
     let ctx = Arc::new(Context::new(
         client,
         Images {
@@ -283,19 +301,48 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         identity,
         args.resync,
     ));
-    tracing::info!(
-        namespace = args.namespace.as_deref().unwrap_or("<all>"),
-        "starting the controller"
-    );
-    controller::run(ctx, args.namespace.clone(), wait_for(stop_rx.clone())).await;
+    // client-go's defaults: renew deadline 2/3 of the lease, retries every 2 s at most.
+    let deadline = args.lease_duration * 2 / 3;
+    let retry = args.lease_renew_interval.min(Duration::from_secs(2));
+
+    // One term per iteration: wait to lead, reconcile until told to stop or the Lease is lost,
+    // then go back to standby (a lost Lease must not end the process: the API server may just
+    // have been away for a while).
+    loop {
+        let mut stop = stop_rx.clone();
+        let mut term_ends = vec![stop_rx.clone()];
+        if let Some(e) = &elector {
+            if !acquire(e, args.lease_renew_interval, &mut stop).await {
+                break;
+            }
+            let (lost_tx, lost_rx) = watch::channel(false);
+            term_ends.push(lost_rx);
+            tokio::spawn(renew(
+                e.clone(),
+                args.lease_renew_interval,
+                retry,
+                deadline,
+                lost_tx,
+                stop_rx.clone(),
+            ));
+        }
+        metrics.leader.set(1);
+        tracing::info!(
+            namespace = args.namespace.as_deref().unwrap_or("<all>"),
+            "starting the controller"
+        );
+        controller::run(ctx.clone(), args.namespace.clone(), wait_for_any(term_ends)).await;
+        metrics.leader.set(0);
+        if *stop_rx.borrow() || elector.is_none() {
+            break;
+        }
+        tracing::warn!("lost the leader lease; back to standby");
+    }
     let _ = stop_tx.send(true);
 
-    metrics.leader.set(0);
-    if let Some(e) = elector
-        && !lost_leadership.load(Ordering::Relaxed)
-    {
+    if let Some(e) = &elector {
         match e.release().await {
-            Ok(()) => tracing::info!("released the leader lease"),
+            Ok(()) => tracing::info!("released the leader lease (if held)"),
             Err(err) => tracing::warn!(error = %err, "could not release the leader lease"),
         }
     }
@@ -303,9 +350,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "health server failed"),
         Err(e) => tracing::warn!(error = %e, "health server task failed"),
-    }
-    if lost_leadership.load(Ordering::Relaxed) {
-        anyhow::bail!("lost leadership");
     }
     Ok(())
 }
