@@ -1,0 +1,17 @@
+//! The Otter operator: turns an `OtterDeployment` into a signaling Deployment, a TURN DaemonSet,
+//! Redis and the Secrets and config tying them together, and reports whether it all works.
+
+pub mod build;
+pub mod controller;
+pub mod crd;
+pub mod desired;
+pub mod error;
+pub mod http;
+pub mod leader;
+pub mod meta;
+pub mod metrics;
+pub mod observed;
+pub mod status;
+
+#[cfg(test)]
+mod testing;

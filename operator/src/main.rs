@@ -1,0 +1,419 @@
+//! `otter-operator`: run the controller (without a subcommand), or print the CRD (`crd`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use otter_operator::controller::{self, Context};
+use otter_operator::http::{self, Health};
+use otter_operator::leader::{LeaseElector, must_step_down};
+use otter_operator::metrics::Metrics;
+use otter_operator::observed::Images;
+use tokio::sync::watch;
+
+/// Kubernetes operator for Otter: one OtterDeployment becomes a WebRTC calling backend
+/// (signaling, a TURN relay on host networking, Redis, and the Secrets tying them together).
+#[derive(Parser, Debug)]
+#[command(
+    name = "otter-operator",
+    version,
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the OtterDeployment CustomResourceDefinition as YAML (what crds/ holds).
+    Crd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct RunArgs {
+    /// Address of the /metrics, /healthz and /readyz endpoints.
+    #[arg(long, env = "OTTER_OPERATOR_LISTEN", default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+
+    /// Watch OtterDeployments (and their children) in this namespace only; all namespaces when
+    /// unset.
+    #[arg(long, env = "OTTER_OPERATOR_NAMESPACE")]
+    namespace: Option<String>,
+
+    /// Elect a leader with a Lease so several replicas can run; only the leader reconciles.
+    #[arg(long, env = "OTTER_OPERATOR_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+
+    /// Name of the leader-election Lease.
+    #[arg(
+        long,
+        env = "OTTER_OPERATOR_LEASE_NAME",
+        default_value = "otter-operator"
+    )]
+    lease_name: String,
+
+    /// Namespace of the Lease; defaults to the operator's own namespace (in-cluster) or the
+    /// kubeconfig's.
+    #[arg(long, env = "OTTER_OPERATOR_LEASE_NAMESPACE")]
+    lease_namespace: Option<String>,
+
+    /// How long a Lease is valid without renewal (e.g. 15s).
+    #[arg(long, env = "OTTER_OPERATOR_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    lease_duration: Duration,
+
+    /// How often the leader renews, and a standby retries (e.g. 5s).
+    #[arg(long, env = "OTTER_OPERATOR_LEASE_RENEW_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    lease_renew_interval: Duration,
+
+    /// Identity in the Lease and in Events; defaults to the pod name (POD_NAME or HOSTNAME).
+    #[arg(long, env = "OTTER_OPERATOR_IDENTITY")]
+    identity: Option<String>,
+
+    /// How often a Ready OtterDeployment is reconciled anyway (drift, user Secret changes).
+    #[arg(long, env = "OTTER_OPERATOR_RESYNC", default_value = "5m", value_parser = humantime::parse_duration)]
+    resync: Duration,
+
+    /// Signaling image used when the spec names none.
+    #[arg(long, env = "OTTER_OPERATOR_SIGNALING_IMAGE", default_value_t = Images::default().signaling)]
+    signaling_image: String,
+
+    /// coturn image used when the spec names none.
+    #[arg(long, env = "OTTER_OPERATOR_TURN_IMAGE", default_value_t = Images::default().turn)]
+    turn_image: String,
+
+    /// Redis image used when the spec names none.
+    #[arg(long, env = "OTTER_OPERATOR_REDIS_IMAGE", default_value_t = Images::default().redis)]
+    redis_image: String,
+
+    /// Log format.
+    #[arg(long, env = "OTTER_OPERATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    log_format: LogFormat,
+
+    /// Log filter (tracing EnvFilter syntax, e.g. `info,otter_operator=debug`).
+    #[arg(long, env = "OTTER_OPERATOR_LOG", default_value = "info")]
+    log: String,
+}
+
+fn init_logging(args: &RunArgs) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
+        .with_context(|| format!("invalid --log filter {:?}", args.log))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match args.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+    Ok(())
+}
+
+fn default_identity() -> String {
+    std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| {
+            format!(
+                "otter-operator-{}",
+                &otter_operator::observed::FreshSecrets::generate().turn[..8]
+            )
+        })
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn termination() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+/// A future that resolves once any of the flags turns true (Send + Sync, as the controller's
+/// graceful shutdown wants).
+fn wait_for_any(
+    receivers: Vec<watch::Receiver<bool>>,
+) -> impl std::future::Future<Output = ()> + Send + Sync + 'static {
+    let (tx, done) = futures::channel::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let waits = receivers.into_iter().map(|mut rx| {
+            Box::pin(async move {
+                let _ = rx.wait_for(|flag| *flag).await;
+            })
+        });
+        futures::future::select_all(waits).await;
+        let _ = tx.send(());
+    });
+    async move {
+        let _ = done.await;
+    }
+}
+
+/// Wait until this replica leads. `false` when asked to stop first.
+async fn acquire(
+    elector: &LeaseElector,
+    retry: Duration,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    loop {
+        match elector.try_lead().await {
+            Ok(true) => return true,
+            Ok(false) => {}
+            Err(err) => tracing::warn!(error = %err, "leader election request failed"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(retry) => {},
+            _ = stop.wait_for(|s| *s) => return false,
+        }
+    }
+}
+
+/// Keep renewing the Lease; set `lost` when another replica took it or renewal kept failing
+/// past the deadline. Failed renewals are retried every `retry`, like client-go's retry period.
+async fn renew(
+    elector: LeaseElector,
+    interval: Duration,
+    retry: Duration,
+    deadline: Duration,
+    lost: watch::Sender<bool>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut last = Instant::now();
+    let mut wait = interval;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {},
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        match elector.try_lead().await {
+            Ok(true) => {
+                last = Instant::now();
+                wait = interval;
+            }
+            Ok(false) => {
+                tracing::error!("another replica took the leader lease");
+                let _ = lost.send(true);
+                return;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "renewing the leader lease failed");
+                wait = retry;
+            }
+        }
+        if must_step_down(last, Instant::now(), deadline) {
+            tracing::error!("could not renew the leader lease in time, stepping down");
+            let _ = lost.send(true);
+            return;
+        }
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    init_logging(&args)?;
+    let metrics = Metrics::new();
+    let ready = Arc::new(AtomicBool::new(false));
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    // Health first, so a standby replica is observable while it waits for the Lease.
+    let health = Health {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    };
+    let server = tokio::spawn(http::serve(
+        args.listen,
+        health,
+        wait_for_any(vec![stop_rx.clone()]),
+    ));
+
+    {
+        let stop_tx = stop_tx.clone();
+        tokio::spawn(async move {
+            termination().await;
+            tracing::info!("termination signal received, shutting down");
+            let _ = stop_tx.send(true);
+        });
+    }
+
+    let client = kube::Client::try_default()
+        .await
+        .context("cannot build a Kubernetes client (in-cluster config or kubeconfig)")?;
+    let version = client
+        .apiserver_version()
+        .await
+        .context("cannot reach the Kubernetes API server")?;
+    tracing::info!(version = %version.git_version, "connected to the Kubernetes API server");
+    ready.store(true, Ordering::Relaxed);
+
+    let identity = args.identity.clone().unwrap_or_else(default_identity);
+    let elector = args.leader_election.then(|| {
+        let ns = args
+            .lease_namespace
+            .clone()
+            .unwrap_or_else(|| client.default_namespace().to_string());
+        tracing::info!(lease = %format!("{ns}/{}", args.lease_name), %identity, "leader election on");
+        LeaseElector::new(
+            client.clone(),
+            &ns,
+            &args.lease_name,
+            &identity,
+            args.lease_duration,
+        )
+    });
+    let ctx = Arc::new(Context::new(
+        client,
+        Images {
+            signaling: args.signaling_image.clone(),
+            turn: args.turn_image.clone(),
+            redis: args.redis_image.clone(),
+        },
+        metrics.clone(),
+        identity,
+        args.resync,
+    ));
+    // client-go's defaults: renew deadline 2/3 of the lease, retries every 2 s at most.
+    let deadline = args.lease_duration * 2 / 3;
+    let retry = args.lease_renew_interval.min(Duration::from_secs(2));
+
+    // One term per iteration: wait to lead, reconcile until told to stop or the Lease is lost,
+    // then go back to standby (a lost Lease must not end the process: the API server may just
+    // have been away for a while).
+    loop {
+        let mut stop = stop_rx.clone();
+        let mut term_ends = vec![stop_rx.clone()];
+        if let Some(e) = &elector {
+            if !acquire(e, args.lease_renew_interval, &mut stop).await {
+                break;
+            }
+            let (lost_tx, lost_rx) = watch::channel(false);
+            term_ends.push(lost_rx);
+            tokio::spawn(renew(
+                e.clone(),
+                args.lease_renew_interval,
+                retry,
+                deadline,
+                lost_tx,
+                stop_rx.clone(),
+            ));
+        }
+        metrics.leader.set(1);
+        tracing::info!(
+            namespace = args.namespace.as_deref().unwrap_or("<all>"),
+            "starting the controller"
+        );
+        controller::run(ctx.clone(), args.namespace.clone(), wait_for_any(term_ends)).await;
+        metrics.leader.set(0);
+        if *stop_rx.borrow() || elector.is_none() {
+            break;
+        }
+        tracing::warn!("lost the leader lease; back to standby");
+    }
+    let _ = stop_tx.send(true);
+
+    if let Some(e) = &elector {
+        match e.release().await {
+            Ok(()) => tracing::info!("released the leader lease (if held)"),
+            Err(err) => tracing::warn!(error = %err, "could not release the leader lease"),
+        }
+    }
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "health server failed"),
+        Err(e) => tracing::warn!(error = %e, "health server task failed"),
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Crd) => {
+            print!("{}", otter_operator::crd::crd_yaml()?);
+            Ok(())
+        }
+        None => runtime()?.block_on(run(cli.run)),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_flag_has_help_and_an_env_var() {
+        Cli::command().debug_assert();
+        let cmd = Cli::command();
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if id == "help" || id == "version" {
+                continue;
+            }
+            assert!(arg.get_help().is_some(), "--{id} has no help");
+            let env = arg.get_env().map(|e| e.to_string_lossy().to_string());
+            assert!(
+                env.as_deref()
+                    .is_some_and(|e| e.starts_with("OTTER_OPERATOR_")),
+                "--{id} has no OTTER_OPERATOR_* env var"
+            );
+        }
+    }
+
+    #[test]
+    fn defaults_parse() {
+        let cli = Cli::try_parse_from(["otter-operator"]).unwrap();
+        assert!(cli.command.is_none());
+        assert!(cli.run.leader_election);
+        assert_eq!(cli.run.lease_duration, Duration::from_secs(15));
+        assert_eq!(cli.run.turn_image, "docker.io/coturn/coturn:4.6.3");
+        let cli = Cli::try_parse_from([
+            "otter-operator",
+            "--leader-election",
+            "false",
+            "--resync",
+            "1m",
+        ])
+        .unwrap();
+        assert!(!cli.run.leader_election);
+        assert_eq!(cli.run.resync, Duration::from_secs(60));
+        let cli = Cli::try_parse_from(["otter-operator", "crd"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Crd)));
+    }
+}

@@ -1,0 +1,625 @@
+//! Status as a pure function of the resource, the observed children and the problems of this
+//! reconcile. kstatus conventions: `Ready`, `Progressing`, `Degraded` conditions carrying
+//! `observedGeneration`; a condition's `lastTransitionTime` only moves when its status flips.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+
+use crate::build::signaling::{ice_servers, min_replicas};
+use crate::crd::{ComponentStatus, OtterDeployment, OtterDeploymentStatus, RedisMode, ServiceType};
+use crate::meta::child_name;
+use crate::observed::Observed;
+
+/// Condition types.
+pub const READY: &str = "Ready";
+/// Condition types.
+pub const PROGRESSING: &str = "Progressing";
+/// Condition types.
+pub const DEGRADED: &str = "Degraded";
+
+/// What went wrong in this reconcile, besides what the children's status shows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Problems {
+    /// The first failed write, if any.
+    pub apply_error: Option<String>,
+    /// Missing user Secrets or keys.
+    pub secret_problems: Vec<String>,
+}
+
+/// One component's rollout.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Rollout {
+    counts: ComponentStatus,
+    /// Everything at the latest template and ready.
+    done: bool,
+    /// The object does not exist yet.
+    missing: bool,
+}
+
+fn signaling_rollout(cr: &OtterDeployment, obs: &Observed) -> Rollout {
+    let Some(d) = &obs.signaling_deployment else {
+        return Rollout {
+            counts: ComponentStatus {
+                desired: min_replicas(cr),
+                ready: 0,
+            },
+            done: false,
+            missing: true,
+        };
+    };
+    let observed = d.spec.as_ref().and_then(|s| s.replicas);
+    // Under autoscaling the HPA sets the count, and never below its minimum.
+    let desired = match observed {
+        Some(n) if cr.spec.signaling.autoscaling.enabled => n.max(min_replicas(cr)),
+        Some(n) => n,
+        None => min_replicas(cr),
+    };
+    let st = d.status.clone().unwrap_or_default();
+    let generation = d.metadata.generation.unwrap_or(0);
+    let ready = st.ready_replicas.unwrap_or(0);
+    let done = st.observed_generation.unwrap_or(0) >= generation
+        && st.updated_replicas.unwrap_or(0) >= desired
+        && st.replicas.unwrap_or(0) <= desired
+        && ready >= desired;
+    Rollout {
+        counts: ComponentStatus { desired, ready },
+        done,
+        missing: false,
+    }
+}
+
+fn turn_rollout(cr: &OtterDeployment, obs: &Observed) -> Rollout {
+    if !cr.spec.turn.enabled {
+        return Rollout {
+            done: true,
+            ..Default::default()
+        };
+    }
+    let Some(ds) = &obs.turn_daemonset else {
+        return Rollout {
+            missing: true,
+            ..Default::default()
+        };
+    };
+    let st = ds.status.clone().unwrap_or_default();
+    let generation = ds.metadata.generation.unwrap_or(0);
+    let desired = st.desired_number_scheduled;
+    let ready = st.number_ready;
+    let done = st.observed_generation.unwrap_or(0) >= generation
+        && st.updated_number_scheduled.unwrap_or(0) >= desired
+        && ready >= desired;
+    Rollout {
+        counts: ComponentStatus { desired, ready },
+        done,
+        missing: false,
+    }
+}
+
+fn redis_rollout(cr: &OtterDeployment, obs: &Observed) -> Rollout {
+    if cr.spec.redis.mode != RedisMode::Managed {
+        return Rollout {
+            done: true,
+            ..Default::default()
+        };
+    }
+    let Some(sts) = &obs.redis_statefulset else {
+        return Rollout {
+            counts: ComponentStatus {
+                desired: 1,
+                ready: 0,
+            },
+            done: false,
+            missing: true,
+        };
+    };
+    let st = sts.status.clone().unwrap_or_default();
+    let generation = sts.metadata.generation.unwrap_or(0);
+    let desired = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let ready = st.ready_replicas.unwrap_or(0);
+    let done = st.observed_generation.unwrap_or(0) >= generation
+        && st.updated_replicas.unwrap_or(0) >= desired
+        && ready >= desired;
+    Rollout {
+        counts: ComponentStatus { desired, ready },
+        done,
+        missing: false,
+    }
+}
+
+/// Where clients reach signaling: `spec.signaling.publicUrl`, else the LoadBalancer's hostname or
+/// IP, else the Service's cluster DNS name. The port is always written out.
+pub fn signaling_url(cr: &OtterDeployment, obs: &Observed) -> Option<String> {
+    let spec = &cr.spec.signaling;
+    if let Some(url) = &spec.public_url {
+        return Some(url.clone());
+    }
+    let port = spec.service.port;
+    if spec.service.type_ == ServiceType::LoadBalancer {
+        let ingress = obs
+            .signaling_service
+            .as_ref()
+            .and_then(|s| s.status.as_ref())
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|lb| lb.ingress.as_ref())
+            .and_then(|i| i.first());
+        if let Some(i) = ingress {
+            let host = i.hostname.clone().or_else(|| {
+                i.ip.as_ref().map(|ip| {
+                    if ip.contains(':') {
+                        format!("[{ip}]")
+                    } else {
+                        ip.clone()
+                    }
+                })
+            });
+            if let Some(host) = host {
+                return Some(format!("http://{host}:{port}"));
+            }
+        }
+    }
+    let ns = cr.metadata.namespace.as_deref()?;
+    Some(format!(
+        "http://{}.{ns}.svc:{port}",
+        child_name(cr, "signaling")
+    ))
+}
+
+/// A condition, keeping the previous `lastTransitionTime` when the status did not change.
+fn condition(
+    previous: &[Condition],
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    let status = if status { "True" } else { "False" }.to_string();
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or(Time(now));
+    Condition {
+        type_: type_.to_string(),
+        status,
+        reason: reason.to_string(),
+        message,
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+/// The status this reconcile should write.
+pub fn compute_status(
+    cr: &OtterDeployment,
+    obs: &Observed,
+    problems: &Problems,
+    now: Timestamp,
+) -> OtterDeploymentStatus {
+    let generation = cr.metadata.generation;
+    let previous = cr
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let signaling = signaling_rollout(cr, obs);
+    let turn = turn_rollout(cr, obs);
+    let redis = redis_rollout(cr, obs);
+    let ice = ice_servers(cr, &obs.turn_nodes);
+
+    // Degraded: something the operator cannot fix by waiting.
+    let degraded: Option<(&str, String)> = if let Some(err) = &problems.apply_error {
+        Some(("ApplyFailed", err.clone()))
+    } else if !problems.secret_problems.is_empty() {
+        Some(("SecretNotFound", problems.secret_problems.join("; ")))
+    } else if cr.spec.turn.enabled && obs.turn_nodes.is_empty() {
+        let selector: Vec<String> = cr
+            .spec
+            .turn
+            .node_selector
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        Some((
+            "NoTurnNodes",
+            format!(
+                "no Ready node matches turn.nodeSelector {{{}}}: label the nodes that may relay media",
+                selector.join(",")
+            ),
+        ))
+    } else {
+        None
+    };
+
+    let mut waiting: Vec<String> = Vec::new();
+    let summary =
+        |name: &str, r: &Rollout| format!("{name} {}/{}", r.counts.ready, r.counts.desired);
+    if !signaling.done {
+        waiting.push(summary("signaling", &signaling));
+    }
+    if !turn.done {
+        waiting.push(summary("TURN", &turn));
+    }
+    if !redis.done {
+        waiting.push(summary("redis", &redis));
+    }
+    let signaling_serving = signaling.counts.ready > 0 && signaling.counts.desired > 0;
+    let turn_serving = !cr.spec.turn.enabled || turn.counts.ready > 0;
+    let progressing = !waiting.is_empty();
+
+    let (ready, ready_reason, ready_message) = match &degraded {
+        Some((reason, message)) => (false, *reason, message.clone()),
+        None if signaling.counts.desired == 0 && !signaling.missing => {
+            (false, "ScaledToZero", "signaling.replicas is 0".to_string())
+        }
+        None if progressing => (
+            false,
+            if signaling.missing || turn.missing || redis.missing {
+                "Creating"
+            } else {
+                "RollingOut"
+            },
+            format!("waiting for {}", waiting.join(", ")),
+        ),
+        None if !(signaling_serving && turn_serving) => {
+            (false, "NotServing", "no ready pods".to_string())
+        }
+        None => (
+            true,
+            "Available",
+            format!(
+                "signaling {}/{}, TURN {}/{}, {} TURN URIs",
+                signaling.counts.ready,
+                signaling.counts.desired,
+                turn.counts.ready,
+                turn.counts.desired,
+                ice.turn_uris.len()
+            ),
+        ),
+    };
+
+    let conditions = vec![
+        condition(
+            previous,
+            READY,
+            ready,
+            ready_reason,
+            ready_message,
+            generation,
+            now,
+        ),
+        if progressing {
+            condition(
+                previous,
+                PROGRESSING,
+                true,
+                "RollingOut",
+                format!("waiting for {}", waiting.join(", ")),
+                generation,
+                now,
+            )
+        } else {
+            condition(
+                previous,
+                PROGRESSING,
+                false,
+                "RolloutComplete",
+                "all components at the desired state".to_string(),
+                generation,
+                now,
+            )
+        },
+        match &degraded {
+            Some((reason, message)) => condition(
+                previous,
+                DEGRADED,
+                true,
+                reason,
+                message.clone(),
+                generation,
+                now,
+            ),
+            None => condition(
+                previous,
+                DEGRADED,
+                false,
+                "AsExpected",
+                "no problem found".to_string(),
+                generation,
+                now,
+            ),
+        },
+    ];
+
+    OtterDeploymentStatus {
+        observed_generation: generation,
+        conditions,
+        signaling: signaling.counts,
+        turn: turn.counts,
+        redis: redis.counts,
+        signaling_url: signaling_url(cr, obs),
+        turn_uris: ice.all(),
+    }
+}
+
+/// The condition of a type in a status.
+pub fn find_condition<'a>(status: &'a OtterDeploymentStatus, type_: &str) -> Option<&'a Condition> {
+    status.conditions.iter().find(|c| c.type_ == type_)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::ServiceType;
+    use crate::testing::{cr, observed};
+    use k8s_openapi::api::apps::v1::{
+        DaemonSet, DaemonSetStatus, Deployment, DeploymentSpec, DeploymentStatus, StatefulSet,
+        StatefulSetSpec, StatefulSetStatus,
+    };
+    use k8s_openapi::api::core::v1::{
+        LoadBalancerIngress, LoadBalancerStatus, Service, ServiceStatus,
+    };
+    use kube::api::ObjectMeta;
+
+    fn now() -> Timestamp {
+        Timestamp::from_second(1_800_000_000).unwrap()
+    }
+
+    fn meta() -> ObjectMeta {
+        ObjectMeta {
+            generation: Some(1),
+            ..Default::default()
+        }
+    }
+
+    fn all_ready() -> Observed {
+        let mut obs = observed();
+        obs.signaling_deployment = Some(Deployment {
+            metadata: meta(),
+            spec: Some(DeploymentSpec {
+                replicas: Some(2),
+                ..Default::default()
+            }),
+            status: Some(DeploymentStatus {
+                observed_generation: Some(1),
+                replicas: Some(2),
+                ready_replicas: Some(2),
+                updated_replicas: Some(2),
+                ..Default::default()
+            }),
+        });
+        obs.turn_daemonset = Some(DaemonSet {
+            metadata: meta(),
+            spec: None,
+            status: Some(DaemonSetStatus {
+                observed_generation: Some(1),
+                desired_number_scheduled: 2,
+                number_ready: 2,
+                updated_number_scheduled: Some(2),
+                ..Default::default()
+            }),
+        });
+        obs.redis_statefulset = Some(StatefulSet {
+            metadata: meta(),
+            spec: Some(StatefulSetSpec {
+                replicas: Some(1),
+                ..Default::default()
+            }),
+            status: Some(StatefulSetStatus {
+                observed_generation: Some(1),
+                ready_replicas: Some(1),
+                updated_replicas: Some(1),
+                replicas: 1,
+                ..Default::default()
+            }),
+        });
+        obs
+    }
+
+    fn cond<'a>(s: &'a OtterDeploymentStatus, t: &str) -> &'a Condition {
+        find_condition(s, t).unwrap()
+    }
+
+    #[test]
+    fn everything_ready_is_ready_not_progressing_not_degraded() {
+        let cr = cr();
+        let s = compute_status(&cr, &all_ready(), &Problems::default(), now());
+        assert_eq!(s.observed_generation, Some(3));
+        assert_eq!(cond(&s, READY).status, "True");
+        assert_eq!(cond(&s, READY).reason, "Available");
+        assert_eq!(cond(&s, READY).observed_generation, Some(3));
+        assert_eq!(cond(&s, PROGRESSING).status, "False");
+        assert_eq!(cond(&s, DEGRADED).status, "False");
+        assert_eq!(
+            s.signaling,
+            ComponentStatus {
+                desired: 2,
+                ready: 2
+            }
+        );
+        assert_eq!(
+            s.turn,
+            ComponentStatus {
+                desired: 2,
+                ready: 2
+            }
+        );
+        assert_eq!(
+            s.redis,
+            ComponentStatus {
+                desired: 1,
+                ready: 1
+            }
+        );
+        assert_eq!(
+            s.signaling_url.as_deref(),
+            Some("http://demo-signaling.calls.svc:80")
+        );
+        assert_eq!(s.turn_uris[0], "stun:203.0.113.7:3478");
+        assert!(
+            s.turn_uris
+                .contains(&"turn:[2001:db8::5]:3478?transport=tcp".to_string())
+        );
+    }
+
+    #[test]
+    fn fresh_resource_is_progressing_while_children_are_created() {
+        let cr = cr();
+        let s = compute_status(&cr, &observed(), &Problems::default(), now());
+        assert_eq!(cond(&s, READY).status, "False");
+        assert_eq!(cond(&s, READY).reason, "Creating");
+        assert_eq!(cond(&s, PROGRESSING).status, "True");
+        assert!(cond(&s, PROGRESSING).message.contains("signaling 0/2"));
+        assert_eq!(cond(&s, DEGRADED).status, "False");
+    }
+
+    #[test]
+    fn rolling_out_signaling_is_progressing() {
+        let cr = cr();
+        let mut obs = all_ready();
+        if let Some(d) = obs.signaling_deployment.as_mut() {
+            d.metadata.generation = Some(2);
+        }
+        let s = compute_status(&cr, &obs, &Problems::default(), now());
+        assert_eq!(cond(&s, READY).reason, "RollingOut");
+        assert_eq!(cond(&s, PROGRESSING).status, "True");
+    }
+
+    #[test]
+    fn no_turn_nodes_is_degraded_with_the_selector_in_the_message() {
+        let cr = cr();
+        let mut obs = all_ready();
+        obs.turn_nodes.clear();
+        let s = compute_status(&cr, &obs, &Problems::default(), now());
+        assert_eq!(cond(&s, READY).status, "False");
+        assert_eq!(cond(&s, DEGRADED).status, "True");
+        assert_eq!(cond(&s, DEGRADED).reason, "NoTurnNodes");
+        assert!(cond(&s, DEGRADED).message.contains("otter.dev/turn=true"));
+        assert!(s.turn_uris.is_empty());
+    }
+
+    #[test]
+    fn apply_error_and_missing_secret_are_degraded() {
+        let cr = cr();
+        let problems = Problems {
+            apply_error: Some("applying Deployment demo-signaling: forbidden".into()),
+            secret_problems: vec![],
+        };
+        let s = compute_status(&cr, &all_ready(), &problems, now());
+        assert_eq!(cond(&s, DEGRADED).reason, "ApplyFailed");
+        assert_eq!(cond(&s, READY).reason, "ApplyFailed");
+        let problems = Problems {
+            apply_error: None,
+            secret_problems: vec!["turn.secretRef: Secret \"x\" not found".into()],
+        };
+        let s = compute_status(&cr, &all_ready(), &problems, now());
+        assert_eq!(cond(&s, DEGRADED).reason, "SecretNotFound");
+        assert!(cond(&s, READY).message.contains("\"x\" not found"));
+    }
+
+    #[test]
+    fn transition_time_only_moves_when_status_flips() {
+        let mut cr = cr();
+        let first = compute_status(&cr, &all_ready(), &Problems::default(), now());
+        cr.status = Some(first.clone());
+        let later = Timestamp::from_second(1_800_000_600).unwrap();
+        let same = compute_status(&cr, &all_ready(), &Problems::default(), later);
+        assert_eq!(
+            same, first,
+            "unchanged world, unchanged status: nothing to write"
+        );
+        let mut obs = all_ready();
+        obs.turn_nodes.clear();
+        let flipped = compute_status(&cr, &obs, &Problems::default(), later);
+        assert_eq!(cond(&flipped, READY).last_transition_time, Time(later));
+        assert_eq!(
+            cond(&flipped, PROGRESSING).last_transition_time,
+            cond(&first, PROGRESSING).last_transition_time
+        );
+    }
+
+    #[test]
+    fn signaling_url_prefers_public_url_then_load_balancer_then_cluster_dns() {
+        let mut cr = cr();
+        let mut obs = all_ready();
+        cr.spec.signaling.service.type_ = ServiceType::LoadBalancer;
+        assert_eq!(
+            signaling_url(&cr, &obs).as_deref(),
+            Some("http://demo-signaling.calls.svc:80")
+        );
+        obs.signaling_service = Some(Service {
+            status: Some(ServiceStatus {
+                load_balancer: Some(LoadBalancerStatus {
+                    ingress: Some(vec![LoadBalancerIngress {
+                        hostname: Some("abc.elb.amazonaws.com".into()),
+                        ..Default::default()
+                    }]),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        assert_eq!(
+            signaling_url(&cr, &obs).as_deref(),
+            Some("http://abc.elb.amazonaws.com:80")
+        );
+        cr.spec.signaling.public_url = Some("https://calls.example.com".into());
+        assert_eq!(
+            signaling_url(&cr, &obs).as_deref(),
+            Some("https://calls.example.com")
+        );
+    }
+
+    #[test]
+    fn turn_and_redis_off_count_zero_and_can_be_ready() {
+        let mut cr = cr();
+        cr.spec.turn.enabled = false;
+        cr.spec.redis.mode = RedisMode::External;
+        let mut obs = all_ready();
+        obs.turn_daemonset = None;
+        obs.redis_statefulset = None;
+        let s = compute_status(&cr, &obs, &Problems::default(), now());
+        assert_eq!(cond(&s, READY).status, "True", "{:?}", s.conditions);
+        assert_eq!(s.turn, ComponentStatus::default());
+        assert_eq!(s.redis, ComponentStatus::default());
+        assert!(s.turn_uris.is_empty());
+    }
+
+    #[test]
+    fn autoscaled_signaling_wants_at_least_the_hpa_minimum() {
+        let mut cr = cr();
+        cr.spec.signaling.autoscaling.enabled = true;
+        cr.spec.signaling.autoscaling.min_replicas = 3;
+        let mut obs = all_ready();
+        if let Some(d) = obs.signaling_deployment.as_mut() {
+            // Released to the HPA: the apiserver defaulted it to 1 before the HPA acted.
+            d.spec = Some(DeploymentSpec {
+                replicas: Some(1),
+                ..Default::default()
+            });
+        }
+        let s = compute_status(&cr, &obs, &Problems::default(), now());
+        assert_eq!(s.signaling.desired, 3);
+        assert_eq!(cond(&s, READY).reason, "RollingOut");
+    }
+
+    #[test]
+    fn scaled_to_zero_is_not_ready() {
+        let mut cr = cr();
+        cr.spec.signaling.replicas = 0;
+        let mut obs = all_ready();
+        if let Some(d) = obs.signaling_deployment.as_mut() {
+            d.spec = Some(DeploymentSpec {
+                replicas: Some(0),
+                ..Default::default()
+            });
+            d.status = Some(DeploymentStatus {
+                observed_generation: Some(1),
+                ..Default::default()
+            });
+        }
+        let s = compute_status(&cr, &obs, &Problems::default(), now());
+        assert_eq!(cond(&s, READY).reason, "ScaledToZero");
+    }
+}
