@@ -18,7 +18,12 @@ before(async () => {
   env.turn = await startCoturn();
   env.appPort = await freePort();
   env.appOrigin = `http://127.0.0.1:${env.appPort}`;
-  env.server = await startSignaling({ turn: env.turn, extraArgs: ['--token-secret', secret, '--allowed-origins', env.appOrigin] });
+  // Allowed: the app, and the server's own origin as 127.0.0.1 (pages there import /otter.js
+  // same-origin); not allowed: the same server reached as localhost, a different origin.
+  const port = await freePort();
+  env.selfOrigin = `http://127.0.0.1:${port}`;
+  env.otherOrigin = `http://localhost:${port}`;
+  env.server = await startSignaling({ turn: env.turn, port, extraArgs: ['--token-secret', secret, '--allowed-origins', `${env.appOrigin},${env.selfOrigin}`] });
   env.app = spawnLogged('web-app', process.execPath, [join(REPO, 'examples/web-app/server.mjs')], {
     env: { ...process.env, OTTER_URL: env.server.url, OTTER_TOKEN_SECRET: secret, PORT: String(env.appPort) },
   });
@@ -47,21 +52,21 @@ test('the example app embeds the SDK cross-origin with tokens from its backend, 
 });
 
 async function tryJoin(page, opts) {
-  return page.evaluate(async ([url, o]) => {
-    const { join } = await import(`${url}/otter.js`);
+  return page.evaluate(async (o) => {
+    const { join } = await import('/otter.js'); // url defaults to the origin otter.js came from
     try {
-      const call = await join({ url, media: false, ...o });
+      const call = await join({ media: false, ...o });
       const r = { ok: true, peerId: call.peerId };
       call.leave();
       return r;
     } catch (e) {
       return { ok: false, code: e.code, message: e.message };
     }
-  }, [env.server.url, opts]);
+  }, opts);
 }
 
 test('joins need a valid token for the room: missing, expired, forged, wrong room are refused', async () => {
-  const page = await openPage(env.browser, env.appOrigin, 'T', '/?room=unused-room');
+  const page = await openPage(env.browser, env.selfOrigin, 'T');
   const room = `tokens-${process.pid}`;
   assert.equal((await tryJoin(page, { room, token: roomToken(secret, room) })).ok, true);
   const py = execFileSync('python3', [join(REPO, 'examples/room-tokens/mint.py'), room, 'Py'], { env: { ...process.env, OTTER_TOKEN_SECRET: secret } }).toString().trim();
@@ -73,9 +78,22 @@ test('joins need a valid token for the room: missing, expired, forged, wrong roo
 });
 
 test('a page of an origin not in --allowed-origins cannot join', async () => {
-  const page = await openPage(env.browser, env.server.url, 'X'); // the server's own origin is not allowed
+  const page = await openPage(env.browser, env.otherOrigin, 'X'); // not in --allowed-origins
   const room = `origin-${process.pid}`;
   const r = await tryJoin(page, { room, token: roomToken(secret, room) });
   assert.equal(r.ok, false);
   assert.equal(r.code, 'sdk-connect', JSON.stringify(r));
+  // What the browser got: the upgrade refused with 403 origin-forbidden.
+  const { request } = await import('node:http');
+  const refused = await new Promise((resolve, reject) => {
+    const req = request(`${env.server.url}/ws`, {
+      headers: { connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-version': '13', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==', origin: env.otherOrigin },
+    });
+    req.on('response', (res) => { let body = ''; res.on('data', (d) => { body += d; }); res.on('end', () => resolve({ status: res.statusCode, body })); });
+    req.on('upgrade', (res, socket) => { socket.destroy(); resolve({ status: 101 }); });
+    req.on('error', reject);
+    req.end();
+  });
+  assert.equal(refused.status, 403);
+  assert.match(refused.body, /origin-forbidden/);
 });
