@@ -9,6 +9,7 @@ REPO_ROOT=$(cd "$CLUSTER_DIR/../.." && pwd)
 OTTER_CACHE=${OTTER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/otter}
 K8S_BIN_DIR=$OTTER_CACHE/k8s/$K8S_VERSION/bin
 KWOK_BIN_DIR=$OTTER_CACHE/kwok/$KWOK_VERSION/bin
+ETCD_BIN_DIR=$OTTER_CACHE/etcd/$ETCD_VERSION/bin
 DEFAULT_RUN_DIR=$OTTER_CACHE/cluster/run
 K8S_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
 
@@ -20,13 +21,12 @@ need() {
     command -v "$1" >/dev/null 2>&1 || die "'$1' not found on PATH; $2"
 }
 
-etcd_bin() { command -v etcd 2>/dev/null || echo /usr/bin/etcd; }
-
 # Path of a cached binary, or die naming the installer.
 cached_bin() {
     local name=$1 dir
     case $name in
         kwok) dir=$KWOK_BIN_DIR ;;
+        etcd) dir=$ETCD_BIN_DIR ;;
         *) dir=$K8S_BIN_DIR ;;
     esac
     [[ -x $dir/$name ]] || die "$dir/$name is missing; run tests/cluster/install first"
