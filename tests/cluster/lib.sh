@@ -50,12 +50,86 @@ parse_dir_arg() {
     RUN_DIR=$(cd "$(dirname "$RUN_DIR")" && pwd)/$(basename "$RUN_DIR")
 }
 
-# pid_alive PIDFILE: the process recorded in PIDFILE is running.
+# pid_alive PIDFILE: the process recorded in PIDFILE is running and is ours: its command line
+# mentions RUN_DIR (every component is given paths inside it), so a recycled pid is never touched.
 pid_alive() {
     local pid
     [[ -f $1 ]] || return 1
     pid=$(<"$1")
-    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null
+    [[ $pid =~ ^[0-9]+$ ]] || return 1
+    kill -0 "$pid" 2>/dev/null || return 1
+    tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF -- "$RUN_DIR/"
+}
+
+# Components in start order.
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+
+# start_component NAME CMD...: run CMD in its own session, log to logs/NAME.log (appending, so a
+# restart keeps the history), pid in pids/NAME.pid, argv in cmd/NAME (for restart).
+start_component() {
+    local name=$1; shift
+    mkdir -p "$RUN_DIR/pids" "$RUN_DIR/logs" "$RUN_DIR/cmd"
+    printf '%s\0' "$@" >"$RUN_DIR/cmd/$name"
+    setsid "$@" </dev/null >>"$RUN_DIR/logs/$name.log" 2>&1 &
+    echo $! >"$RUN_DIR/pids/$name.pid"
+}
+
+# signal_component SIGNAL NAME: send SIGNAL if NAME runs; true when it did.
+signal_component() {
+    local f=$RUN_DIR/pids/$2.pid
+    pid_alive "$f" || return 1
+    kill "-$1" "$(<"$f")" 2>/dev/null
+}
+
+# stop_components NAME...: SIGTERM them all, wait up to 10s, SIGKILL what is left.
+stop_components() {
+    local name left
+    for name in "$@"; do
+        if signal_component TERM "$name"; then log "stopping $name (pid $(<"$RUN_DIR/pids/$name.pid"))"; fi
+    done
+    for _ in $(seq 100); do
+        left=0
+        for name in "$@"; do pid_alive "$RUN_DIR/pids/$name.pid" && left=1; done
+        [[ $left -eq 1 ]] || break
+        sleep 0.1
+    done
+    for name in "$@"; do
+        if signal_component KILL "$name"; then log "$name did not stop on SIGTERM; killed"; fi
+        rm -f "$RUN_DIR/pids/$name.pid"
+    done
+}
+
+# healthy NAME: NAME answers its health endpoint (ports from DIR/env).
+healthy() {
+    # shellcheck source=/dev/null
+    . "$RUN_DIR/env"
+    local pki=$RUN_DIR/pki
+    case $1 in
+        etcd) curl -fsS "$OTTER_ETCD/health" ;;
+        kube-apiserver) curl -fsS --cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key" "$OTTER_APISERVER/readyz" ;;
+        kube-controller-manager) curl -fsSk "https://127.0.0.1:$OTTER_KCM_PORT/healthz" ;;
+        kube-scheduler) curl -fsSk "https://127.0.0.1:$OTTER_SCHEDULER_PORT/healthz" ;;
+        kwok) curl -fsS "http://127.0.0.1:$OTTER_KWOK_PORT/healthz" ;;
+        *) die "unknown component $1" ;;
+    esac
+}
+
+# wait_for NAME WHAT CMD...: retry CMD until it succeeds; fail when NAME dies or after TIMEOUT
+# seconds (default 60), showing the end of NAME's log.
+wait_for() {
+    local name=$1 what=$2; shift 2
+    local deadline=$((SECONDS + ${TIMEOUT:-60}))
+    until "$@" >/dev/null 2>&1; do
+        if ! pid_alive "$RUN_DIR/pids/$name.pid"; then
+            tail -n 30 "$RUN_DIR/logs/$name.log" >&2 || true
+            die "$name exited while waiting for $what; log: $RUN_DIR/logs/$name.log"
+        fi
+        if ((SECONDS > deadline)); then
+            tail -n 30 "$RUN_DIR/logs/$name.log" >&2 || true
+            die "timed out after ${TIMEOUT:-60}s waiting for $what; log: $RUN_DIR/logs/$name.log"
+        fi
+        sleep 0.2
+    done
 }
 
 # free_port: a TCP port nobody listens on in 20000-60999, not handed out before by this shell.
