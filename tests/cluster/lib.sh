@@ -132,17 +132,22 @@ wait_for() {
     done
 }
 
-# free_port: a TCP port nobody listens on in 20000-60999, not handed out before by this shell.
+# free_port VAR: set VAR to a TCP port below the kernel's ephemeral range (so no outgoing connection can hold
+# it; those get ports from that range) that no socket uses and this shell has not handed out.
+# (Sets a variable rather than printing, so that \$(...) subshells cannot lose _PORTS_TAKEN.)
 _PORTS_TAKEN=" "
 free_port() {
-    local port listening
-    listening=$(ss -Htln 2>/dev/null | awk '{print $4}' | sed 's/.*://' | tr '\n' ' ')
-    for _ in $(seq 200); do
-        port=$((20000 + RANDOM % 41000))
-        [[ " $listening " == *" $port "* || $_PORTS_TAKEN == *" $port "* ]] && continue
+    local port used low=10000 high=32767 eph_low
+    if read -r eph_low _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null && ((eph_low > low + 1000)); then
+        high=$((eph_low - 1))
+    fi
+    used=" $(ss -Htan 2>/dev/null | awk '{print $4}' | sed 's/.*://' | sort -u | tr '\n' ' ') "
+    for _ in $(seq 500); do
+        port=$((low + RANDOM % (high - low + 1)))
+        [[ $used == *" $port "* || $_PORTS_TAKEN == *" $port "* ]] && continue
         _PORTS_TAKEN+="$port "
-        printf '%s\n' "$port"
+        printf -v "$1" '%s' "$port"
         return 0
     done
-    die "no free port found"
+    die "no free port found in $low-$high"
 }
