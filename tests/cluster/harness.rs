@@ -289,7 +289,7 @@ fn read_env(path: &Path) -> io::Result<HashMap<String, String>> {
 
 #[cfg(test)]
 mod self_test {
-    //! `rustc --edition 2024 --test tests/cluster/harness.rs -o /tmp/harness && /tmp/harness --test-threads 1`
+    //! `rustc --edition 2024 --test tests/cluster/harness.rs -o /tmp/harness && /tmp/harness --include-ignored`
     use super::*;
 
     #[test]
@@ -308,7 +308,9 @@ mod self_test {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    // Ignored so that crates including this module do not start an extra cluster per test binary.
     #[test]
+    #[ignore = "starts its own cluster; run with --include-ignored"]
     fn private_cluster_lifecycle() {
         let c = Cluster::start().expect("start");
         let ns = c.namespace("selftest");
