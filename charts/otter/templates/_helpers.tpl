@@ -102,3 +102,15 @@ watches every namespace, in a Role of the watched namespace with operator.watchN
   resources: [nodes]
   verbs: [list, watch]
 {{- end }}
+
+{{/* Rules across values that the schema cannot explain well: fail with the fix. */}}
+{{- define "otter.validate" -}}
+{{- if and (eq (toString .Values.leaderElection.enabled) "false") (gt (int .Values.replicaCount) 1) }}
+{{- fail (printf "leaderElection.enabled is false but replicaCount is %d: every replica would reconcile at once. Set leaderElection.enabled to auto (or true), or replicaCount to 1." (int .Values.replicaCount)) }}
+{{- end }}
+{{- $watch := .Values.operator.watchNamespace }}
+{{- $crNs := default .Release.Namespace .Values.otterDeployment.namespace }}
+{{- if and .Values.otterDeployment.enabled $watch (ne $watch $crNs) }}
+{{- fail (printf "otterDeployment.namespace is %s but the operator only watches operator.watchNamespace=%s: nothing would reconcile it. Put the OtterDeployment in %s or clear operator.watchNamespace." $crNs $watch $watch) }}
+{{- end }}
+{{- end }}
