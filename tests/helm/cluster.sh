@@ -27,6 +27,11 @@ down() { # DIR: stop a cluster now (--keep: keep its logs)
   else tests/cluster/down --dir "$1" >/dev/null 2>&1 || true; fi
 }
 k() { "$kubectl" "$@"; }
+is_established() { k get crd "$1" -o jsonpath='{.status.conditions[?(@.type=="Established")].status}' | grep -qx True; }
+established() { # CRD...: each Established (kubectl wait errors out before status exists)
+  local c
+  for c in "$@"; do eventually 30 is_established "$c" || return 1; done
+}
 
 echo
 echo "=== cluster: kubernetes $K8S_VERSION (tests/cluster) ==="
@@ -66,7 +71,7 @@ k create namespace "$ns" >/dev/null
 k create namespace "$app_ns" >/dev/null
 apply_crds() {
   k apply --server-side -f crds/otterdeployment.yaml -f "$servicemonitor_crd" &&
-    k wait --for=condition=Established --timeout=30s crd/otterdeployments.otter.dev crd/servicemonitors.monitoring.coreos.com
+    established otterdeployments.otter.dev servicemonitors.monitoring.coreos.com
 }
 check "CRDs applied (OtterDeployment from crds/, ServiceMonitor from prometheus-operator)" apply_crds
 for v in "${values_files[@]}"; do
@@ -82,7 +87,7 @@ k delete crd otterdeployments.otter.dev --wait=true >/dev/null
 # --- helm install ------------------------------------------------------------------------------
 check "helm install (replicaCount 2: leader election, Lease Role) --wait" \
   "$helm" install "$release" charts/otter -n "$ns" --set replicaCount=2 --wait --timeout 2m
-check "helm installed the CRD from crds/" k wait --for=condition=Established --timeout=30s crd/otterdeployments.otter.dev
+check "helm installed the CRD from crds/" established otterdeployments.otter.dev
 check "the installed operator Deployment is available (2/2, kwok pods)" \
   k -n "$ns" rollout status deployment/otter-operator --timeout=60s
 notes_ok() { "$helm" status "$release" -n "$ns" | grep -q "rollout status deployment/otter-operator"; }
@@ -192,6 +197,47 @@ if out=$("${checks[@]}" audit "$audit_log" "system:serviceaccount:$ns:$sa" "$wor
 else
   fail "audit log: no request of the operator refused, and it used every permission the chart grants" "$out"
 fi
+
+# --- operator.watchNamespace: a Role instead of the ClusterRole; an OtterDeployment from values -
+ns2=otter-ns
+check "helm install $ns2 -f tests/helm/values/namespaced.yaml (watches $app_ns only; OtterDeployment from values)" \
+  "$helm" install "$ns2" charts/otter -n "$ns2" --create-namespace -f tests/helm/values/namespaced.yaml --wait --timeout 2m
+mapfile -t op_args < <(k -n "$ns2" get deployment "$ns2-operator" -o json |
+  jq -r '.spec.template.spec.containers[0].args[] | select(startswith("--listen=") | not)')
+sa2=$(k -n "$ns2" get deployment "$ns2-operator" -o jsonpath='{.spec.template.spec.serviceAccountName}')
+run_operator "$(tests/cluster/kubeconfig --dir "$work/cluster1" --service-account "$ns2/$sa2")" "$work/operator-namespaced.log"
+check "namespaced: the chart's OtterDeployment Ready (Role-based RBAC, ${op_args[*]})" eventually 90 ready_current
+check "namespaced: its children exist" all_exist deployment/otter-signaling configmap/otter-signaling daemonset/otter-turn
+stop_operator
+if out=$("${checks[@]}" audit "$audit_log" "system:serviceaccount:$ns2:$sa2" /dev/null refusals-only 2>&1); then
+  pass "namespaced: audit log shows no request of the operator refused"
+else
+  fail "namespaced: audit log shows no request of the operator refused" "$out"
+fi
+check "namespaced: helm uninstall deletes the chart's OtterDeployment" \
+  "$helm" uninstall "$ns2" -n "$ns2" --wait --timeout 2m
+check "namespaced: its children garbage-collected" eventually 90 all_gone deployment/otter-signaling daemonset/otter-turn
+
+# --- Argo CD examples --------------------------------------------------------------------------
+argocd_dir=$(GOFLAGS=-mod=mod go mod download -json "github.com/argoproj/argo-cd/v3@$ARGOCD_VERSION" | jq -r .Dir)
+apply_argocd_crd() {
+  k apply --server-side -f "$argocd_dir/manifests/crds/application-crd.yaml" &&
+    established applications.argoproj.io
+}
+check "Argo CD's Application CRD applied (argo-cd $ARGOCD_VERSION)" apply_argocd_crd
+k create namespace argocd >/dev/null
+check "Argo CD Applications accepted (server-side dry run against Argo CD's CRD)" \
+  k apply --dry-run=server --server-side -f examples/argocd/otter-operator.yaml -f examples/argocd/otter-backend.yaml
+check "the Argo CD backend OtterDeployment accepted by the CRD and its CEL rules" \
+  k apply --dry-run=server --server-side -n "$app_ns" -f examples/argocd/backend/otterdeployment.yaml
+cm_patched() {
+  k -n argocd create configmap argocd-cm --from-literal=url=https://argocd.example.com >/dev/null &&
+    k -n argocd patch configmap argocd-cm --patch-file examples/argocd/argocd-cm-patch.yaml >/dev/null &&
+    diff <(k -n argocd get configmap argocd-cm -o jsonpath='{.data.resource\.customizations\.health\.otter\.dev_OtterDeployment}') \
+      examples/argocd/otterdeployment-health.lua &&
+    [ "$(k -n argocd get configmap argocd-cm -o jsonpath='{.data.url}')" = https://argocd.example.com ]
+}
+check "argocd-cm patch adds the health check verbatim and keeps the other keys" cm_patched
 
 # --- helm upgrade / uninstall ------------------------------------------------------------------
 check "helm upgrade to 1 replica --wait" \
