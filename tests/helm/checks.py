@@ -202,8 +202,8 @@ def objects(a, b):
 NOT_OBSERVABLE = {
     ("otter.dev", "otterdeployments/finalizers", "update"):
         "checked by the OwnerReferencesPermissionEnforcement admission plugin when a child sets "
-        "blockOwnerDeletion; it is not a request of its own (a refusal would show as a 403 "
-        "on that child's apply)",
+        "blockOwnerDeletion, not a request of its own; tests/helm/cluster.sh shows an apply "
+        "refused without it",
 }
 
 # Granted because docs/operator.md ("RBAC") lists them, but operator 0.1.0 never makes these

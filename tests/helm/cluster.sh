@@ -198,6 +198,27 @@ else
   fail "audit log: no request of the operator refused, and it used every permission the chart grants" "$out"
 fi
 
+# The one permission the audit log cannot show being used: setting blockOwnerDeletion on a child
+# needs update on otterdeployments/finalizers (OwnerReferencesPermissionEnforcement). Prove it is
+# needed: the chart's account may apply such a child; the same rules minus that one may not.
+create_od owner >/dev/null
+owner_uid=$(kc_app get otterdeployment owner -o jsonpath='{.metadata.uid}')
+child_as() { # KUBECONFIG NAME: server-side apply a new ConfigMap owned (blockOwnerDeletion) by "owner"
+  printf '%s\n' "apiVersion: v1" "kind: ConfigMap" "metadata:" "  name: $2" \
+    "  ownerReferences: [{apiVersion: otter.dev/v1alpha1, kind: OtterDeployment, name: owner, uid: $owner_uid, controller: true, blockOwnerDeletion: true}]" |
+    k --kubeconfig "$1" -n "$app_ns" apply --server-side --field-manager otter-operator -f -
+}
+k get clusterrole otter-operator -o json |
+  jq '{apiVersion, kind, metadata: {name: "otter-test-no-finalizers"},
+       rules: [.rules[] | select(.resources != ["otterdeployments/finalizers"])]}' | k apply -f - >/dev/null
+k create clusterrolebinding otter-test-no-finalizers --clusterrole otter-test-no-finalizers \
+  --serviceaccount "$ns:no-finalizers" >/dev/null
+check "blockOwnerDeletion: the chart's account may set it on a child" child_as "$sa_kubeconfig" child-1
+refuse "blockOwnerDeletion: refused without update on otterdeployments/finalizers (the rule is needed)" \
+  "cannot set blockOwnerDeletion" child_as "$(tests/cluster/kubeconfig --dir "$work/cluster1" --service-account "$ns/no-finalizers")" child-2
+k delete clusterrolebinding,clusterrole otter-test-no-finalizers >/dev/null
+kc_app delete otterdeployment owner --wait=true >/dev/null
+
 # --- operator.watchNamespace: a Role instead of the ClusterRole; an OtterDeployment from values -
 ns2=otter-ns
 check "helm install $ns2 -f tests/helm/values/namespaced.yaml (watches $app_ns only; OtterDeployment from values)" \
