@@ -80,7 +80,8 @@ for v in "${values_files[@]}"; do
   check "server-side dry run accepts every object ($name)" \
     k apply --dry-run=server --server-side -f "$work/$name.yaml"
 done
-check "server-side dry run accepts charts/otter.yaml" k apply --dry-run=server --server-side -f charts/otter.yaml
+check "server-side dry run accepts charts/otter.yaml (server-side apply)" k apply --dry-run=server --server-side -f charts/otter.yaml
+check "server-side dry run accepts charts/otter.yaml (plain kubectl apply)" k apply --dry-run=server -f charts/otter.yaml
 # Let helm install the CRD itself.
 k delete crd otterdeployments.otter.dev --wait=true >/dev/null
 
