@@ -188,6 +188,8 @@ pub struct RedisStore {
     /// Seats this replica holds: what it re-registers when Redis lost them.
     owned: Mutex<HashMap<String, (String, PeerRecord)>>,
     leased: AtomicBool,
+    /// Redis itself reports our channel subscribed: frames from other replicas can reach us.
+    subscribed: AtomicBool,
 }
 
 fn room_key(room: &str) -> String {
@@ -292,6 +294,7 @@ impl RedisStore {
             local,
             owned: Mutex::new(HashMap::new()),
             leased: AtomicBool::new(false),
+            subscribed: AtomicBool::new(false),
         });
         tracing::info!(replica = store.replica, "room state in Redis");
         store.spawn_subscriber();
@@ -370,6 +373,13 @@ impl RedisStore {
                         if !needs_reconcile && !store.leased.swap(true, Ordering::Relaxed) {
                             tracing::info!("Redis lease held; ready");
                         }
+                        // Not ready until Redis confirms the subscription: the subscriber
+                        // connects (and re-subscribes after a Redis restart) on its own schedule,
+                        // and frames published before then would be lost.
+                        let subscribed = store.channel_subscribed().await;
+                        if store.subscribed.swap(subscribed, Ordering::Relaxed) != subscribed {
+                            tracing::info!(subscribed, "pub/sub subscription state changed");
+                        }
                         if let Err(e) = store.reap().await {
                             tracing::warn!(error = %e, "reaping dead replicas failed");
                         }
@@ -384,6 +394,15 @@ impl RedisStore {
                 }
             }
         });
+    }
+
+    async fn channel_subscribed(&self) -> bool {
+        let channel = format!("{PREFIX}r:{}", self.replica);
+        let reply: Result<Vec<fred::types::Value>, _> = self.client.pubsub_numsub(channel).await;
+        match reply {
+            Ok(pair) => pair.get(1).and_then(|v| v.as_i64()).is_some_and(|n| n >= 1),
+            Err(_) => false,
+        }
     }
 
     fn owned_is_empty(&self) -> bool {
@@ -738,6 +757,8 @@ impl RoomStore for RedisStore {
     }
 
     fn ready(&self) -> bool {
-        self.leased.load(Ordering::Relaxed) && self.client.is_connected()
+        self.leased.load(Ordering::Relaxed)
+            && self.subscribed.load(Ordering::Relaxed)
+            && self.client.is_connected()
     }
 }
