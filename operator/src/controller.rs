@@ -554,6 +554,11 @@ pub async fn run(
         .for_each(|result| async move {
             match result {
                 Ok((obj, _)) => tracing::debug!(resource = %obj, "reconciled"),
+                // A failing watch (e.g. RBAC refusing a list) must be visible at the default
+                // level; reconcile failures are already logged by the error policy.
+                Err(kube::runtime::controller::Error::QueueError(e)) => {
+                    tracing::warn!(error = %e, "watch failed; retrying with backoff")
+                }
                 Err(e) => tracing::debug!(error = %e, "reconcile did not complete"),
             }
         })
