@@ -80,10 +80,14 @@ state_dir() {
 }
 
 # Prints the cluster's status (ACTIVE, CREATING, ...) or nothing when there is no such cluster.
+# Any other failure (network, permissions) stops the script: guessing "absent" would make up
+# try to create a cluster that exists.
 cluster_status() {
   local out
-  if out=$(eksctl get cluster --name "$OTTER_EKS_CLUSTER" --region "$OTTER_EKS_REGION" -o json 2>/dev/null); then
+  if out=$(eksctl get cluster --name "$OTTER_EKS_CLUSTER" --region "$OTTER_EKS_REGION" -o json 2>&1); then
     printf '%s' "$out" | jq -r '(if type == "array" then .[0] else . end) | .Status // .status // "ACTIVE"'
+  elif ! grep -qiE 'ResourceNotFoundException|No cluster found|not found' <<<"$out"; then
+    die "eksctl get cluster --name $OTTER_EKS_CLUSTER failed: $out"
   fi
 }
 
