@@ -91,6 +91,18 @@ cluster_status() {
   fi
 }
 
+# Prints the status of eksctl's CloudFormation stack for the cluster (CREATE_COMPLETE,
+# ROLLBACK_COMPLETE, ...), or nothing when there is none.
+cluster_stack_status() {
+  local out
+  if out=$(aws cloudformation describe-stacks --stack-name "eksctl-$OTTER_EKS_CLUSTER-cluster" \
+      --query 'Stacks[0].StackStatus' --output text 2>&1); then
+    printf '%s' "$out"
+  elif ! grep -q 'does not exist' <<<"$out"; then
+    die "aws cloudformation describe-stacks failed: $out"
+  fi
+}
+
 # Writes the kubeconfig for the cluster into the state directory and exports KUBECONFIG.
 use_kubeconfig() {
   local dir
