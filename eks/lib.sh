@@ -72,7 +72,7 @@ resolve_region() {
     OTTER_EKS_REGION=$(aws configure get region 2>/dev/null || true)
   fi
   [ -n "$OTTER_EKS_REGION" ] || die "no AWS region: pass --region, or set AWS_REGION"
-  export AWS_REGION=$OTTER_EKS_REGION
+  export AWS_REGION=$OTTER_EKS_REGION AWS_DEFAULT_REGION=$OTTER_EKS_REGION
 }
 
 state_dir() {
