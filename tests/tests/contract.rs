@@ -97,6 +97,11 @@ async fn the_operators_signaling_pod_spec_starts_the_real_server() {
         .and_then(|s| s.template.spec.as_ref())
         .expect("pod spec");
     let container = &pod.containers[0];
+    // The default image is what images/build makes (otter-signaling at the crate version).
+    assert_eq!(
+        container.image.as_deref(),
+        Some(concat!("ghcr.io/otter-dev/otter-signaling:", env!("CARGO_PKG_VERSION")))
+    );
 
     // Lay out the volumes the pod would mount, under a temporary root.
     let root = std::env::temp_dir().join(format!("otter-contract-{}", std::process::id()));
