@@ -128,7 +128,19 @@ pub async fn serve(socket: WebSocket, hub: Arc<Hub>, limits: ConnLimits, over_ca
             }
             out = rx.recv() => {
                 let Some(Outbound::Frame(frame)) = out else { break End::Lost };
-                if !send_text(&mut sink, frame.as_ref()).await {
+                // One write per burst, not per frame: the syscall was the top cost of a relay.
+                if sink.feed(Message::Text(frame.as_ref().into())).await.is_err() {
+                    break End::Lost;
+                }
+                let mut fed = 1;
+                while fed < 64 {
+                    let Ok(Outbound::Frame(next)) = rx.try_recv() else { break };
+                    if sink.feed(Message::Text(next.as_ref().into())).await.is_err() {
+                        break;
+                    }
+                    fed += 1;
+                }
+                if sink.flush().await.is_err() {
                     break End::Lost;
                 }
             }

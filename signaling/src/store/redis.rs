@@ -260,13 +260,18 @@ impl RedisStore {
         config.fail_fast = false;
         let policy = ReconnectPolicy::new_exponential(0, 100, 2_000, 2);
         let build = |b: &mut Builder| {
-            b.with_performance_config(|p| p.default_command_timeout = Duration::from_secs(2))
-                .with_connection_config(|c| {
-                    c.connection_timeout = Duration::from_secs(2);
-                    c.internal_command_timeout = Duration::from_secs(2);
-                    c.max_command_attempts = 1;
-                })
-                .set_policy(policy.clone());
+            b.with_performance_config(|p| {
+                p.default_command_timeout = Duration::from_secs(2);
+                // Frames from other replicas arrive on fred's broadcast channel; its default of
+                // 32 overflows on a burst and loses signaling (found by the load benchmark).
+                p.broadcast_channel_capacity = 1 << 16;
+            })
+            .with_connection_config(|c| {
+                c.connection_timeout = Duration::from_secs(2);
+                c.internal_command_timeout = Duration::from_secs(2);
+                c.max_command_attempts = 1;
+            })
+            .set_policy(policy.clone());
         };
         let mut b = Builder::from_config(config.clone());
         build(&mut b);
