@@ -187,6 +187,10 @@ async fn peer_inner(
                     me: &str,
                     id: String,
                     from_joined: bool| {
+        // Presence is idempotent for clients (docs/protocol.md): a mate may be announced twice.
+        if by_id.contains_key(&id) {
+            return;
+        }
         let initiator = ad.initiates(me, &id, from_joined);
         by_id.insert(id.clone(), mates.len());
         mates.push(Mate {
