@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, watch};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::procstat::{self, Sample};
 use super::proto::{Adapter, Incoming, Kind};
@@ -24,6 +25,8 @@ pub const CANDIDATES: usize = 10;
 pub const PER_MATE: usize = 1 + CANDIDATES;
 const KEEPALIVE: Duration = Duration::from_secs(20);
 const MAX_ERROR_SAMPLES: usize = 20;
+/// The exchange phase gives up when no message has arrived for this long.
+const STALL: Duration = Duration::from_secs(10);
 
 pub struct Config {
     pub adapter: Arc<dyn Adapter>,
@@ -123,6 +126,8 @@ struct Shared {
     ready: AtomicUsize,
     done: AtomicUsize,
     failed: AtomicUsize,
+    /// Relayed messages received so far, by every peer: progress of the exchange.
+    received: AtomicUsize,
     start: watch::Receiver<bool>,
     stop: watch::Receiver<bool>,
 }
@@ -175,7 +180,10 @@ async fn peer_inner(
     let tcp = TcpStream::connect(cfg.addrs[target]).await?;
     tcp.set_nodelay(true)?;
     let req = ad.request(&cfg.urls[target], room, idx)?;
-    let (ws, _) = tokio_tungstenite::client_async(req, tcp).await?;
+    // tungstenite preallocates its read buffer (128 KiB by default) per connection: 2.5 GB
+    // for 20k peers. Signaling frames are small; 8 KiB grows on demand like any BytesMut.
+    let ws_config = WebSocketConfig::default().read_buffer_size(8 * 1024);
+    let (ws, _) = tokio_tungstenite::client_async_with_config(req, tcp, Some(ws_config)).await?;
     let (mut tx, mut rx) = ws.split();
     if let Some(j) = ad.join_frame(room, idx) {
         tx.send(Message::Text(j.into())).await?;
@@ -271,6 +279,7 @@ async fn peer_inner(
                         let lat_ns = now_ns(sh.epoch).saturating_sub(ts);
                         res.relay_us.push(lat_ns / 1000);
                         res.received += 1;
+                        sh.received.fetch_add(1, Ordering::Relaxed);
                         let Some(&m) = by_id.get(&from) else {
                             res.errors.push(format!("message from unknown peer {from}"));
                             continue;
@@ -365,7 +374,7 @@ fn samples(pids: &[(String, u32)]) -> Result<Vec<Sample>> {
     pids.iter().map(|(_, p)| procstat::sample(*p)).collect()
 }
 
-async fn wait_for(what: impl Fn() -> bool, deadline: Instant, progress: impl Fn()) -> bool {
+async fn wait_for(mut what: impl FnMut() -> bool, deadline: Instant, progress: impl Fn()) -> bool {
     let mut last = Instant::now();
     while Instant::now() < deadline {
         if what() {
@@ -400,6 +409,7 @@ pub async fn run(cfg: Config, group: String, server: String) -> Result<Report> {
         ready: AtomicUsize::new(0),
         done: AtomicUsize::new(0),
         failed: AtomicUsize::new(0),
+        received: AtomicUsize::new(0),
         start: start_rx,
         stop: stop_rx,
     });
@@ -442,13 +452,28 @@ pub async fn run(cfg: Config, group: String, server: String) -> Result<Report> {
     let (busy0, total0) = procstat::machine_cpu();
     let t_ex = Instant::now();
     let _ = start_tx.send(true);
+    // The exchange ends when every peer has everything, at the phase bound, or when nothing
+    // has arrived for STALL (messages were lost: waiting longer would not bring them).
+    let mut last = (0usize, Instant::now());
     wait_for(
-        || sh.done.load(Ordering::SeqCst) + sh.failed.load(Ordering::SeqCst) >= n,
+        || {
+            let got = sh.received.load(Ordering::Relaxed);
+            if got != last.0 {
+                last = (got, Instant::now());
+            }
+            sh.done.load(Ordering::SeqCst) + sh.failed.load(Ordering::SeqCst) >= n
+                || last.1.elapsed() > STALL
+        },
         t_ex + phase_timeout,
         || progress("exchanged", &sh.done),
     )
     .await;
-    let exchange_s = t_ex.elapsed().as_secs_f64();
+    let exchange_s = if last.1.elapsed() > STALL {
+        // Rate over the time messages were actually arriving.
+        (last.1 - t_ex).as_secs_f64()
+    } else {
+        t_ex.elapsed().as_secs_f64()
+    };
     let (busy1, total1) = procstat::machine_cpu();
     let after = samples(&pids)?;
     let load_after = procstat::loadavg();
