@@ -409,7 +409,7 @@ async fn reconcile_inner(cr: &OtterDeployment, ctx: &Context) -> Result<Action, 
     let name = cr.name_any();
     let uid = cr.uid().unwrap_or_default();
     let client = &ctx.client;
-    let obs = observe(cr, ctx).await?;
+    let mut obs = observe(cr, ctx).await?;
 
     let mut problems = Problems {
         apply_error: None,
@@ -426,6 +426,13 @@ async fn reconcile_inner(cr: &OtterDeployment, ctx: &Context) -> Result<Action, 
                 problems.apply_error = Some(e.to_string());
                 failure = Some(e);
             } else {
+                // Status must describe the workloads as just applied: read before the apply, a
+                // spec change still shows the previous generation fully rolled out, which would
+                // claim Ready for the new generation before its rollout started.
+                obs.signaling_deployment =
+                    get_opt(client, &ns, &child_name(cr, "signaling")).await?;
+                obs.turn_daemonset = get_opt(client, &ns, &child_name(cr, "turn")).await?;
+                obs.redis_statefulset = get_opt(client, &ns, &child_name(cr, "redis")).await?;
                 // One Event per action: the recorder folds Events with the same reason into a
                 // series and keeps only the first note.
                 let generated: Vec<String> = desired

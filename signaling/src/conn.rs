@@ -10,13 +10,12 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::{SinkExt, StreamExt};
 use governor::{Quota, RateLimiter};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use crate::hub::{Hub, Relay, Session};
 use crate::protocol::{
     ClientMsg, ErrorCode, LeaveReason, Parsed, ProtoError, ServerMsg, error_text, parse_client,
 };
-use crate::store::Outbound;
+use crate::store::{Cutoff, Outbound};
 
 /// Close codes (RFC 6455 and the IANA registry).
 pub mod close {
@@ -25,6 +24,10 @@ pub mod close {
     pub const TOO_BIG: u16 = 1009;
     pub const RESTART: u16 = 1012;
     pub const TRY_LATER: u16 = 1013;
+    /// Private range: the seat was resumed by another connection.
+    pub const SUPERSEDED: u16 = 4001;
+    /// Private range, from the client: going away but keep my seat for a resume.
+    pub const KEEP_SEAT: u16 = 4000;
 }
 
 /// Per-connection limits, from the config.
@@ -95,7 +98,7 @@ pub async fn serve(socket: WebSocket, hub: Arc<Hub>, limits: ConnLimits, over_ca
         return;
     }
     let (tx, mut rx) = mpsc::channel::<Outbound>(limits.queue);
-    let kill = CancellationToken::new();
+    let kill = Cutoff::default();
     let limiter =
         RateLimiter::direct(Quota::per_second(limits.rate_per_sec).allow_burst(limits.burst));
     let mut session: Option<Session> = None;
@@ -116,8 +119,11 @@ pub async fn serve(socket: WebSocket, hub: Arc<Hub>, limits: ConnLimits, over_ca
                 break End::Shutdown;
             }
             _ = kill.cancelled() => {
-                // Superseded by a resumed connection, or too slow to keep up.
-                send_close(&mut sink, close::POLICY, "connection replaced or too slow").await;
+                if kill.was_superseded() {
+                    send_close(&mut sink, close::SUPERSEDED, "seat resumed by another connection").await;
+                } else {
+                    send_close(&mut sink, close::POLICY, "too slow to keep up").await;
+                }
                 break End::Kicked;
             }
             out = rx.recv() => {
@@ -152,7 +158,13 @@ pub async fn serve(socket: WebSocket, hub: Arc<Hub>, limits: ConnLimits, over_ca
                         }
                         break End::Lost;
                     }
-                    Some(Ok(Message::Close(_))) => break End::Closed,
+                    Some(Ok(Message::Close(frame))) => {
+                        // A client dropping a socket it believes dead keeps its seat.
+                        if frame.is_some_and(|f| f.code == close::KEEP_SEAT) {
+                            break End::Lost;
+                        }
+                        break End::Closed;
+                    }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
                         last_rx = Instant::now();
                         continue;
@@ -214,7 +226,7 @@ async fn handle(
     session: &mut Option<Session>,
     text: &str,
     tx: &mpsc::Sender<Outbound>,
-    kill: &CancellationToken,
+    kill: &Cutoff,
 ) -> Result<Option<String>, HandleError> {
     let Parsed { msg, reference } = parse_client(text)?;
     let fail = |e: ProtoError| (e, reference.clone());

@@ -7,12 +7,13 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use rand::Rng;
 use rust_embed::RustEmbed;
 use serde_json::json;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
 use crate::conn::{self, ConnLimits};
 use crate::hub::Hub;
@@ -33,9 +34,25 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
+    // Apps on other origins fetch ICE servers with a bearer token (a CORS preflight), limited to
+    // the allowed origins when those are configured.
+    let cors = CorsLayer::new()
+        .allow_methods([Method::GET])
+        .allow_headers([header::AUTHORIZATION])
+        .max_age(std::time::Duration::from_secs(600));
+    let cors = if state.allowed_origins.is_empty() {
+        cors.allow_origin(Any)
+    } else {
+        cors.allow_origin(AllowOrigin::list(
+            state
+                .allowed_origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok()),
+        ))
+    };
     Router::new()
         .route("/ws", get(ws))
-        .route("/v1/ice-servers", get(ice_servers))
+        .route("/v1/ice-servers", get(ice_servers).layer(cors))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -142,7 +159,9 @@ async fn metrics(State(app): State<AppState>) -> Response {
 }
 
 /// Serve an embedded file. Revalidated on every use (`no-cache` + ETag), so an upgraded server
-/// never leaves browsers on a stale SDK, while unchanged files cost a 304.
+/// never leaves browsers on a stale SDK, while unchanged files cost a 304. Readable from any
+/// origin: apps on their own origin import `/otter.js` as a module, which browsers fetch with
+/// CORS; the files are public anyway.
 fn web_file(path: &str, headers: &HeaderMap) -> Response {
     let Some(file) = Web::get(path) else {
         return (StatusCode::NOT_FOUND, "not found").into_response();
@@ -156,7 +175,8 @@ fn web_file(path: &str, headers: &HeaderMap) -> Response {
     let builder = Response::builder()
         .header(header::ETAG, &etag)
         .header(header::CACHE_CONTROL, "no-cache")
-        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+        .header(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*");
     let built = if fresh {
         builder.status(StatusCode::NOT_MODIFIED).body(Body::empty())
     } else {

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use crate::auth::RoomAuth;
 use crate::ice::IceSource;
@@ -16,7 +15,7 @@ use crate::protocol::{
     ErrorCode, Join, LeaveReason, Limits, PeerInfo, ProtoError, RelayKind, ServerMsg, VERSION,
     valid_room_id,
 };
-use crate::store::{LocalConn, LocalPeers, Outbound, PeerRecord, RoomStore, StoreError};
+use crate::store::{Cutoff, LocalConn, LocalPeers, Outbound, PeerRecord, RoomStore, StoreError};
 
 /// A joined connection's place: which room, which seat, which epoch of that seat.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +41,7 @@ pub struct Hub {
     pub limits: Limits,
     pub grace: Duration,
     /// Cancelled on SIGTERM: connections tell their clients to reconnect and close.
-    pub shutdown: CancellationToken,
+    pub shutdown: tokio_util::sync::CancellationToken,
     local_rooms: Mutex<HashMap<String, usize>>,
 }
 
@@ -87,7 +86,7 @@ impl Hub {
             metrics,
             limits,
             grace,
-            shutdown: CancellationToken::new(),
+            shutdown: tokio_util::sync::CancellationToken::new(),
             local_rooms: Mutex::new(HashMap::new()),
         }
     }
@@ -116,7 +115,7 @@ impl Hub {
         &self,
         join: Join,
         tx: &mpsc::Sender<Outbound>,
-        kill: &CancellationToken,
+        kill: &Cutoff,
     ) -> Result<(Session, String), ProtoError> {
         let started = Instant::now();
         if !valid_room_id(&join.room) {
@@ -205,7 +204,7 @@ impl Hub {
         &self,
         room: &str,
         tx: &mpsc::Sender<Outbound>,
-        kill: &CancellationToken,
+        kill: &Cutoff,
         epoch: u64,
     ) -> LocalConn {
         LocalConn {

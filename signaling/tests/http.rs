@@ -188,6 +188,11 @@ async fn sdk_and_demo_page_are_served_with_revalidation() {
         .await
         .expect("get");
     assert_eq!(again.status(), 304);
+    assert_eq!(
+        again.headers()["access-control-allow-origin"],
+        "*",
+        "importable from apps on other origins"
+    );
     let page = get(&server.url("/")).await;
     assert!(
         page.headers()["content-type"]
@@ -196,4 +201,37 @@ async fn sdk_and_demo_page_are_served_with_revalidation() {
             .starts_with("text/html")
     );
     assert_eq!(get(&server.url("/nope.js")).await.status(), 404);
+}
+
+#[tokio::test]
+async fn ice_servers_answer_cors_preflights_for_allowed_origins() {
+    let server = Server::start(&["--allowed-origins", "https://app.example"]);
+    let preflight = |origin: &'static str| {
+        let url = server.url("/v1/ice-servers");
+        async move {
+            reqwest::Client::new()
+                .request(reqwest::Method::OPTIONS, url)
+                .header("origin", origin)
+                .header("access-control-request-method", "GET")
+                .header("access-control-request-headers", "authorization")
+                .send()
+                .await
+                .expect("preflight")
+        }
+    };
+    let ok = preflight("https://app.example").await;
+    assert_eq!(
+        ok.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    assert!(
+        ok.headers()["access-control-allow-headers"]
+            .to_str()
+            .expect("ascii")
+            .contains("authorization"),
+        "{:?}",
+        ok.headers()
+    );
+    let other = preflight("https://evil.example").await;
+    assert!(other.headers().get("access-control-allow-origin").is_none());
 }

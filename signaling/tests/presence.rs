@@ -95,14 +95,39 @@ async fn resume_while_the_old_connection_is_still_open_replaces_it(store: Store)
         .await;
     assert_eq!(joined["resumed"], true);
     let frame = b.expect_close().await.expect("close frame");
-    assert_eq!(u16::from(frame.code), 1008);
+    assert_eq!(u16::from(frame.code), 4001, "superseded");
     a.send(json!({"type":"candidate","to":b.peer_id,"candidate":null}))
         .await;
     assert_eq!(b2.recv().await["type"], "candidate");
     a.expect_silence(Duration::from_millis(200)).await;
 }
 
+async fn closing_with_4000_keeps_the_seat_for_a_resume(store: Store) {
+    let server = Server::start_on(store, &["--reconnect-grace", "2s"]).await;
+    let (mut a, _) = Client::join(&server, "room", "A").await;
+    let (mut b, _) = Client::join(&server, "room", "B").await;
+    a.recv().await;
+    let (b_id, token) = (b.peer_id.clone(), b.resume_token.clone());
+    b.ws.close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+        code: 4000.into(),
+        reason: "network change".into(),
+    }))
+    .await
+    .expect("close");
+    a.expect_silence(Duration::from_millis(500)).await;
+    let mut b2 = Client::connect(&server).await;
+    let joined = b2
+        .join_msg(json!({"type":"join","room":"room","resume":token}))
+        .await;
+    assert_eq!(
+        (joined["resumed"].clone(), joined["peerId"].clone()),
+        (json!(true), json!(b_id))
+    );
+    a.expect_silence(Duration::from_millis(2500)).await;
+}
+
 both_stores!(
+    closing_with_4000_keeps_the_seat_for_a_resume,
     leave_and_close_are_announced_at_once,
     lost_connection_is_announced_after_the_grace_period,
     resume_keeps_the_peer_id_and_the_others_see_nothing,

@@ -334,11 +334,12 @@ class Peer {
     }
   }
 
-  restartIce() {
+  async restartIce() {
     if (this.closed || this.pc.connectionState === "closed") return;
     if (!this.call._joined) { this.restartWanted = true; return; } // after the rejoin
     this.restartWanted = false;
-    this.pc.restartIce();
+    await this.call._freshIceServers(); // the restart gathers anew: TURN credentials must be valid
+    if (!this.closed) this.pc.restartIce();
   }
 
   /** Handle offer/answer/candidate from this peer, one at a time, in arrival order. */
@@ -643,6 +644,36 @@ export class Call extends EventTarget {
 
   _rtcConfig() {
     return { iceServers: [...this._serverIce, ...this._extraIce], iceTransportPolicy: this._policy, bundlePolicy: "max-bundle" };
+  }
+
+  /**
+   * TURN credentials expire (`username` = "expiry:peer"): before an ICE restart, get fresh ones
+   * from GET /v1/ice-servers if those from `joined` expire within 5 minutes.
+   */
+  async _freshIceServers() {
+    const soon = Date.now() / 1000 + 300;
+    const expiring = this._serverIce.some((s) => typeof s.username === "string" && /^\d+:/.test(s.username) && Number(s.username.split(":")[0]) < soon);
+    if (!expiring) return;
+    if (!this._iceFetch) {
+      this._iceFetch = (async () => {
+        try {
+          const url = new URL("v1/ice-servers", this.url.replace(/^ws/, "http"));
+          const token = await this._tokenValue();
+          const r = await fetch(url, { headers: token ? { authorization: `Bearer ${token}` } : {}, cache: "no-store" });
+          if (!r.ok) throw new OtterError("sdk-ice", `GET ${url.pathname}: HTTP ${r.status}`);
+          const body = await r.json();
+          if (!Array.isArray(body.iceServers)) throw new OtterError("sdk-ice", "no iceServers in the answer");
+          this._serverIce = body.iceServers;
+          const iceServers = this._rtcConfig().iceServers;
+          for (const p of this.peers.values()) if (!p.closed) p.pc.setConfiguration({ ...p.pc.getConfiguration(), iceServers });
+        } catch (error) {
+          this._error("sdk-ice", error); // carry on with what we have
+        } finally {
+          this._iceFetch = null;
+        }
+      })();
+    }
+    await this._iceFetch;
   }
 
   _tracks() {

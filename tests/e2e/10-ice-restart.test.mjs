@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { useCallEnv, roomName } from './lib/harness.mjs';
 import { joinCall, expectMediaEverywhere } from './lib/browser.mjs';
-import { startCoturn } from './lib/procs.mjs';
+import { startCoturn, startSignaling } from './lib/procs.mjs';
 
 const env = useCallEnv();
 
@@ -44,4 +44,32 @@ test('a relay call survives losing its TURN server through an ICE restart', asyn
   const pairAfter = Object.values(after.A)[0].pair;
   assert.equal(pairAfter.local, 'relay');
   assert.notEqual(pairAfter.localAddress, pairBefore.localAddress, 'a new relay allocation');
+});
+
+test('the ICE restart gets fresh TURN credentials when those from joined have expired', async () => {
+  // A server whose TURN credentials live 6 s: expired by the time coturn comes back.
+  const server = await startSignaling({ turn: env.turn, extraArgs: ['--turn-ttl', '6s'], name: 'signaling-short-ttl' });
+  try {
+    const room = roomName('expired-turn');
+    const a = await env.page('A2', '/');
+    const b = await env.page('B2', '/');
+    await Promise.all([a, b].map((p) => p.goto(`${server.url}/`)));
+    await joinCall(a, { room, iceTransportPolicy: 'relay' });
+    await joinCall(b, { room, iceTransportPolicy: 'relay' });
+    await expectMediaEverywhere([a, b]);
+    const userBefore = await a.evaluate(() => [...window.call.peers.values()][0].pc.getConfiguration().iceServers.find((s) => s.username).username);
+    await new Promise((r) => setTimeout(r, 6500)); // the credentials expire; the allocations live on
+    const { port, secret } = env.turn;
+    await env.turn.stop();
+    for (const p of [a, b]) {
+      await p.waitForFunction(() => window.events.some((e) => e.type === 'peerstate' && (e.state === 'disconnected' || e.state === 'failed')), null, { timeout: 30000 });
+    }
+    env.turn = await startCoturn({ port, secret, name: 'coturn-restarted-2' });
+    await expectMediaEverywhere([a, b], { timeoutMs: 45000 });
+    const userAfter = await a.evaluate(() => [...window.call.peers.values()][0].pc.getConfiguration().iceServers.find((s) => s.username).username);
+    assert.ok(Number(userAfter.split(':')[0]) > Number(userBefore.split(':')[0]), `fresh credentials: ${userBefore} -> ${userAfter}`);
+    assert.ok(Number(userAfter.split(':')[0]) > Date.now() / 1000, 'valid now');
+  } finally {
+    await server.stop();
+  }
 });

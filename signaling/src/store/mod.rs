@@ -5,6 +5,7 @@
 //! this process end in [`LocalPeers`].
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -83,8 +84,36 @@ pub struct LocalConn {
     pub room: String,
     pub tx: mpsc::Sender<Outbound>,
     pub epoch: u64,
-    /// Cancelled to cut a connection off (it cannot keep up, or was superseded).
-    pub kill: CancellationToken,
+    /// Cuts the connection off (it cannot keep up, or was superseded).
+    pub kill: Cutoff,
+}
+
+/// How the router tells a connection task to end, and why.
+#[derive(Debug, Clone, Default)]
+pub struct Cutoff {
+    token: CancellationToken,
+    superseded: Arc<AtomicBool>,
+}
+
+impl Cutoff {
+    /// The connection cannot keep up with what it is sent.
+    pub fn too_slow(&self) {
+        self.token.cancel();
+    }
+
+    /// A resumed connection took this one's seat.
+    pub fn superseded(&self) {
+        self.superseded.store(true, Ordering::Relaxed);
+        self.token.cancel();
+    }
+
+    pub fn was_superseded(&self) -> bool {
+        self.superseded.load(Ordering::Relaxed)
+    }
+
+    pub async fn cancelled(&self) {
+        self.token.cancelled().await
+    }
 }
 
 /// Connections of joined peers on this process.
@@ -108,7 +137,7 @@ impl LocalPeers {
         if let Ok(mut m) = self.conns.lock()
             && let Some(old) = m.insert(peer.to_owned(), conn)
         {
-            old.kill.cancel();
+            old.kill.superseded();
         }
     }
 
@@ -132,7 +161,7 @@ impl LocalPeers {
         match conn.tx.try_send(Outbound::Frame(frame)) {
             Ok(()) => Delivery::Delivered,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                conn.kill.cancel();
+                conn.kill.too_slow();
                 Delivery::CutOff
             }
             Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Absent,
