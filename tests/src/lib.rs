@@ -6,3 +6,5 @@ mod process;
 
 pub use client::{Client, WAIT, Ws, get};
 pub use process::{RedisServer, Signaling, free_port, wait_until};
+
+pub mod load;

@@ -1,0 +1,250 @@
+//! Human tables: one run on the terminal, and the markdown tables of docs/benchmarks.md from a
+//! directory of JSON reports.
+
+use std::fmt::Write;
+
+use super::run::Report;
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// A terminal summary of one run.
+pub fn human(r: &Report) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{} {} ({}): {} peers in rooms of {}, {} connected in {:.2}s",
+        r.group, r.server, r.protocol, r.peers, r.room_size, r.connected, r.join_s
+    );
+    let _ = writeln!(
+        s,
+        "  {:<6} {:>8} {:>10} {:>10} {:>10} {:>10}",
+        "", "count", "p50 ms", "p99 ms", "p99.9 ms", "max ms"
+    );
+    for (name, p) in [("join", &r.join), ("relay", &r.relay)] {
+        let _ = writeln!(
+            s,
+            "  {:<6} {:>8} {:>10.3} {:>10.3} {:>10.3} {:>10.3}",
+            name, p.count, p.p50_ms, p.p99_ms, p.p999_ms, p.max_ms
+        );
+    }
+    let _ = writeln!(
+        s,
+        "  messages: {}/{} received in {:.2}s = {:.0}/s; errors {}; server CPU {:.1} µs/message",
+        r.received_messages,
+        r.expected_messages,
+        r.exchange_s,
+        r.messages_per_s,
+        r.errors,
+        r.cpu_us_per_message
+    );
+    let _ = writeln!(
+        s,
+        "  {:<14} {:>8} {:>11} {:>11} {:>11} {:>10} {:>10}",
+        "process", "pid", "RSS0 MiB", "RSS MiB", "KiB/conn", "CPU s", "exch CPU s"
+    );
+    for p in r.procs.iter().chain(std::iter::once(&r.total)) {
+        let _ = writeln!(
+            s,
+            "  {:<14} {:>8} {:>11.1} {:>11.1} {:>11.2} {:>10.2} {:>10.2}",
+            p.name,
+            p.pid,
+            mib(p.before.rss_kib),
+            mib(p.joined.rss_kib),
+            p.kib_per_conn,
+            p.total_cpu_s,
+            p.exchange_cpu_s
+        );
+    }
+    let _ = writeln!(
+        s,
+        "  load average {:.2} -> {:.2}; machine busy during exchange {:.0}%",
+        r.loadavg_before,
+        r.loadavg_after,
+        r.machine_busy_exchange * 100.0
+    );
+    for e in &r.error_samples {
+        let _ = writeln!(s, "  error: {e}");
+    }
+    s
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 && a.is_finite() && b.is_finite() {
+        format!("{:.2}×", a / b)
+    } else {
+        "n/a".into()
+    }
+}
+
+/// The markdown tables for docs/benchmarks.md.
+pub fn markdown(reports: &[Report]) -> String {
+    let mut s = String::new();
+    let compare: Vec<&Report> = reports.iter().filter(|r| r.group == "compare").collect();
+    let mut ks: Vec<usize> = compare.iter().map(|r| r.room_size).collect();
+    ks.sort();
+    ks.dedup();
+    if !compare.is_empty() {
+        let _ = writeln!(
+            s,
+            "### Side by side\n\n\
+             Join = TCP connect to `joined` (PeerJS: `OPEN`). Relay = send to receive of each \
+             offer/answer/candidate. CPU and memory are the server side (for Redis mode: the three \
+             replicas plus redis-server). KiB/conn = (RSS with every peer joined − RSS idle) / peers.\n"
+        );
+        let _ = writeln!(
+            s,
+            "| k | server | peers | join p50 / p99 / p99.9 ms | relay p50 / p99 / p99.9 ms | msgs/s | CPU µs/msg | KiB/conn | errors |\n\
+             |---|---|---|---|---|---|---|---|---|"
+        );
+        for k in &ks {
+            for r in compare.iter().filter(|r| r.room_size == *k) {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {:.2} / {:.2} / {:.2} | {:.2} / {:.2} / {:.2} | {:.0} | {:.1} | {:.1} | {} |",
+                    r.room_size,
+                    r.server,
+                    r.peers,
+                    r.join.p50_ms,
+                    r.join.p99_ms,
+                    r.join.p999_ms,
+                    r.relay.p50_ms,
+                    r.relay.p99_ms,
+                    r.relay.p999_ms,
+                    r.messages_per_s,
+                    r.cpu_us_per_message,
+                    r.total.kib_per_conn,
+                    r.errors
+                );
+            }
+        }
+        let _ = writeln!(
+            s,
+            "\n### Ratios (same run): the other server's figure divided by Otter's (in-memory store)\n\n\
+             Above 1× means Otter is better for latency, CPU and memory; below 1× means Otter is better for msgs/s.\n"
+        );
+        let _ = writeln!(
+            s,
+            "| k | server | join p99 | relay p50 | relay p99 | msgs/s | CPU µs/msg | KiB/conn |\n\
+             |---|---|---|---|---|---|---|---|"
+        );
+        for k in &ks {
+            let Some(base) = compare
+                .iter()
+                .find(|r| r.room_size == *k && r.server == "otter-memory")
+            else {
+                continue;
+            };
+            for r in compare
+                .iter()
+                .filter(|r| r.room_size == *k && r.server != "otter-memory")
+            {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                    k,
+                    r.server,
+                    ratio(r.join.p99_ms, base.join.p99_ms),
+                    ratio(r.relay.p50_ms, base.relay.p50_ms),
+                    ratio(r.relay.p99_ms, base.relay.p99_ms),
+                    ratio(r.messages_per_s, base.messages_per_s),
+                    ratio(r.cpu_us_per_message, base.cpu_us_per_message),
+                    ratio(r.total.kib_per_conn, base.total.kib_per_conn),
+                );
+            }
+        }
+        let multi: Vec<&&Report> = compare.iter().filter(|r| r.procs.len() > 1).collect();
+        if !multi.is_empty() {
+            let _ = writeln!(
+                s,
+                "\n### Redis mode, per process\n\n\
+                 | k | process | RSS idle MiB | RSS joined MiB | KiB/conn | CPU s (whole run) | CPU s (exchange) |\n\
+                 |---|---|---|---|---|---|---|"
+            );
+            for r in multi {
+                for p in r.procs.iter().chain(std::iter::once(&r.total)) {
+                    let _ = writeln!(
+                        s,
+                        "| {} | {} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} |",
+                        r.room_size,
+                        p.name,
+                        mib(p.before.rss_kib),
+                        mib(p.joined.rss_kib),
+                        p.kib_per_conn,
+                        p.total_cpu_s,
+                        p.exchange_cpu_s
+                    );
+                }
+            }
+        }
+    }
+    let scale: Vec<&Report> = reports.iter().filter(|r| r.group == "scale").collect();
+    if !scale.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n### Scale: concurrent connections and memory per connection\n\n\
+             | connections | server | k | connected | RSS idle MiB | RSS joined MiB | KiB/conn | join p99 ms | relay p99 ms | msgs/s | CPU µs/msg | errors |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|---|"
+        );
+        let mut sorted = scale.clone();
+        sorted.sort_by(|a, b| a.peers.cmp(&b.peers).then(a.server.cmp(&b.server)));
+        for r in sorted {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} | {:.0} | {:.1} | {} |",
+                r.peers,
+                r.server,
+                r.room_size,
+                r.connected,
+                mib(r.total.before.rss_kib),
+                mib(r.total.joined.rss_kib),
+                r.total.kib_per_conn,
+                r.join.p99_ms,
+                r.relay.p99_ms,
+                r.messages_per_s,
+                r.cpu_us_per_message,
+                r.errors
+            );
+        }
+    }
+    let all_loads: Vec<String> = reports
+        .iter()
+        .map(|r| format!("{:.1}", r.loadavg_before))
+        .collect();
+    let busy: Vec<f64> = reports.iter().map(|r| r.machine_busy_exchange).collect();
+    let max_busy = busy.iter().cloned().fold(0.0, f64::max);
+    let min_busy = busy.iter().cloned().fold(f64::INFINITY, f64::min);
+    if !reports.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nHow busy the machine was: 1-minute load average at the start of each run {}; \
+             the whole machine's CPU was {:.0}–{:.0}% busy during the exchange phases \
+             (generator, servers and the other engineers' builds together).",
+            all_loads.join(", "),
+            min_busy * 100.0,
+            max_busy * 100.0
+        );
+        let errors: Vec<String> = reports
+            .iter()
+            .filter(|r| r.errors > 0)
+            .map(|r| {
+                format!(
+                    "{} {} N={} k={}: {}",
+                    r.group,
+                    r.server,
+                    r.peers,
+                    r.room_size,
+                    r.error_samples.first().cloned().unwrap_or_default()
+                )
+            })
+            .collect();
+        if !errors.is_empty() {
+            let _ = writeln!(s, "\nRuns with errors (first error of each):\n");
+            for e in errors {
+                let _ = writeln!(s, "- {}", e.replace('|', "\\|"));
+            }
+        }
+    }
+    s
+}
