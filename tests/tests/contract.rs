@@ -100,7 +100,10 @@ async fn the_operators_signaling_pod_spec_starts_the_real_server() {
     // The default image is what images/build makes (otter-signaling at the crate version).
     assert_eq!(
         container.image.as_deref(),
-        Some(concat!("ghcr.io/otter-dev/otter-signaling:", env!("CARGO_PKG_VERSION")))
+        Some(concat!(
+            "ghcr.io/otter-dev/otter-signaling:",
+            env!("CARGO_PKG_VERSION")
+        ))
     );
 
     // Lay out the volumes the pod would mount, under a temporary root.
