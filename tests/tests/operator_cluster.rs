@@ -597,7 +597,11 @@ fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
     let mut second = Operator::start(c, &ns, "op-b");
     create_pooled(c, &ns);
     wait_for("Ready", Duration::from_secs(90), || ready(c, &ns, "otter"));
-    assert!(first.reconciles() > 0, "the leader reconciled");
+    wait_for(
+        "the leader's reconciles to be counted",
+        Duration::from_secs(30),
+        || first.reconciles() > 0,
+    );
     assert_eq!(second.reconciles(), 0, "the standby reconciled nothing");
     first.kill();
     wait_for(
