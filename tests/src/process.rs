@@ -6,12 +6,29 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A free TCP port on 127.0.0.1 (bound, then released for the child to take).
+/// A free TCP port on 127.0.0.1 (bound, then released for the child to take). Chosen below
+/// the kernel's ephemeral range, so a process binding port 0 meanwhile cannot be handed it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    for _ in 0..1000 {
+        let port = 20_000 + (rand_u32() % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in 20000-31999");
+}
+
+/// A little randomness without a dependency: the clock's nanoseconds mixed with a counter.
+fn rand_u32() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let x =
+        nanos ^ SEQ.fetch_add(0x9E37_79B9, Ordering::Relaxed) ^ std::process::id().rotate_left(16);
+    x.wrapping_mul(0x85EB_CA6B) ^ (x >> 13)
 }
 
 /// Poll `cond` until it holds or `within` passes; panics with `what` on timeout.

@@ -151,12 +151,17 @@ fn peerjs_server() {
         .spawn()
         .expect("start peerjs");
     let pid = format!("peerjs={}", child.id());
-    let _guard = Killed(child);
+    let mut guard = Killed(child);
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "peerjs did not listen on {port}");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Whoever answered must be PeerJS, not another process that took the port.
+    assert!(
+        guard.0.try_wait().expect("peerjs status").is_none(),
+        "peerjs exited (port {port} taken?)"
+    );
     let url = format!("ws://127.0.0.1:{port}/");
     let r = otter_load(&[
         "--protocol",
