@@ -45,10 +45,6 @@ impl MemoryStore {
                 .unwrap_or_default()
         })
     }
-
-    pub fn room_count(&self) -> usize {
-        self.rooms.lock().map(|r| r.len()).unwrap_or(0)
-    }
 }
 
 #[async_trait]

@@ -188,12 +188,4 @@ impl LocalPeers {
             .map(|m| m.get(peer).is_some_and(|c| c.room == room))
             .unwrap_or(false)
     }
-
-    pub fn len(&self) -> usize {
-        self.conns.lock().map(|m| m.len()).unwrap_or(0)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }

@@ -307,10 +307,6 @@ impl RedisStore {
         Ok(store)
     }
 
-    pub fn replica_id(&self) -> &str {
-        &self.replica
-    }
-
     fn ttl_ms(&self) -> u64 {
         (self.lease.as_millis() as u64).saturating_mul(3)
     }
