@@ -183,3 +183,21 @@ test("the pushed chunk is copied (the channel's buffer may be reused)", () => {
   buf[0] = 9;
   assert.equal(a.finish()[0][0], 1);
 });
+
+test("escalation stages: all ICE servers, then TURN/TCP only, then TURN/TLS only, as handed out", async () => {
+  const { Call } = await import("../../signaling/web/otter.js");
+  const call = new Call({ url: "http://127.0.0.1:1", room: "r" });
+  const cred = { username: "1:p", credential: "x" };
+  call._serverIce = [
+    { urls: ["stun:t.test:3478"] },
+    { urls: ["turn:t.test:3478?transport=udp", "turn:t.test:3478?transport=tcp", "turns:t.test:5349?transport=tcp"], ...cred },
+  ];
+  const stages = call._escalationStages();
+  assert.equal(stages.length, 3);
+  assert.deepEqual(stages[0], call._serverIce);
+  assert.deepEqual(stages[1], [{ urls: ["turn:t.test:3478?transport=tcp"], ...cred }]);
+  assert.deepEqual(stages[2], [{ urls: ["turns:t.test:5349?transport=tcp"], ...cred }]);
+  // UDP only: nothing else to try but the ICE restart.
+  call._serverIce = [{ urls: "turn:t.test:3478?transport=udp", ...cred }];
+  assert.equal(call._escalationStages().length, 1);
+});
