@@ -103,6 +103,8 @@ export interface Peer {
   readonly stream: MediaStream | null;
   /** RTCPeerConnection.connectionState. */
   readonly state: RTCPeerConnectionState;
+  /** What the peer says it sends (false: muted / camera off); both true until it says otherwise. */
+  readonly media: { audio: boolean; video: boolean };
 }
 
 export interface FileProgress {
@@ -123,6 +125,8 @@ export interface CallEventMap {
   message: CustomEvent<{ peer: Peer; text: string; at: number }>;
   fileprogress: CustomEvent<FileProgress>;
   file: CustomEvent<{ peer: Peer; file: File; id: number; name: string; size: number; type: string }>;
+  /** The peer muted or unmuted its microphone or camera (true: sending). */
+  peermedia: CustomEvent<{ peer: Peer; audio: boolean; video: boolean }>;
   /** `peer` is set when the error is about the connection to that peer. */
   error: CustomEvent<{ error: Error & { code?: string }; code: ErrorCodeValue | string; peer?: Peer }>;
 }

@@ -41,6 +41,7 @@
 //   message       {peer, text, at}     chat message (at: sender's Date.now())
 //   fileprogress  {peer, direction, id, name, size, bytes}  direction "send" | "receive"
 //   file          {peer, file, id, name, size, type}        a whole file arrived (file: File)
+//   peermedia     {peer, audio, video} the peer muted/unmuted (true: sending); also peer.media
 //   error         {error, code, peer?} something went wrong; code: one of ErrorCode (the
 //                                      protocol's codes and the SDK's own "sdk-*"); peer when
 //                                      it is about the connection to one peer
@@ -54,7 +55,8 @@
 // needs to; on a collision the polite peer (the one whose id is greater) rolls back and answers,
 // the impolite one ignores the other's offer, so simultaneous renegotiation never deadlocks.
 // Chat and files go over two negotiated data channels (ids 0 and 1) that both sides create, so
-// they never need an extra round of negotiation. Chat: JSON text {"t":"chat","text","at"} on
+// they never need an extra round of negotiation. Mute state: {"t":"media","audio","video"}
+// (booleans) on channel 0 when it opens and at every change. Chat: JSON text {"t":"chat","text","at"} on
 // channel 0. Files on channel 1: {"t":"file-start","id","name","size","type"}, then binary
 // chunks of at most 16 KiB behind an 8-byte header (u32 id, u32 sequence, big endian), sent
 // with backpressure (bufferedAmount), then {"t":"file-end","id"}; the receiver answers
@@ -281,6 +283,7 @@ export function parseChannelMessage(text) {
     case "chat": return isStr(m.text) ? m : null;
     case "file-start": return Number.isSafeInteger(m.id) && Number.isSafeInteger(m.size) && m.size >= 0 && isStr(m.name) ? m : null;
     case "file-end": case "file-ack": case "file-abort": return Number.isSafeInteger(m.id) ? m : null;
+    case "media": return typeof m.audio === "boolean" && typeof m.video === "boolean" ? m : null;
     default: return null;
   }
 }
@@ -359,6 +362,8 @@ class Peer {
     // be a collision: harmless with perfect negotiation, but one round trip slower), unless
     // none comes in time.
     this.awaitOffer = awaitOffer;
+    /** What the peer says it sends (its mute buttons); both true until it says otherwise. */
+    this.media = { audio: true, video: true };
     if (awaitOffer) {
       this.offerTimer = setTimeout(() => {
         this.awaitOffer = false;
@@ -404,6 +409,7 @@ class Peer {
       else if (state === "disconnected") this.restartTimer = setTimeout(() => this.restartIce(), DISCONNECTED_RESTART_MS);
     };
     this.chat.onmessage = (e) => this._onChat(e.data);
+    this.chat.onopen = () => this.sendMediaState();
     this.files.onmessage = (e) => this._onFile(e.data);
   }
 
@@ -542,8 +548,21 @@ class Peer {
     }
   }
 
+  /** Tell this peer what we send (mute state), for its participant list. */
+  sendMediaState() {
+    if (this.chat.readyState !== "open") return;
+    const { call } = this;
+    const has = (/** @type {"audio" | "video"} */ kind) => call._localTracksOf(kind).some((t) => t.enabled);
+    this.chat.send(JSON.stringify({ t: "media", audio: has("audio"), video: has("video") }));
+  }
+
   _onChat(data) {
     const m = parseChannelMessage(data);
+    if (m && m.t === "media") {
+      this.media = { audio: Boolean(m.audio), video: Boolean(m.video) };
+      this.call._emit("peermedia", { peer: this, ...this.media });
+      return;
+    }
     if (m && m.t === "chat") this.call._emit("message", { peer: this, text: m.text, at: Number(m.at) || Date.now() });
   }
 
@@ -880,6 +899,7 @@ export class Call extends EventTarget {
   _setEnabled(kind, on) {
     if (kind !== "audio" && kind !== "video") throw new TypeError('kind is "audio" or "video"');
     for (const t of this._localTracksOf(kind)) t.enabled = on;
+    for (const p of this.peers.values()) p.sendMediaState();
   }
 
   _targets(to) {

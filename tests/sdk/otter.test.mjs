@@ -201,3 +201,10 @@ test("escalation stages: all ICE servers, then TURN/TCP only, then TURN/TLS only
   call._serverIce = [{ urls: "turn:t.test:3478?transport=udp", ...cred }];
   assert.equal(call._escalationStages().length, 1);
 });
+
+test("channel messages: the mute state (t: media) needs two booleans", () => {
+  assert.deepEqual(parseChannelMessage('{"t":"media","audio":false,"video":true}'), { t: "media", audio: false, video: true });
+  for (const bad of ['{"t":"media","audio":"no","video":true}', '{"t":"media","audio":false}', '{"t":"media"}']) {
+    assert.equal(parseChannelMessage(bad), null, bad);
+  }
+});

@@ -68,3 +68,9 @@ test("the package's version is in step with the protocol version", () => {
   assert.equal(major, Number(rustVersion[1]), `package.json version ${pkg.version}: its major is the protocol version`);
   assert.equal(PROTOCOL, `otter.v${major}`);
 });
+
+test('the demo page has a message for every error code', () => {
+  const demo = readFileSync(join(WEB, 'demo.js'), 'utf8');
+  const missing = Object.keys(ErrorCode).filter((k) => !demo.includes(`[ErrorCode.${k}]:`));
+  assert.deepEqual(missing, [], 'add these to MESSAGES in signaling/web/demo.js');
+});
