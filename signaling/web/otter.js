@@ -453,10 +453,15 @@ class Peer {
     this.call._error(code, new OtterError(code, `no connection to peer ${this.id} after ${seconds} s and ${stages.length} retries: ${DIAGNOSES[code]}`), this);
   }
 
-  /** Why the connection does not connect, from what ICE reported on the way. */
+  /**
+   * Why the connection does not connect, from what ICE reported on the way: TURN answered 401,
+   * or TURN is configured but gave no relay candidate since the last restart (a live TURN server
+   * answers within a round trip; its own timeout errors come much later than ours).
+   */
   _diagnose() {
     if (this.iceErrors.has(401)) return ErrorCode.SdkTurnAuth;
-    if (this.iceErrors.size > 0 && !this.relayGathered) return ErrorCode.SdkTurnUnreachable;
+    const turn = this.call._rtcConfig().iceServers.some((s) => (Array.isArray(s.urls) ? s.urls : [s.urls]).some((u) => /^turns?:/i.test(u)));
+    if (turn && !this.relayGathered) return ErrorCode.SdkTurnUnreachable;
     return ErrorCode.SdkIceFailed;
   }
 

@@ -78,8 +78,8 @@ test('UDP blocked (coturn on TCP only): the call connects through TURN over TCP'
     assert.deepEqual(pair, { type: 'relay', relayProtocol: 'tcp' }, `${p.label}: relayed over TCP`);
     const errors = await p.evaluate(() => window.events.filter((e) => e.type === 'error'));
     assert.deepEqual(errors, [], `${p.label}: no error on a call that connects`);
-    await p.evaluate(() => window.call.leave());
   }
+  for (const p of pages) await p.evaluate(() => window.call.leave());
 });
 
 test('TURN gone mid-call: the call says it cannot reconnect (sdk-turn-unreachable)', async () => {
