@@ -117,6 +117,26 @@ test('demo page: preview, join, chat, file, mute, screen share, connection panel
   await a.waitForFunction(() => document.querySelector('#preview').readyState >= 2, null, { timeout: 15000 });
 });
 
+test('demo page: the relay-only switch sends media through TURN, and the panel says so', async () => {
+  const room = roomName('relay');
+  const a = await env.page('R1', `/?room=${room}&name=Rita`);
+  await a.setViewportSize({ width: 1280, height: 800 });
+  await prejoin(a);
+  await a.check('#relay');
+  await a.click('#join-button');
+  await joined(a);
+  const b = await env.page('R2', `/?room=${room}&name=Sam&relay=1&autojoin=1`);
+  await joined(b);
+  await expectMediaEverywhere([a, b]);
+  for (const p of [a, b]) {
+    assert.equal(await p.evaluate(() => [...window.otter.call.peers.values()][0].pc.getConfiguration().iceTransportPolicy), 'relay');
+    await p.waitForFunction(() => /Path\s*relayed \(TURN over udp\)/.test(document.querySelector('#conn').textContent), null, { timeout: 15000 });
+    assert.equal(await p.textContent('figure[data-peer] .badge'), 'relayed');
+  }
+  await shot(a, '08-relayed');
+  for (const p of [a, b]) await p.click('#leave');
+});
+
 test('demo page: every failure is a message a person understands', async () => {
   const room = roomName('full');
   const p = await env.page('E', `/?room=${room}&name=Eve`);

@@ -74,3 +74,13 @@ test('the demo page has a message for every error code', () => {
   const missing = Object.keys(ErrorCode).filter((k) => !demo.includes(`[ErrorCode.${k}]:`));
   assert.deepEqual(missing, [], 'add these to MESSAGES in signaling/web/demo.js');
 });
+
+test('the npm pins in tests/versions.env match the package.json files', () => {
+  const env = readFileSync(join(WEB, '..', '..', 'tests', 'versions.env'), 'utf8');
+  const pins = (name) => (env.match(new RegExp(`^${name}="([^"]*)"`, 'm'))?.[1] ?? '').split(' ').filter(Boolean);
+  for (const [name, dir] of [['E2E_NPM_PINS', 'e2e'], ['SDK_NPM_PINS', 'sdk']]) {
+    const pkg = JSON.parse(readFileSync(join(WEB, '..', '..', 'tests', dir, 'package.json'), 'utf8'));
+    const want = Object.entries(pkg.devDependencies).map(([n, v]) => `${n}@${v}`).sort();
+    assert.deepEqual(pins(name).sort(), want, `${name} in tests/versions.env vs tests/${dir}/package.json`);
+  }
+});
