@@ -62,10 +62,13 @@ test('demo page: preview, join, chat, file, mute, screen share, connection panel
   await b.fill('#text', 'Yes, go ahead');
   await b.press('#text', 'Enter');
   await logHas(a, 'Bob: Yes, go ahead');
+  // (The received File is read through the SDK's event, not by fetching the page's blob: link,
+  // which a Content-Security-Policy's connect-src may forbid.)
+  await b.evaluate(() => window.otter.call.addEventListener('file', (e) => e.detail.file.text().then((t) => { window.gotFile = t; })));
   await a.setInputFiles('#file', { name: 'notes.txt', mimeType: 'text/plain', buffer: Buffer.from('consultation notes\n'.repeat(5000)) });
   await logHas(a, 'notes.txt delivered');
   await b.locator('#log a[download="notes.txt"]').waitFor({ timeout: 10000 });
-  const text = await b.evaluate(async () => (await fetch(document.querySelector('#log a[download="notes.txt"]').href)).text());
+  const text = await b.waitForFunction(() => window.gotFile, null, { timeout: 10000 }).then((h) => h.jsonValue());
   assert.equal(text, 'consultation notes\n'.repeat(5000));
   await shot(a, '02-call');
 
