@@ -21,11 +21,12 @@ const IPV4 = /(?<![\w.])(\d{1,3}(?:\.\d{1,3}){3})(?::(\d{1,5}))?(?![\w.])/g;
 
 /**
  * An IPv4 address a log line may carry: a configured STUN/TURN URI (the server's own config,
- * not a peer), or the server's own listening address in its start-up line.
+ * not a peer), or the server's own listening address in its start-up lines.
  */
 function allowedIp(line, index) {
-  const before = line.slice(Math.max(0, index - 6), index);
+  const before = line.slice(Math.max(0, index - 7), index);
   if (/(?:stun|turns?):$/.test(before)) return true;
+  if (/^listening on https?:\/\/$/.test(line.slice(0, index))) return true;
   return /otter-signaling listening/.test(line);
 }
 

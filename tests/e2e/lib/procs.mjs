@@ -3,7 +3,7 @@
 import { spawn } from 'node:child_process';
 import { connect, createServer } from 'node:net';
 import { createWriteStream, mkdirSync, existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { randomBytes, createHmac } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
@@ -43,9 +43,13 @@ export async function freeRange(n = 100) {
   return [lo, lo + n - 1];
 }
 
-/** Spawn a process in its own group, log to LOG_DIR/<name>.log, remember it for cleanup. */
+// Each test file runs in its own process: its logs are named after it, so that no file
+// overwrites another's and 99-log-privacy sees every server log of the run.
+const FILE_TAG = basename(process.argv[1] ?? 'e2e').replace(/\.test\.mjs$|\.mjs$/, '');
+
+/** Spawn a process in its own group, log to LOG_DIR/<test file>.<name>.log, remember it for cleanup. */
 export function spawnLogged(name, cmd, args, opts = {}) {
-  const log = createWriteStream(join(LOG_DIR, `${name}.log`));
+  const log = createWriteStream(join(LOG_DIR, `${FILE_TAG}.${name}.log`));
   const child = spawn(cmd, args, { ...opts, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(child);
   let output = '';
