@@ -340,7 +340,7 @@ async function start(event) {
   url.search = `?room=${encodeURIComponent(room)}`;
   url.hash = "";
   history.replaceState(null, "", url);
-  notice(preview ? "" : messageFor(ErrorCode.SdkMediaUnavailable));
+  if (preview) notice(""); // else the preview's message stays: joined to watch and listen
   enterStage(room, name);
   wire(call, room);
 }

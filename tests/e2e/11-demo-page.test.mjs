@@ -163,6 +163,34 @@ test('demo page: every failure is a message a person understands', async () => {
   await p.evaluate(() => { for (const c of window.fillers) c.leave(); });
 });
 
+test('demo page: a blocked camera is explained, and the call can still be joined to watch', async () => {
+  const context = await env.browser.newContext({ viewport: { width: 1280, height: 800 } });
+  // What a browser does when the person (or a policy) said no.
+  await context.addInitScript(() => {
+    navigator.mediaDevices.getUserMedia = () => Promise.reject(new DOMException('Permission denied', 'NotAllowedError'));
+  });
+  const p = await context.newPage();
+  try {
+    const room = roomName('blocked');
+    await p.goto(`${env.server.url}/?room=${room}&name=Nia`);
+    await p.waitForFunction(() => !document.querySelector('#notice').hidden, null, { timeout: 15000 });
+    assert.match(await p.textContent('#notice'), /Camera or microphone blocked/);
+    assert.ok(await p.isVisible('#preview-off'), 'the preview says the camera is off');
+    const code = await p.evaluate(async () => {
+      const { join } = await import('/otter.js');
+      try { await join({ room: 'blocked-sdk', media: { audio: true, video: true } }); return 'joined'; } catch (e) { return e.code; }
+    });
+    assert.equal(code, 'sdk-media-denied', 'join() rejects with the code');
+    await shot(p, '09-camera-blocked');
+    await p.click('#join-button');
+    await joined(p);
+    assert.match(await p.textContent('#notice'), /still join to watch and listen/);
+    await p.click('#leave');
+  } finally {
+    await context.close();
+  }
+});
+
 test('join() refuses a bad room id, and reports room-full', async () => {
   const p = await env.page('F');
   const r = await p.evaluate(async () => {
