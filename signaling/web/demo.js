@@ -131,6 +131,7 @@ async function startPreview() {
   }
   $("preview").srcObject = preview;
   $("preview-off").hidden = Boolean(preview?.getVideoTracks().length);
+  document.querySelector(".level").hidden = !preview?.getAudioTracks().length;
   watchLevel(preview);
   await listDevices();
 }

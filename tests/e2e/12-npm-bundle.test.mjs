@@ -4,7 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { build } from 'esbuild';
@@ -25,6 +25,14 @@ before(() => {
   writeFileSync(join(app.dir, 'app.js'), 'export { join, ErrorCode } from "@otter/sdk";\n');
 });
 after(() => rmSync(app.dir, { recursive: true, force: true }));
+
+test('the server serves the very files the package ships (/otter.js, /otter.d.ts)', async () => {
+  for (const f of ['otter.js', 'otter.d.ts']) {
+    const served = await (await fetch(`${env.server.url}/${f}`)).text();
+    const shipped = readFileSync(join(app.dir, 'node_modules', '@otter', 'sdk', f), 'utf8');
+    assert.equal(served, shipped, `/${f} differs from the npm package's ${f}`);
+  }
+});
 
 test('an app bundled by esbuild from the packed npm package makes a call', async () => {
   const result = await build({
