@@ -1,5 +1,5 @@
 // Unit tests of the pure parts of the browser SDK (signaling/web/otter.js), no browser needed:
-//   node --test tests/sdk
+//   tests/sdk/run (or node --test tests/sdk/otter.test.mjs)
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";

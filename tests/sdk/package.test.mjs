@@ -1,6 +1,6 @@
 // The npm package (root: signaling/web): `npm pack` makes a tarball an app installs, whose
 // exports Node imports and whose types a TypeScript app compiles against.
-//   node --test tests/sdk   (tests/sdk/run installs the pinned typescript first)
+//   tests/sdk/run   (installs the pinned typescript first)
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';

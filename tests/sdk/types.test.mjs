@@ -1,5 +1,5 @@
 // The SDK's types cannot drift (see types.mjs), and its error codes are the server's.
-//   node --test tests/sdk   (tests/sdk/run installs the pinned typescript first)
+//   tests/sdk/run   (installs the pinned typescript first)
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
