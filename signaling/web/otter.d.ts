@@ -1,10 +1,66 @@
 // Types of otter.js, the Otter browser SDK (signaling protocol v1). See the header of otter.js.
+// Checked against otter.js by the TypeScript compiler in both directions (tests/sdk/types.mjs):
+// an export missing here, or declared with a type the code does not have, fails the sdk suite.
 
 export declare const PROTOCOL: "otter.v1";
 export declare const CHUNK_SIZE: number;
 export declare const CHUNK_HEADER_BYTES: number;
 export declare const CHAT_CHANNEL_ID: 0;
 export declare const FILE_CHANNEL_ID: 1;
+
+/**
+ * Every error code an `error` event or a rejected promise can carry: the protocol's (named as
+ * the server's ErrorCode variants) and the SDK's own ("sdk-*").
+ */
+export declare const ErrorCode: Readonly<{
+  BadJson: "bad-json";
+  BadMessage: "bad-message";
+  UnknownType: "unknown-type";
+  BadRoomId: "bad-room-id";
+  RoomFull: "room-full";
+  AuthRequired: "auth-required";
+  AuthInvalid: "auth-invalid";
+  AuthExpired: "auth-expired";
+  AuthWrongRoom: "auth-wrong-room";
+  NotJoined: "not-joined";
+  AlreadyJoined: "already-joined";
+  UnknownPeer: "unknown-peer";
+  RateLimited: "rate-limited";
+  TooLarge: "too-large";
+  IdleTimeout: "idle-timeout";
+  ServerBusy: "server-busy";
+  Unavailable: "unavailable";
+  Internal: "internal";
+  /** A method called in the wrong state (join() twice, after leave()). */
+  SdkState: "sdk-state";
+  /** The signaling connection could not be opened or closed before `joined`. */
+  SdkConnect: "sdk-connect";
+  /** The server sent something this SDK does not understand. */
+  SdkProtocol: "sdk-protocol";
+  /** Offer/answer/candidate handling failed. */
+  SdkNegotiation: "sdk-negotiation";
+  /** A file transfer failed. */
+  SdkFile: "sdk-file";
+  /** Fresh ICE servers could not be fetched from GET /v1/ice-servers. */
+  SdkIce: "sdk-ice";
+  /** The camera or microphone was refused (by the user or the browser's policy). */
+  SdkMediaDenied: "sdk-media-denied";
+  /** No camera or microphone, or it is in use elsewhere. */
+  SdkMediaUnavailable: "sdk-media-unavailable";
+  /** A peer connection cannot connect: the TURN server refused the credentials. */
+  SdkTurnAuth: "sdk-turn-auth";
+  /** A peer connection cannot connect: no TURN/STUN server answered. */
+  SdkTurnUnreachable: "sdk-turn-unreachable";
+  /** A peer connection cannot connect: no candidate pair succeeded (firewalls, no relay). */
+  SdkIceFailed: "sdk-ice-failed";
+}>;
+export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+/** An Error with one of ErrorCode's codes (a server's newer codes arrive as plain strings). */
+export declare class OtterError extends Error {
+  constructor(code: string, message?: string);
+  code: ErrorCodeValue | string;
+}
 
 export interface JoinOptions {
   /** Server base URL (http, https, ws or wss). Default: the origin otter.js was loaded from. */
@@ -27,6 +83,12 @@ export interface JoinOptions {
   reconnect?: { baseMs?: number; maxMs?: number };
   /** Ping the server every intervalMs (default 15 s); silence for timeoutMs (default 40 s) means a dead socket: replace it. */
   keepalive?: { intervalMs?: number; timeoutMs?: number };
+  /**
+   * A peer connection not connected this long (default 12000 ms) after it started or was lost
+   * is escalated: ICE restart, TURN over TCP only, TURN over TLS only (when handed out), then an
+   * `error` event with code sdk-turn-auth, sdk-turn-unreachable or sdk-ice-failed.
+   */
+  connectTimeoutMs?: number;
 }
 
 export type CallState = "new" | "connecting" | "joined" | "reconnecting" | "closed";
@@ -41,6 +103,8 @@ export interface Peer {
   readonly stream: MediaStream | null;
   /** RTCPeerConnection.connectionState. */
   readonly state: RTCPeerConnectionState;
+  /** What the peer says it sends (false: muted / camera off); both true until it says otherwise. */
+  readonly media: { audio: boolean; video: boolean };
 }
 
 export interface FileProgress {
@@ -61,7 +125,10 @@ export interface CallEventMap {
   message: CustomEvent<{ peer: Peer; text: string; at: number }>;
   fileprogress: CustomEvent<FileProgress>;
   file: CustomEvent<{ peer: Peer; file: File; id: number; name: string; size: number; type: string }>;
-  error: CustomEvent<{ error: Error & { code?: string }; code: string }>;
+  /** The peer muted or unmuted its microphone or camera (true: sending). */
+  peermedia: CustomEvent<{ peer: Peer; audio: boolean; video: boolean }>;
+  /** `peer` is set when the error is about the connection to that peer. */
+  error: CustomEvent<{ error: Error & { code?: string }; code: ErrorCodeValue | string; peer?: Peer }>;
 }
 
 export declare class Call extends EventTarget {
@@ -118,6 +185,8 @@ export declare class FileAssembler {
 declare const Otter: {
   join: typeof join;
   Call: typeof Call;
+  ErrorCode: typeof ErrorCode;
+  OtterError: typeof OtterError;
   isPolite: typeof isPolite;
   backoffDelay: typeof backoffDelay;
   parseServerMessage: typeof parseServerMessage;

@@ -27,6 +27,10 @@
 //   reconnect           { baseMs: 500, maxMs: 10000 } backoff of signaling reconnects
 //   keepalive           { intervalMs: 15000, timeoutMs: 40000 }: ping this often; a socket
 //                       silent for timeoutMs is taken for dead (half-open) and replaced
+//   connectTimeoutMs    12000: a peer connection not connected this long after it started (or
+//                       after it was lost) is escalated: ICE restart, then TURN over TCP only,
+//                       then TURN over TLS only (when the server hands those out), then an
+//                       `error` event (sdk-turn-auth, sdk-turn-unreachable or sdk-ice-failed)
 //
 // Call (an EventTarget; every event is a CustomEvent whose `detail` is described here):
 //   state         {state}  "connecting" | "joined" | "reconnecting" | "closed"
@@ -37,7 +41,10 @@
 //   message       {peer, text, at}     chat message (at: sender's Date.now())
 //   fileprogress  {peer, direction, id, name, size, bytes}  direction "send" | "receive"
 //   file          {peer, file, id, name, size, type}        a whole file arrived (file: File)
-//   error         {error, code}        something went wrong; code as in the protocol or "sdk-*"
+//   peermedia     {peer, audio, video} the peer muted/unmuted (true: sending); also peer.media
+//   error         {error, code, peer?} something went wrong; code: one of ErrorCode (the
+//                                      protocol's codes and the SDK's own "sdk-*"); peer when
+//                                      it is about the connection to one peer
 // Properties: peerId, room, state, localStream, peers (Map id -> Peer{id,name,pc,polite,stream}).
 // Methods: leave(), mute(kind), unmute(kind), isMuted(kind), send(text, {to}),
 //   sendFile(file, {to, onProgress}) -> Promise (resolves when every receiver confirmed it),
@@ -48,7 +55,8 @@
 // needs to; on a collision the polite peer (the one whose id is greater) rolls back and answers,
 // the impolite one ignores the other's offer, so simultaneous renegotiation never deadlocks.
 // Chat and files go over two negotiated data channels (ids 0 and 1) that both sides create, so
-// they never need an extra round of negotiation. Chat: JSON text {"t":"chat","text","at"} on
+// they never need an extra round of negotiation. Mute state: {"t":"media","audio","video"}
+// (booleans) on channel 0 when it opens and at every change. Chat: JSON text {"t":"chat","text","at"} on
 // channel 0. Files on channel 1: {"t":"file-start","id","name","size","type"}, then binary
 // chunks of at most 16 KiB behind an 8-byte header (u32 id, u32 sequence, big endian), sent
 // with backpressure (bufferedAmount), then {"t":"file-end","id"}; the receiver answers
@@ -60,7 +68,59 @@
 // media never went through the server, carry on untouched. A `reconnect` from the server
 // (shutdown) makes it reconnect at once.
 
+/** @type {"otter.v1"} */
 export const PROTOCOL = "otter.v1";
+
+/**
+ * Every error code an `error` event or a rejected promise can carry. The protocol's codes have
+ * the names of the server's `ErrorCode` variants (signaling/src/protocol.rs; a test keeps them
+ * equal); the SDK's own start with "sdk-".
+ */
+export const ErrorCode = Object.freeze({
+  BadJson: "bad-json",
+  BadMessage: "bad-message",
+  UnknownType: "unknown-type",
+  BadRoomId: "bad-room-id",
+  RoomFull: "room-full",
+  AuthRequired: "auth-required",
+  AuthInvalid: "auth-invalid",
+  AuthExpired: "auth-expired",
+  AuthWrongRoom: "auth-wrong-room",
+  NotJoined: "not-joined",
+  AlreadyJoined: "already-joined",
+  UnknownPeer: "unknown-peer",
+  RateLimited: "rate-limited",
+  TooLarge: "too-large",
+  IdleTimeout: "idle-timeout",
+  ServerBusy: "server-busy",
+  Unavailable: "unavailable",
+  Internal: "internal",
+  /** A method called in the wrong state (join() twice, after leave()). */
+  SdkState: "sdk-state",
+  /** The signaling connection could not be opened or closed before `joined`. */
+  SdkConnect: "sdk-connect",
+  /** The server sent something this SDK does not understand. */
+  SdkProtocol: "sdk-protocol",
+  /** Offer/answer/candidate handling failed. */
+  SdkNegotiation: "sdk-negotiation",
+  /** A file transfer failed. */
+  SdkFile: "sdk-file",
+  /** Fresh ICE servers could not be fetched from GET /v1/ice-servers. */
+  SdkIce: "sdk-ice",
+  /** The camera or microphone was refused (by the user or the browser's policy). */
+  SdkMediaDenied: "sdk-media-denied",
+  /** No camera or microphone, or it is in use elsewhere. */
+  SdkMediaUnavailable: "sdk-media-unavailable",
+  /** A peer connection cannot connect: the TURN server refused the credentials. */
+  SdkTurnAuth: "sdk-turn-auth",
+  /** A peer connection cannot connect: no TURN/STUN server answered. */
+  SdkTurnUnreachable: "sdk-turn-unreachable",
+  /** A peer connection cannot connect: no candidate pair succeeded (firewalls, no relay). */
+  SdkIceFailed: "sdk-ice-failed",
+});
+
+/** @typedef {typeof ErrorCode[keyof typeof ErrorCode]} ErrorCodeValue */
+/** @typedef {"new" | "connecting" | "joined" | "reconnecting" | "closed"} CallState */
 export const CHUNK_SIZE = 16 * 1024;
 export const CHAT_CHANNEL_ID = 0;
 export const FILE_CHANNEL_ID = 1;
@@ -155,10 +215,15 @@ export function parseServerMessage(text) {
   return msg;
 }
 
-/** Byte ranges [start, end) of the chunks of a file of `size` bytes. */
+/**
+ * Byte ranges [start, end) of the chunks of a file of `size` bytes.
+ * @param {number} size
+ * @returns {Array<[number, number]>}
+ */
 export function chunkRanges(size, chunkSize = CHUNK_SIZE) {
   if (!Number.isSafeInteger(size) || size < 0) throw new RangeError("bad size");
   if (!Number.isSafeInteger(chunkSize) || chunkSize <= 0) throw new RangeError("bad chunk size");
+  /** @type {Array<[number, number]>} */
   const out = [];
   for (let start = 0; start < size; start += chunkSize) out.push([start, Math.min(size, start + chunkSize)]);
   return out;
@@ -218,6 +283,7 @@ export function parseChannelMessage(text) {
     case "chat": return isStr(m.text) ? m : null;
     case "file-start": return Number.isSafeInteger(m.id) && Number.isSafeInteger(m.size) && m.size >= 0 && isStr(m.name) ? m : null;
     case "file-end": case "file-ack": case "file-abort": return Number.isSafeInteger(m.id) ? m : null;
+    case "media": return typeof m.audio === "boolean" && typeof m.video === "boolean" ? m : null;
     default: return null;
   }
 }
@@ -231,9 +297,35 @@ const DISCONNECTED_RESTART_MS = 5000; // ICE "disconnected" for this long: resta
 const ANSWER_TIMEOUT_MS = 8000; // no answer to our offer by then: it was lost, offer again
 const AWAIT_OFFER_MS = 4000; // an existing member offers itself if the newcomer's offer is late
 const PROGRESS_EVERY = 64; // receive progress event every this many chunks
+const CONNECT_TIMEOUT_MS = 12000; // a peer connection not connected by then is escalated
 
-class OtterError extends Error {
-  constructor(code, message) { super(message); this.name = "OtterError"; this.code = code; }
+/** What the `error` event's message says for each way a connection can fail to connect. */
+const DIAGNOSES = {
+  [ErrorCode.SdkTurnAuth]: "the TURN server refused the credentials",
+  [ErrorCode.SdkTurnUnreachable]: "no TURN server answered",
+  [ErrorCode.SdkIceFailed]: "no candidate pair succeeded (a firewall, or no relay between the peers)",
+};
+
+/**
+ * The error a failed getUserMedia() becomes: refused (by the user or a policy) or unavailable.
+ * @param {unknown} error
+ */
+function mediaError(error) {
+  const name = error instanceof Error ? error.name : "";
+  const denied = name === "NotAllowedError" || name === "SecurityError";
+  const code = denied ? ErrorCode.SdkMediaDenied : ErrorCode.SdkMediaUnavailable;
+  const e = new OtterError(code, `${denied ? "camera or microphone refused" : "no usable camera or microphone"} (${name || String(error)})`);
+  e.cause = error;
+  return e;
+}
+
+/** An Error with one of ErrorCode's codes. */
+export class OtterError extends Error {
+  /**
+   * @param {string} code
+   * @param {string} [message]
+   */
+  constructor(code, message) { super(message ?? code); this.name = "OtterError"; this.code = code; }
 }
 
 /** Start a call: connect, join, get media. */
@@ -252,6 +344,7 @@ class Peer {
     this.polite = isPolite(call.peerId, id);
     /** @type {MediaStream|null} the peer's first remote stream */
     this.stream = null;
+    /** @type {RTCPeerConnectionState} */
     this.state = "new";
     this.makingOffer = false;
     this.ignoreOffer = false;
@@ -269,20 +362,34 @@ class Peer {
     // be a collision: harmless with perfect negotiation, but one round trip slower), unless
     // none comes in time.
     this.awaitOffer = awaitOffer;
+    /** What the peer says it sends (its mute buttons); both true until it says otherwise. */
+    this.media = { audio: true, video: true };
     if (awaitOffer) {
       this.offerTimer = setTimeout(() => {
         this.awaitOffer = false;
         if (!this.closed && this.pc.signalingState === "stable" && !this.pc.remoteDescription) this.negotiate();
       }, AWAIT_OFFER_MS);
     }
+    // Escalation of a connection that does not connect (see _escalate).
+    this.connectTimer = null;
+    this.connectStage = 0;
+    /** @type {Map<number, string>} icecandidateerror code -> its text, for the diagnosis */
+    this.iceErrors = new Map();
+    this.relayGathered = false;
     this._wire();
     for (const t of call._tracks()) this.pc.addTrack(t.track, t.stream);
+    this._armConnectTimer();
   }
 
   _wire() {
     const { pc, call } = this;
     pc.onnegotiationneeded = () => this.negotiate();
+    pc.onicecandidateerror = (e) => {
+      const { errorCode, errorText } = /** @type {RTCPeerConnectionIceErrorEvent} */ (e);
+      if (errorCode) this.iceErrors.set(errorCode, errorText);
+    };
     pc.onicecandidate = ({ candidate }) => {
+      if (candidate && candidate.type === "relay") this.relayGathered = true;
       call._signal({ type: "candidate", to: this.id, candidate: candidate ? candidate.toJSON() : null });
     };
     pc.ontrack = ({ track, streams }) => {
@@ -296,11 +403,66 @@ class Peer {
       this.state = state;
       call._emit("peerstate", { peer: this, state });
       clearTimeout(this.restartTimer);
+      if (state === "connected") this._connected();
+      else if ((state === "disconnected" || state === "failed") && this.connectTimer === null) this._armConnectTimer();
       if (state === "failed") this.restartIce();
       else if (state === "disconnected") this.restartTimer = setTimeout(() => this.restartIce(), DISCONNECTED_RESTART_MS);
     };
     this.chat.onmessage = (e) => this._onChat(e.data);
+    this.chat.onopen = () => this.sendMediaState();
     this.files.onmessage = (e) => this._onFile(e.data);
+  }
+
+  /** Start the clock this connection has to connect in (from now). */
+  _armConnectTimer() {
+    clearTimeout(this.connectTimer ?? undefined);
+    this.connectTimer = setTimeout(() => { this._escalate().catch((error) => this.call._error(ErrorCode.SdkNegotiation, error, this)); }, this.call._connectTimeoutMs);
+  }
+
+  _connected() {
+    clearTimeout(this.connectTimer ?? undefined);
+    this.connectTimer = null;
+    this.connectStage = 0;
+    this.iceErrors.clear();
+  }
+
+  /**
+   * The connection did not connect in time: try the next stage (an ICE restart with every ICE
+   * server, then TURN over TCP only, then TURN over TLS only, as far as the server handed those
+   * out), each with a fresh clock; after the last one, say why in an `error` event. A call that
+   * cannot connect must say so rather than hang.
+   */
+  async _escalate() {
+    this.connectTimer = null;
+    if (this.closed || this.pc.connectionState === "connected") return;
+    if (!this.call._joined) { this._armConnectTimer(); return; } // judged once signaling is back
+    const stages = this.call._escalationStages();
+    this.connectStage += 1;
+    if (this.connectStage <= stages.length) {
+      const iceServers = stages[this.connectStage - 1];
+      this.pc.setConfiguration({ ...this.pc.getConfiguration(), iceServers });
+      this.relayGathered = false;
+      this._armConnectTimer();
+      await this.restartIce();
+      return;
+    }
+    // Out of stages: back to every ICE server (a later restart may find TURN back), and tell.
+    this.pc.setConfiguration({ ...this.pc.getConfiguration(), iceServers: this.call._rtcConfig().iceServers });
+    const code = this._diagnose();
+    const seconds = Math.round((stages.length + 1) * this.call._connectTimeoutMs / 1000);
+    this.call._error(code, new OtterError(code, `no connection to peer ${this.id} after ${seconds} s and ${stages.length} retries: ${DIAGNOSES[code]}`), this);
+  }
+
+  /**
+   * Why the connection does not connect, from what ICE reported on the way: TURN answered 401,
+   * or TURN is configured but gave no relay candidate since the last restart (a live TURN server
+   * answers within a round trip; its own timeout errors come much later than ours).
+   */
+  _diagnose() {
+    if (this.iceErrors.has(401)) return ErrorCode.SdkTurnAuth;
+    const turn = this.call._rtcConfig().iceServers.some((s) => (Array.isArray(s.urls) ? s.urls : [s.urls]).some((u) => /^turns?:/i.test(u)));
+    if (turn && !this.relayGathered) return ErrorCode.SdkTurnUnreachable;
+    return ErrorCode.SdkIceFailed;
   }
 
   /** Offer (perfect negotiation: any side, any time). */
@@ -309,14 +471,14 @@ class Peer {
     try {
       this.makingOffer = true;
       await this.pc.setLocalDescription();
-      const offer = this.pc.localDescription;
+      const offer = /** @type {RTCSessionDescription} */ (this.pc.localDescription);
       this.call._signal({ type: "offer", to: this.id, sdp: offer.sdp });
       // The server drops what it cannot deliver (the other side's signaling may be down for a
       // moment, keeping its seat): with no answer in time, take the offer back and make it again.
       clearTimeout(this.answerTimer);
       this.answerTimer = setTimeout(() => this._answerLate(offer), ANSWER_TIMEOUT_MS);
     } catch (error) {
-      this.call._error("sdk-negotiation", error);
+      this.call._error(ErrorCode.SdkNegotiation, error);
     } finally {
       this.makingOffer = false;
     }
@@ -330,7 +492,7 @@ class Peer {
       await pc.setLocalDescription({ type: "rollback" });
       await this.negotiate();
     } catch (error) {
-      this.call._error("sdk-negotiation", error);
+      this.call._error(ErrorCode.SdkNegotiation, error);
     }
   }
 
@@ -344,7 +506,7 @@ class Peer {
 
   /** Handle offer/answer/candidate from this peer, one at a time, in arrival order. */
   receive(msg) {
-    this.queue = this.queue.then(() => this._receive(msg)).catch((error) => this.call._error("sdk-negotiation", error));
+    this.queue = this.queue.then(() => this._receive(msg)).catch((error) => this.call._error(ErrorCode.SdkNegotiation, error));
   }
 
   async _receive(msg) {
@@ -366,7 +528,7 @@ class Peer {
         this.awaitOffer = false;
         clearTimeout(this.offerTimer);
         await pc.setLocalDescription();
-        this.call._signal({ type: "answer", to: this.id, sdp: pc.localDescription.sdp });
+        this.call._signal({ type: "answer", to: this.id, sdp: /** @type {RTCSessionDescription} */ (pc.localDescription).sdp });
       }
     } else if (msg.type === "candidate") {
       if (!msg.candidate || !msg.candidate.candidate) return; // end of candidates: nothing to do
@@ -391,8 +553,21 @@ class Peer {
     }
   }
 
+  /** Tell this peer what we send (mute state), for its participant list. */
+  sendMediaState() {
+    if (this.chat.readyState !== "open") return;
+    const { call } = this;
+    const has = (/** @type {"audio" | "video"} */ kind) => call._localTracksOf(kind).some((t) => t.enabled);
+    this.chat.send(JSON.stringify({ t: "media", audio: has("audio"), video: has("video") }));
+  }
+
   _onChat(data) {
     const m = parseChannelMessage(data);
+    if (m && m.t === "media") {
+      this.media = { audio: Boolean(m.audio), video: Boolean(m.video) };
+      this.call._emit("peermedia", { peer: this, ...this.media });
+      return;
+    }
     if (m && m.t === "chat") this.call._emit("message", { peer: this, text: m.text, at: Number(m.at) || Date.now() });
   }
 
@@ -408,7 +583,7 @@ class Peer {
       } catch (error) {
         this.incoming.delete(chunk.transferId);
         this._sendFileCtl({ t: "file-abort", id: a.id });
-        this.call._error("sdk-file", error);
+        this.call._error(ErrorCode.SdkFile, error);
       }
       return;
     }
@@ -417,13 +592,13 @@ class Peer {
     if (m.t === "file-start") {
       try {
         this.incoming.set(m.id, new FileAssembler(m));
-      } catch (error) { this.call._error("sdk-file", error); }
+      } catch (error) { this.call._error(ErrorCode.SdkFile, error); }
     } else if (m.t === "file-end") {
       const a = this.incoming.get(m.id);
       if (!a) return;
       this.incoming.delete(m.id);
       let parts;
-      try { parts = a.finish(); } catch (error) { this.call._error("sdk-file", error); return; }
+      try { parts = a.finish(); } catch (error) { this.call._error(ErrorCode.SdkFile, error); return; }
       const file = new File(parts, a.name, { type: a.type });
       this._sendFileCtl({ t: "file-ack", id: m.id });
       this.call._emit("file", { peer: this, file, id: a.id, name: a.name, size: a.size, type: a.type });
@@ -432,7 +607,7 @@ class Peer {
       if (!w) { if (m.t === "file-abort") this.incoming.delete(m.id); return; }
       this.acks.delete(m.id);
       if (m.t === "file-ack") w.resolve();
-      else w.reject(new OtterError("sdk-file", `peer ${this.id} refused the file`));
+      else w.reject(new OtterError(ErrorCode.SdkFile, `peer ${this.id} refused the file`));
     }
   }
 
@@ -443,23 +618,23 @@ class Peer {
   async _drain() {
     const ch = this.files;
     while (ch.bufferedAmount > BUFFER_HIGH) {
-      if (ch.readyState !== "open") throw new OtterError("sdk-file", `channel to ${this.id} closed`);
-      await new Promise((resolve) => {
+      if (ch.readyState !== "open") throw new OtterError(ErrorCode.SdkFile, `channel to ${this.id} closed`);
+      await /** @type {Promise<void>} */ (new Promise((resolve) => {
         const done = () => { clearTimeout(t); ch.removeEventListener("bufferedamountlow", done); ch.removeEventListener("close", done); resolve(); };
         const t = setTimeout(done, 50); // re-check even if the event does not come
         ch.addEventListener("bufferedamountlow", done);
         ch.addEventListener("close", done);
-      });
+      }));
     }
   }
 
   async waitOpen(ch, timeoutMs = 20000) {
     if (ch.readyState === "open") return;
-    if (ch.readyState !== "connecting") throw new OtterError("sdk-file", `channel to ${this.id} is ${ch.readyState}`);
-    await new Promise((resolve, reject) => {
-      const t = setTimeout(() => reject(new OtterError("sdk-file", `channel to ${this.id} did not open`)), timeoutMs);
+    if (ch.readyState !== "connecting") throw new OtterError(ErrorCode.SdkFile, `channel to ${this.id} is ${ch.readyState}`);
+    await /** @type {Promise<void>} */ (new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new OtterError(ErrorCode.SdkFile, `channel to ${this.id} did not open`)), timeoutMs);
       ch.addEventListener("open", () => { clearTimeout(t); resolve(); }, { once: true });
-    });
+    }));
   }
 
   /** Send a whole file to this peer; resolves when the peer confirmed receipt. */
@@ -475,7 +650,7 @@ class Peer {
     for (let start = 0; start < file.size; start += BLOCK) {
       const block = new Uint8Array(await file.slice(start, Math.min(file.size, start + BLOCK)).arrayBuffer());
       for (const [a, b] of chunkRanges(block.byteLength)) {
-        if (this.closed || ch.readyState !== "open") throw new OtterError("sdk-file", `peer ${this.id} went away`);
+        if (this.closed || ch.readyState !== "open") throw new OtterError(ErrorCode.SdkFile, `peer ${this.id} went away`);
         ch.send(encodeChunk(id, seq++, block.subarray(a, b)));
         sent += b - a;
         await this._drain();
@@ -491,9 +666,10 @@ class Peer {
     if (this.closed) return;
     this.closed = true;
     clearTimeout(this.restartTimer);
+    clearTimeout(this.connectTimer ?? undefined);
     clearTimeout(this.offerTimer);
     clearTimeout(this.answerTimer);
-    for (const w of this.acks.values()) w.reject(new OtterError("sdk-file", `peer ${this.id} left`));
+    for (const w of this.acks.values()) w.reject(new OtterError(ErrorCode.SdkFile, `peer ${this.id} left`));
     this.acks.clear();
     this.incoming.clear();
     this.pc.onnegotiationneeded = this.pc.onicecandidate = this.pc.ontrack = this.pc.onconnectionstatechange = null;
@@ -508,11 +684,12 @@ export class Call extends EventTarget {
   constructor(options = {}) {
     super();
     const { url, room, token, name, media = { audio: true, video: true }, iceTransportPolicy = "all",
-      iceServers = [], on = {}, reconnect = {}, keepalive = {} } = options;
-    if (!isValidRoomId(room)) throw new OtterError("bad-room-id", "room must be 1-64 characters of A-Z a-z 0-9 _ -");
+      iceServers = [], on = {}, reconnect = {}, keepalive = {}, connectTimeoutMs = CONNECT_TIMEOUT_MS } = options;
+    if (!isValidRoomId(room)) throw new OtterError(ErrorCode.BadRoomId, "room must be 1-64 characters of A-Z a-z 0-9 _ -");
     this.room = room;
     this.name = name;
     this.url = signalingUrl(url ?? new URL("/", import.meta.url).toString());
+    /** @type {CallState} */
     this.state = "new";
     /** @type {string|null} */
     this.peerId = null;
@@ -530,6 +707,9 @@ export class Call extends EventTarget {
     // Ping well within the server's idle timeout (60 s by default).
     this._pingMs = keepalive.intervalMs ?? 15000;
     this._deadMs = keepalive.timeoutMs ?? 40000;
+    this._connectTimeoutMs = connectTimeoutMs;
+    this._lastHeard = 0;
+    this._pingSentAt = 0;
     this._extraTracks = []; // {track, stream} added with addTrack()
     this._resumeToken = null;
     this._joined = false;
@@ -543,13 +723,13 @@ export class Call extends EventTarget {
 
   /** Get media (unless given), connect and join. Resolves when joined. */
   async join() {
-    if (this.state !== "new") throw new OtterError("sdk-state", `join() on a call that is ${this.state}`);
+    if (this.state !== "new") throw new OtterError(ErrorCode.SdkState, `join() on a call that is ${this.state}`);
     this._setState("connecting");
     try {
       if (this._media instanceof MediaStream) {
         this.localStream = this._media;
       } else if (this._media) {
-        this.localStream = await navigator.mediaDevices.getUserMedia(this._media);
+        this.localStream = await navigator.mediaDevices.getUserMedia(this._media).catch((error) => { throw mediaError(error); });
         this._ownsStream = true;
       }
       await this._connect();
@@ -576,7 +756,12 @@ export class Call extends EventTarget {
     return ts.length > 0 && ts.every((t) => !t.enabled);
   }
 
-  /** Chat to everyone (or `to` one peer id); returns how many peers it was sent to. */
+  /**
+   * Chat to everyone (or `to` one peer id); returns how many peers it was sent to.
+   * @param {string} text
+   * @param {{ to?: string }} [options]
+   * @returns {number}
+   */
   send(text, { to } = {}) {
     const frame = JSON.stringify({ t: "chat", text: String(text), at: Date.now() });
     let n = 0;
@@ -589,12 +774,15 @@ export class Call extends EventTarget {
   /**
    * Send a file (File or Blob) to everyone (or `to` one peer id), peer to peer. Resolves when
    * every receiver confirmed the whole file; progress as `fileprogress` events and `onProgress`.
+   * @param {Blob | File} file
+   * @param {{ to?: string, onProgress?: (progress: any) => void }} [options]
+   * @returns {Promise<{ id: number, peers: string[] }>}
    */
   async sendFile(file, { to, onProgress } = {}) {
     const id = (transferCounter = (transferCounter + 1) >>> 0);
     const targets = this._targets(to);
-    if (targets.length === 0) throw new OtterError("sdk-file", "nobody to send the file to");
-    const name = file.name ?? "file";
+    if (targets.length === 0) throw new OtterError(ErrorCode.SdkFile, "nobody to send the file to");
+    const name = "name" in file ? file.name : "file";
     const progress = (peer, bytes) => {
       const detail = { peer, direction: "send", id, name, size: file.size, bytes };
       this._emit("fileprogress", detail);
@@ -622,7 +810,7 @@ export class Call extends EventTarget {
   /** RTCStatsReport of the connection to one peer. */
   getStats(peerId) {
     const p = this.peers.get(peerId);
-    if (!p) return Promise.reject(new OtterError("unknown-peer", `no peer ${peerId}`));
+    if (!p) return Promise.reject(new OtterError(ErrorCode.UnknownPeer, `no peer ${peerId}`));
     return p.pc.getStats();
   }
 
@@ -630,12 +818,19 @@ export class Call extends EventTarget {
 
   _emit(type, detail) { this.dispatchEvent(new CustomEvent(type, { detail })); }
 
-  _error(code, error) {
-    const e = error instanceof Error ? error : new OtterError(code, String(error));
+  /**
+   * Dispatch an `error` event; `error` keeps its own code when it has one.
+   * @param {string} code
+   * @param {unknown} error
+   * @param {Peer} [peer] the peer connection it is about
+   */
+  _error(code, error, peer) {
+    const e = /** @type {Error & { code?: string }} */ (error instanceof Error ? error : new OtterError(code, String(error)));
     if (!e.code) e.code = code;
-    this._emit("error", { error: e, code: e.code });
+    this._emit("error", peer ? { error: e, code: e.code, peer } : { error: e, code: e.code });
   }
 
+  /** @param {CallState} state */
   _setState(state) {
     if (this.state === state) return;
     this.state = state;
@@ -660,20 +855,40 @@ export class Call extends EventTarget {
           const url = new URL("v1/ice-servers", this.url.replace(/^ws/, "http"));
           const token = await this._tokenValue();
           const r = await fetch(url, { headers: token ? { authorization: `Bearer ${token}` } : {}, cache: "no-store" });
-          if (!r.ok) throw new OtterError("sdk-ice", `GET ${url.pathname}: HTTP ${r.status}`);
+          if (!r.ok) throw new OtterError(ErrorCode.SdkIce, `GET ${url.pathname}: HTTP ${r.status}`);
           const body = await r.json();
-          if (!Array.isArray(body.iceServers)) throw new OtterError("sdk-ice", "no iceServers in the answer");
+          if (!Array.isArray(body.iceServers)) throw new OtterError(ErrorCode.SdkIce, "no iceServers in the answer");
           this._serverIce = body.iceServers;
           const iceServers = this._rtcConfig().iceServers;
           for (const p of this.peers.values()) if (!p.closed) p.pc.setConfiguration({ ...p.pc.getConfiguration(), iceServers });
         } catch (error) {
-          this._error("sdk-ice", error); // carry on with what we have
+          this._error(ErrorCode.SdkIce, error); // carry on with what we have
         } finally {
           this._iceFetch = null;
         }
       })();
     }
     await this._iceFetch;
+  }
+
+  /**
+   * The ICE servers of each escalation stage: all of them (an ICE restart), then TURN over TCP
+   * only, then TURN over TLS only, each when the server handed such URIs out.
+   * @returns {RTCIceServer[][]}
+   */
+  _escalationStages() {
+    const all = this._rtcConfig().iceServers;
+    /** @param {RegExp} re */
+    const only = (re) => all.flatMap((s) => {
+      const urls = (Array.isArray(s.urls) ? s.urls : [s.urls]).filter((u) => re.test(u));
+      return urls.length ? [{ ...s, urls }] : [];
+    });
+    const stages = [all];
+    for (const re of [/^turn:[^?]*\?(.*&)?transport=tcp/i, /^turns:/i]) {
+      const servers = only(re);
+      if (servers.length) stages.push(servers);
+    }
+    return stages;
   }
 
   _tracks() {
@@ -689,12 +904,13 @@ export class Call extends EventTarget {
   _setEnabled(kind, on) {
     if (kind !== "audio" && kind !== "video") throw new TypeError('kind is "audio" or "video"');
     for (const t of this._localTracksOf(kind)) t.enabled = on;
+    for (const p of this.peers.values()) p.sendMediaState();
   }
 
   _targets(to) {
     if (to === undefined) return [...this.peers.values()];
     const p = this.peers.get(to);
-    if (!p) throw new OtterError("unknown-peer", `no peer ${to}`);
+    if (!p) throw new OtterError(ErrorCode.UnknownPeer, `no peer ${to}`);
     return [p];
   }
 
@@ -710,8 +926,8 @@ export class Call extends EventTarget {
   /** Open a socket and join; resolves on `joined`, rejects on an error or a lost socket. */
   async _connect() {
     const token = await this._tokenValue();
-    if (this.state === "closed") throw new OtterError("sdk-state", "call left");
-    return new Promise((resolve, reject) => {
+    if (this.state === "closed") throw new OtterError(ErrorCode.SdkState, "call left");
+    return /** @type {Promise<void>} */ (new Promise((resolve, reject) => {
       let settled = false;
       const ws = new WebSocket(this.url, [PROTOCOL]);
       this._ws = ws;
@@ -728,7 +944,7 @@ export class Call extends EventTarget {
         if (ws !== this._ws) return;
         this._heard();
         let msg;
-        try { msg = parseServerMessage(e.data); } catch (error) { this._error("sdk-protocol", error); return; }
+        try { msg = parseServerMessage(e.data); } catch (error) { this._error(ErrorCode.SdkProtocol, error); return; }
         if (!settled && msg.type === "error" && !this._joined) {
           fail(new OtterError(msg.code, msg.message ?? msg.code));
           try { ws.close(1000); } catch { /* closing */ }
@@ -748,14 +964,17 @@ export class Call extends EventTarget {
         clearInterval(this._pinger);
         const wasJoined = this._joined;
         this._joined = false;
-        if (!settled) { fail(new OtterError("sdk-connect", `signaling connection closed (${e.code}${e.reason ? " " + e.reason : ""})`)); return; }
+        if (!settled) { fail(new OtterError(ErrorCode.SdkConnect, `signaling connection closed (${e.code}${e.reason ? " " + e.reason : ""})`)); return; }
         if (wasJoined && this.state !== "closed") this._scheduleReconnect(this._reconnectSoon ?? null);
       };
       ws.onerror = () => { /* onclose follows with the details */ };
-    });
+    }));
   }
 
   _heard() { this._lastHeard = Date.now(); }
+
+  /** (A method, so that TypeScript does not narrow `state` across an await.) */
+  _isClosed() { return this.state === "closed"; }
 
   _onJoined(msg) {
     const first = this.peerId === null;
@@ -786,7 +1005,7 @@ export class Call extends EventTarget {
       }
       for (const p of this.peers.values()) {
         p.pc.setConfiguration({ ...p.pc.getConfiguration(), iceServers: this._rtcConfig().iceServers });
-        p.recover().catch((error) => this._error("sdk-negotiation", error));
+        p.recover().catch((error) => this._error(ErrorCode.SdkNegotiation, error));
       }
       // New to us: we are the newcomer, so we offer (our tracks trigger negotiationneeded).
       for (const info of present.values()) if (!this.peers.has(info.id)) this._addPeer(info.id, info.name);
@@ -830,14 +1049,14 @@ export class Call extends EventTarget {
       case "reconnect": {
         // The server is going away and closes the socket right after (1012): reconnect at once
         // (spread over retryAfterMs) without sending a close frame, which would give up our seat.
-        const hint = Math.min(5000, msg.retryAfterMs ?? 0);
+        const hint = Math.min(5000, Number(msg.retryAfterMs ?? 0));
         this._reconnectSoon = Math.round(Math.random() * hint);
         const ws = this._ws;
         setTimeout(() => { if (this._ws === ws && ws) this._abandon(); }, 3000);
         break;
       }
       case "error":
-        this._emit("error", { error: new OtterError(msg.code, msg.message ?? msg.code), code: msg.code });
+        this._emit("error", { error: new OtterError(String(msg.code), String(msg.message ?? msg.code)), code: msg.code });
         break;
       default: // pong, left
     }
@@ -889,8 +1108,9 @@ export class Call extends EventTarget {
       if (this.state === "closed") return;
       try {
         await this._connect();
-      } catch (error) {
-        if (this.state === "closed") return;
+      } catch (err) {
+        if (this._isClosed()) return;
+        const error = /** @type {Error & { code?: string }} */ (err);
         if (error.code && error.code.startsWith("auth-")) { this._error(error.code, error); this._teardown(); return; }
         this._scheduleReconnect(null);
       }
@@ -912,4 +1132,4 @@ export class Call extends EventTarget {
   }
 }
 
-export default { join, Call, isPolite, backoffDelay, parseServerMessage, signalingUrl, isValidRoomId, chunkRanges, encodeChunk, decodeChunk, FileAssembler, parseChannelMessage, PROTOCOL, CHUNK_SIZE };
+export default { join, Call, ErrorCode, OtterError, isPolite, backoffDelay, parseServerMessage, signalingUrl, isValidRoomId, chunkRanges, encodeChunk, decodeChunk, FileAssembler, parseChannelMessage, PROTOCOL, CHUNK_SIZE };

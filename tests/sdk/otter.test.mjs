@@ -1,5 +1,5 @@
 // Unit tests of the pure parts of the browser SDK (signaling/web/otter.js), no browser needed:
-//   node --test tests/sdk
+//   tests/sdk/run (or node --test tests/sdk/otter.test.mjs)
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
@@ -182,4 +182,29 @@ test("the pushed chunk is copied (the channel's buffer may be reused)", () => {
   a.push(0, buf);
   buf[0] = 9;
   assert.equal(a.finish()[0][0], 1);
+});
+
+test("escalation stages: all ICE servers, then TURN/TCP only, then TURN/TLS only, as handed out", async () => {
+  const { Call } = await import("../../signaling/web/otter.js");
+  const call = new Call({ url: "http://127.0.0.1:1", room: "r" });
+  const cred = { username: "1:p", credential: "x" };
+  call._serverIce = [
+    { urls: ["stun:t.test:3478"] },
+    { urls: ["turn:t.test:3478?transport=udp", "turn:t.test:3478?transport=tcp", "turns:t.test:5349?transport=tcp"], ...cred },
+  ];
+  const stages = call._escalationStages();
+  assert.equal(stages.length, 3);
+  assert.deepEqual(stages[0], call._serverIce);
+  assert.deepEqual(stages[1], [{ urls: ["turn:t.test:3478?transport=tcp"], ...cred }]);
+  assert.deepEqual(stages[2], [{ urls: ["turns:t.test:5349?transport=tcp"], ...cred }]);
+  // UDP only: nothing else to try but the ICE restart.
+  call._serverIce = [{ urls: "turn:t.test:3478?transport=udp", ...cred }];
+  assert.equal(call._escalationStages().length, 1);
+});
+
+test("channel messages: the mute state (t: media) needs two booleans", () => {
+  assert.deepEqual(parseChannelMessage('{"t":"media","audio":false,"video":true}'), { t: "media", audio: false, video: true });
+  for (const bad of ['{"t":"media","audio":"no","video":true}', '{"t":"media","audio":false}', '{"t":"media"}']) {
+    assert.equal(parseChannelMessage(bad), null, bad);
+  }
 });

@@ -41,11 +41,12 @@ export async function openPage(browser, baseUrl, label, path = '/') {
 
 /**
  * Join a room from a page through the SDK. Leaves `window.call` and `window.events` (every SDK
- * event, in order) in the page; returns the peer id and the join() timestamp.
+ * event, in order) in the page; returns the peer id and the join() timestamp. `sdk`: the module
+ * whose `join` is used (the served /otter.js, or an app's bundle of the npm package).
  */
-export async function joinCall(page, options) {
-  return page.evaluate(async (opts) => {
-    const { join } = await import('/otter.js');
+export async function joinCall(page, options, sdk = '/otter.js') {
+  return page.evaluate(async ([opts, sdkUrl]) => {
+    const { join } = await import(sdkUrl);
     window.events = [];
     window.t0 = performance.now();
     const on = {};
@@ -59,7 +60,7 @@ export async function joinCall(page, options) {
     on.file = (e) => { window.files.push(e.detail); window.events.push({ type: 'file', peer: e.detail.peer.id, name: e.detail.name }); };
     window.call = await join({ ...opts, on });
     return { peerId: window.call.peerId, t0: window.t0 };
-  }, options);
+  }, [options, sdk]);
 }
 
 /** In the page: video/audio inbound stats and the selected candidate pair, per remote peer. */

@@ -1,9 +1,9 @@
 // Start and stop the real parts the end-to-end tests need (coturn, the signaling server),
 // each on a free loopback port, each killed when the test process ends.
 import { spawn } from 'node:child_process';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { createWriteStream, mkdirSync, existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { randomBytes, createHmac } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
@@ -43,9 +43,13 @@ export async function freeRange(n = 100) {
   return [lo, lo + n - 1];
 }
 
-/** Spawn a process in its own group, log to LOG_DIR/<name>.log, remember it for cleanup. */
+// Each test file runs in its own process: its logs are named after it, so that no file
+// overwrites another's and 99-log-privacy sees every server log of the run.
+const FILE_TAG = basename(process.argv[1] ?? 'e2e').replace(/\.test\.mjs$|\.mjs$/, '');
+
+/** Spawn a process in its own group, log to LOG_DIR/<test file>.<name>.log, remember it for cleanup. */
 export function spawnLogged(name, cmd, args, opts = {}) {
-  const log = createWriteStream(join(LOG_DIR, `${name}.log`));
+  const log = createWriteStream(join(LOG_DIR, `${FILE_TAG}.${name}.log`));
   const child = spawn(cmd, args, { ...opts, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(child);
   let output = '';
@@ -84,8 +88,19 @@ export function turnCredentials(secret, user = 'test', ttlSeconds = 3600) {
   return { username, credential };
 }
 
-/** Start coturn on a free loopback port with the TURN REST API secret. */
-export async function startCoturn({ secret = randomBytes(16).toString('hex'), name = 'coturn', port: fixedPort } = {}) {
+/** A TCP connection to host:port succeeds (for a coturn that does not listen on UDP). */
+function tcpOpen(host, port) {
+  return new Promise((resolve) => {
+    const s = connect({ host, port }, () => { s.destroy(); resolve(true); });
+    s.on('error', () => resolve(false));
+  });
+}
+
+/**
+ * Start coturn on a free loopback port with the TURN REST API secret. `udp: false` makes it
+ * listen on TCP only (clients whose UDP is blocked).
+ */
+export async function startCoturn({ secret = randomBytes(16).toString('hex'), name = 'coturn', port: fixedPort, udp = true } = {}) {
   if (!existsSync('/usr/bin/turnserver')) throw new Error('turnserver not found: apt-get install -y coturn (or run tests/e2e/install)');
   const port = fixedPort ?? await freePort();
   const [minPort, maxPort] = await freeRange(200);
@@ -96,21 +111,21 @@ export async function startCoturn({ secret = randomBytes(16).toString('hex'), na
     '--use-auth-secret', `--static-auth-secret=${secret}`, '--realm=otter.test',
     '--allow-loopback-peers', // tests only: every peer is on 127.0.0.1
     '--no-cli', '--fingerprint', '--no-tls', '--no-dtls', '--log-file=stdout', '--simple-log',
-    '--no-software-attribute', '--pidfile=/dev/null',
+    '--no-software-attribute', '--pidfile=/dev/null', ...(udp ? [] : ['--no-udp']),
   ]);
-  await waitFor('coturn', () => binding('127.0.0.1', port), { child });
+  await waitFor('coturn', () => (udp ? binding('127.0.0.1', port) : tcpOpen('127.0.0.1', port)), { child });
   return { child, port, secret, host: '127.0.0.1', uri: `turn:127.0.0.1:${port}?transport=udp`, stop: () => child.stop() };
 }
 
 export const SERVER_BIN = process.env.OTTER_SIGNALING_BIN || join(REPO, 'target', 'debug', 'otter-signaling');
 
 /** Start the signaling server on a free loopback port, handing out coturn's URIs. */
-export async function startSignaling({ turn, turnSecret = turn?.secret, extraArgs = [], env = {}, name = 'signaling', port: fixedPort } = {}) {
+export async function startSignaling({ turn, turnSecret = turn?.secret, turnUris, extraArgs = [], env = {}, name = 'signaling', port: fixedPort } = {}) {
   if (!existsSync(SERVER_BIN)) throw new Error(`${SERVER_BIN} not found: run cargo build -p otter-signaling (tests/e2e/run does)`);
   const port = fixedPort ?? await freePort();
   const args = ['--listen', `127.0.0.1:${port}`, '--reconnect-grace', '15s'];
   if (turn) {
-    args.push('--turn-secret', turnSecret, '--turn-uris', `turn:127.0.0.1:${turn.port}?transport=udp`,
+    args.push('--turn-secret', turnSecret, '--turn-uris', turnUris ?? `turn:127.0.0.1:${turn.port}?transport=udp`,
       '--stun-uris', `stun:127.0.0.1:${turn.port}`);
   }
   args.push(...extraArgs);
