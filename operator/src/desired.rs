@@ -1,5 +1,4 @@
-//! The whole desired state of one `OtterDeployment`, built from the pure builders, and the
-//! children that must go because the spec no longer wants them.
+//! The whole desired state of one `OtterDeployment`, built from the pure builders.
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -10,7 +9,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use crate::build::{network_policy, redis, secrets, signaling, turn};
 use crate::crd::OtterDeployment;
 use crate::error::BuildError;
-use crate::meta::child_name;
+use crate::kinds::Kind;
 use crate::observed::Observed;
 
 /// Every child the spec wants, in the order they are applied (Secrets and config first, so the
@@ -37,26 +36,9 @@ pub struct Desired {
     pub pdbs: Vec<PodDisruptionBudget>,
 }
 
-/// A kind of child, for pruning.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum ChildKind {
-    /// v1 Secret.
-    Secret,
-    /// v1 ConfigMap.
-    ConfigMap,
-    /// v1 Service.
-    Service,
-    /// networking.k8s.io/v1 NetworkPolicy.
-    NetworkPolicy,
-    /// apps/v1 StatefulSet.
-    StatefulSet,
-    /// apps/v1 DaemonSet.
-    DaemonSet,
-    /// autoscaling/v2 HorizontalPodAutoscaler.
-    HorizontalPodAutoscaler,
-    /// policy/v1 PodDisruptionBudget.
-    PodDisruptionBudget,
-}
+/// What the API server answered to the apply of each desired child: the objects as they are now
+/// (with their status), in the same shape. Status is computed from these, not from a second read.
+pub type Applied = Desired;
 
 fn names<T: kube::Resource>(objs: &[T]) -> Vec<String> {
     objs.iter().filter_map(|o| o.meta().name.clone()).collect()
@@ -106,103 +88,70 @@ impl Desired {
         })
     }
 
-    /// Children the operator may have created earlier that this spec no longer wants. The
-    /// controller deletes each only if this resource owns it.
-    pub fn unwanted(&self, cr: &OtterDeployment) -> Vec<(ChildKind, String)> {
-        let candidates: Vec<(ChildKind, String, Vec<String>)> = vec![
-            (ChildKind::Secret, String::new(), names(&self.secrets)),
-            (
-                ChildKind::ConfigMap,
-                child_name(cr, "turn"),
-                names(&self.config_maps),
-            ),
-            (
-                ChildKind::Service,
-                child_name(cr, "redis"),
-                names(&self.services),
-            ),
-            (
-                ChildKind::NetworkPolicy,
-                child_name(cr, "redis"),
-                names(&self.network_policies),
-            ),
-            (
-                ChildKind::StatefulSet,
-                child_name(cr, "redis"),
-                names(&self.stateful_sets),
-            ),
-            (
-                ChildKind::DaemonSet,
-                child_name(cr, "turn"),
-                names(&self.daemon_sets),
-            ),
-            (
-                ChildKind::HorizontalPodAutoscaler,
-                child_name(cr, "signaling"),
-                names(&self.hpas),
-            ),
-            (
-                ChildKind::PodDisruptionBudget,
-                child_name(cr, "signaling"),
-                names(&self.pdbs),
-            ),
-        ];
-        // A Secret the user names is never deleted, even when it has a generated name.
-        let user_secrets = secrets::user_secret_names(cr);
-        let mut out = Vec::new();
-        for (kind, name, wanted) in candidates {
-            let possible: Vec<String> = if kind == ChildKind::Secret {
-                secrets::all_generated_secret_names(cr).to_vec()
-            } else {
-                vec![name]
-            };
-            for name in possible {
-                let users = kind == ChildKind::Secret && user_secrets.contains(&name);
-                if !wanted.contains(&name) && !users {
-                    out.push((kind, name));
-                }
-            }
+    /// Names of the wanted children of one kind (what pruning keeps).
+    pub fn names_of(&self, kind: Kind) -> Vec<String> {
+        // Destructured without `..`: a new field is a compile error until it is listed here.
+        let Self {
+            secrets,
+            config_maps,
+            services,
+            network_policies,
+            stateful_sets,
+            deployments,
+            daemon_sets,
+            hpas,
+            pdbs,
+        } = self;
+        match kind {
+            Kind::Secret => names(secrets),
+            Kind::ConfigMap => names(config_maps),
+            Kind::Service => names(services),
+            Kind::NetworkPolicy => names(network_policies),
+            Kind::StatefulSet => names(stateful_sets),
+            Kind::Deployment => names(deployments),
+            Kind::DaemonSet => names(daemon_sets),
+            Kind::HorizontalPodAutoscaler => names(hpas),
+            Kind::PodDisruptionBudget => names(pdbs),
         }
-        out
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{RedisMode, SecretKeyRef};
+    use crate::crd::RedisMode;
     use crate::testing::{cr, observed};
 
     #[test]
-    fn defaults_build_every_child_and_prune_nothing_but_unused_ones() {
+    fn defaults_build_every_child() {
         let cr = cr();
         let d = Desired::build(&cr, &observed()).unwrap();
         assert_eq!(
-            names(&d.secrets),
+            d.names_of(Kind::Secret),
             vec!["demo-turn-secret", "demo-redis-url"]
         );
-        assert_eq!(names(&d.config_maps), vec!["demo-signaling", "demo-turn"]);
-        assert_eq!(names(&d.services), vec!["demo-signaling", "demo-redis"]);
-        assert_eq!(d.deployments.len(), 1);
-        assert_eq!(d.daemon_sets.len(), 1);
-        assert_eq!(d.stateful_sets.len(), 1);
-        assert_eq!(d.network_policies.len(), 1);
-        assert!(d.hpas.is_empty());
-        assert_eq!(d.pdbs.len(), 1);
         assert_eq!(
-            d.unwanted(&cr),
-            vec![
-                (ChildKind::Secret, "demo-token-secret".to_string()),
-                (
-                    ChildKind::HorizontalPodAutoscaler,
-                    "demo-signaling".to_string()
-                ),
-            ]
+            d.names_of(Kind::ConfigMap),
+            vec!["demo-signaling", "demo-turn"]
         );
+        assert_eq!(
+            d.names_of(Kind::Service),
+            vec!["demo-signaling", "demo-redis"]
+        );
+        for kind in [
+            Kind::Deployment,
+            Kind::DaemonSet,
+            Kind::StatefulSet,
+            Kind::NetworkPolicy,
+            Kind::PodDisruptionBudget,
+        ] {
+            assert_eq!(d.names_of(kind).len(), 1, "{kind:?}");
+        }
+        assert!(d.names_of(Kind::HorizontalPodAutoscaler).is_empty());
     }
 
     #[test]
-    fn turn_off_and_no_redis_prunes_their_children() {
+    fn turn_off_and_no_redis_want_neither() {
         let mut cr = cr();
         cr.spec.turn.enabled = false;
         cr.spec.redis.mode = RedisMode::Disabled;
@@ -211,36 +160,7 @@ mod tests {
         assert!(d.secrets.is_empty());
         assert!(d.daemon_sets.is_empty());
         assert!(d.stateful_sets.is_empty());
-        let unwanted = d.unwanted(&cr);
-        for child in [
-            (ChildKind::DaemonSet, "demo-turn"),
-            (ChildKind::ConfigMap, "demo-turn"),
-            (ChildKind::StatefulSet, "demo-redis"),
-            (ChildKind::Service, "demo-redis"),
-            (ChildKind::NetworkPolicy, "demo-redis"),
-            (ChildKind::Secret, "demo-turn-secret"),
-            (ChildKind::Secret, "demo-redis-url"),
-            (ChildKind::PodDisruptionBudget, "demo-signaling"),
-        ] {
-            assert!(
-                unwanted.contains(&(child.0, child.1.to_string())),
-                "{child:?} not pruned: {unwanted:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn user_secret_with_a_generated_name_is_never_pruned() {
-        let mut cr = cr();
-        cr.spec.turn.secret_ref = Some(SecretKeyRef {
-            name: "demo-turn-secret".into(),
-            key: None,
-        });
-        let d = Desired::build(&cr, &observed()).unwrap();
-        assert!(!names(&d.secrets).contains(&"demo-turn-secret".to_string()));
-        assert!(
-            !d.unwanted(&cr)
-                .contains(&(ChildKind::Secret, "demo-turn-secret".to_string()))
-        );
+        assert!(d.network_policies.is_empty());
+        assert_eq!(d.names_of(Kind::ConfigMap), vec!["demo-signaling"]);
     }
 }

@@ -24,32 +24,54 @@ pub enum BuildError {
     },
 }
 
-/// Why a reconcile failed.
+/// A request to the Kubernetes API that failed, with what the operator was doing.
+#[derive(Debug, Error)]
+#[error("{action}: {source}")]
+pub struct Request {
+    /// What the operator was doing, e.g. `applying Deployment calls/demo-signaling`.
+    pub action: String,
+    /// The client error.
+    #[source]
+    pub source: kube::Error,
+}
+
+/// Why a reconcile failed: one variant per step of the pipeline.
 #[derive(Debug, Error)]
 pub enum Error {
+    /// Reading the cluster (TURN nodes, Secrets) failed.
+    #[error("{0}")]
+    Observe(Request),
     /// Building the desired state failed (invalid spec the CRD schema did not catch).
     #[error("invalid spec: {0}")]
     Build(#[from] BuildError),
-    /// The Kubernetes API refused or failed a request.
-    #[error("{action}: {source}")]
-    Kube {
-        /// What the operator was doing.
-        action: String,
-        /// The client error.
-        #[source]
-        source: kube::Error,
-    },
-    /// Serialising an object failed.
-    #[error("serialising {0}: {1}")]
-    Serialize(&'static str, #[source] serde_json::Error),
+    /// A server-side apply of a child failed.
+    #[error("{0}")]
+    Apply(Request),
+    /// Listing or deleting a child the spec no longer wants failed.
+    #[error("{0}")]
+    Prune(Request),
+    /// Writing the status failed.
+    #[error("{0}")]
+    Status(Request),
 }
 
 impl Error {
-    /// Wrap a client error with what the operator was doing.
-    pub fn kube(action: impl Into<String>, source: kube::Error) -> Self {
-        Self::Kube {
-            action: action.into(),
-            source,
+    /// The pipeline step that failed (`otter_operator_reconcile_errors_total{kind}`).
+    pub fn step(&self) -> &'static str {
+        match self {
+            Self::Observe(_) => "observe",
+            Self::Build(_) => "build",
+            Self::Apply(_) => "apply",
+            Self::Prune(_) => "prune",
+            Self::Status(_) => "status",
         }
+    }
+}
+
+/// Wrap a client error with what the operator was doing.
+pub fn request(action: impl Into<String>, source: kube::Error) -> Request {
+    Request {
+        action: action.into(),
+        source,
     }
 }

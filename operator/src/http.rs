@@ -59,7 +59,7 @@ pub fn router(health: Health) -> Router {
 pub async fn serve(
     addr: SocketAddr,
     health: Health,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "serving /metrics, /healthz and /readyz");

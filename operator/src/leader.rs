@@ -3,7 +3,8 @@
 //! take over a Lease that has not been renewed for that long; writes carry the `resourceVersion`
 //! they read, so two candidates racing for it cannot both win.
 //!
-//! The decisions are pure functions of the Lease and the clock; [`LeaseElector`] only does I/O.
+//! The decisions are pure functions of the Lease and the clock; [`LeaseElector`] only does I/O;
+//! [`run_terms`] is the loop of leadership terms the binary runs the controller in.
 
 use std::time::Duration;
 
@@ -12,6 +13,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
+use std::future::Future;
+use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// What a candidate should do with the Lease it just read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -206,6 +210,153 @@ impl LeaseElector {
     }
 }
 
+/// What the leadership loop needs from an elector: the Lease one, or a scripted test double.
+pub trait Candidate: Clone + Send + Sync + 'static {
+    /// Acquire or renew: `Ok(true)` while this candidate leads.
+    fn try_lead(&self) -> impl Future<Output = Result<bool, kube::Error>> + Send;
+}
+
+impl Candidate for LeaseElector {
+    fn try_lead(&self) -> impl Future<Output = Result<bool, kube::Error>> + Send {
+        LeaseElector::try_lead(self)
+    }
+}
+
+/// How often to try and renew, and when to give up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// How often the leader renews and a standby retries.
+    pub renew_interval: Duration,
+    /// How often a failed renewal is retried.
+    pub retry: Duration,
+    /// How long renewal may keep failing before the leader steps down.
+    pub deadline: Duration,
+}
+
+impl Timing {
+    /// client-go's defaults: renew deadline 2/3 of the lease, retries every 2 s at most.
+    pub fn new(lease_duration: Duration, renew_interval: Duration) -> Self {
+        Self {
+            renew_interval,
+            retry: renew_interval.min(Duration::from_secs(2)),
+            deadline: lease_duration * 2 / 3,
+        }
+    }
+}
+
+/// A future that resolves once any of the flags turns true (Send + Sync, as the controller's
+/// graceful shutdown wants).
+pub fn wait_for_any(
+    receivers: Vec<watch::Receiver<bool>>,
+) -> impl Future<Output = ()> + Send + Sync + 'static {
+    let (tx, done) = futures::channel::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let waits = receivers.into_iter().map(|mut rx| {
+            Box::pin(async move {
+                let _ = rx.wait_for(|flag| *flag).await;
+            })
+        });
+        futures::future::select_all(waits).await;
+        let _ = tx.send(());
+    });
+    async move {
+        let _ = done.await;
+    }
+}
+
+/// Wait until this replica leads. `false` when asked to stop first.
+pub async fn acquire<C: Candidate>(
+    candidate: &C,
+    retry: Duration,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    loop {
+        match candidate.try_lead().await {
+            Ok(true) => return true,
+            Ok(false) => {}
+            Err(err) => tracing::warn!(error = %err, "leader election request failed"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(retry) => {},
+            _ = stop.wait_for(|s| *s) => return false,
+        }
+    }
+}
+
+/// Keep renewing; set `lost` when another replica took the Lease or renewal kept failing past
+/// the deadline. Failed renewals are retried every `timing.retry`, like client-go's retry period.
+pub async fn renew<C: Candidate>(
+    candidate: C,
+    timing: Timing,
+    lost: watch::Sender<bool>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut last = Instant::now();
+    let mut wait = timing.renew_interval;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {},
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        match candidate.try_lead().await {
+            Ok(true) => {
+                last = Instant::now();
+                wait = timing.renew_interval;
+            }
+            Ok(false) => {
+                tracing::error!("another replica took the leader lease");
+                let _ = lost.send(true);
+                return;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "renewing the leader lease failed");
+                wait = timing.retry;
+            }
+        }
+        if must_step_down(last.into_std(), Instant::now().into_std(), timing.deadline) {
+            tracing::error!("could not renew the leader lease in time, stepping down");
+            let _ = lost.send(true);
+            return;
+        }
+    }
+}
+
+/// Run `term` once per leadership term until `stop` turns true: wait to lead, run it with a
+/// future that resolves when the term ends (stop, or the Lease lost), then go back to standby
+/// (a lost Lease must not end the process: the API server may just have been away). Without a
+/// candidate there is one term, until `stop`. `leading` is called with true/false around terms.
+pub async fn run_terms<C, F, Fut>(
+    candidate: Option<C>,
+    timing: Timing,
+    stop: watch::Receiver<bool>,
+    mut leading: impl FnMut(bool),
+    mut term: F,
+) where
+    C: Candidate,
+    F: FnMut(std::pin::Pin<Box<dyn Future<Output = ()> + Send + Sync>>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    loop {
+        let mut waiting = stop.clone();
+        let mut ends = vec![stop.clone()];
+        if let Some(c) = &candidate {
+            if !acquire(c, timing.renew_interval, &mut waiting).await {
+                return;
+            }
+            let (lost_tx, lost_rx) = watch::channel(false);
+            ends.push(lost_rx);
+            tokio::spawn(renew(c.clone(), timing, lost_tx, stop.clone()));
+        }
+        leading(true);
+        term(Box::pin(wait_for_any(ends))).await;
+        leading(false);
+        if *stop.borrow() || candidate.is_none() {
+            return;
+        }
+        tracing::warn!("lost the leader lease; back to standby");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,5 +449,126 @@ mod tests {
             start + Duration::from_secs(10),
             deadline
         ));
+    }
+
+    /// A candidate answering from a script, then leading forever.
+    #[derive(Clone)]
+    struct Scripted(std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<Option<bool>>>>);
+
+    impl Scripted {
+        fn new(answers: &[Option<bool>]) -> Self {
+            Self(std::sync::Arc::new(std::sync::Mutex::new(
+                answers.iter().copied().collect(),
+            )))
+        }
+        fn left(&self) -> usize {
+            self.0.lock().unwrap().len()
+        }
+    }
+
+    impl Candidate for Scripted {
+        async fn try_lead(&self) -> Result<bool, kube::Error> {
+            match self.0.lock().unwrap().pop_front() {
+                Some(Some(lead)) => Ok(lead),
+                Some(None) => Err(kube::Error::LinesCodecMaxLineLengthExceeded),
+                None => Ok(true),
+            }
+        }
+    }
+
+    fn timing() -> Timing {
+        Timing::new(Duration::from_secs(15), Duration::from_secs(5))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn acquire_retries_through_followers_and_errors() {
+        let c = Scripted::new(&[Some(false), None, Some(true)]);
+        let (_tx, mut stop) = watch::channel(false);
+        assert!(acquire(&c, Duration::from_secs(5), &mut stop).await);
+        assert_eq!(c.left(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn acquire_gives_up_when_told_to_stop() {
+        let c = Scripted::new(&[Some(false); 100]);
+        let (tx, mut stop) = watch::channel(false);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(12)).await;
+            let _ = tx.send(true);
+        });
+        assert!(!acquire(&c, Duration::from_secs(5), &mut stop).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn renew_reports_a_lease_taken_by_another() {
+        let c = Scripted::new(&[Some(true), Some(false)]);
+        let (lost_tx, mut lost) = watch::channel(false);
+        let (_stop_tx, stop) = watch::channel(false);
+        renew(c, timing(), lost_tx, stop).await;
+        assert!(*lost.borrow_and_update());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn renew_steps_down_after_failing_past_the_deadline() {
+        let c = Scripted::new(&[None; 100]);
+        let (lost_tx, lost) = watch::channel(false);
+        let (_stop_tx, stop) = watch::channel(false);
+        let start = Instant::now();
+        renew(c.clone(), timing(), lost_tx, stop).await;
+        assert!(*lost.borrow());
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_secs(10) && took < Duration::from_secs(13),
+            "{took:?}"
+        );
+        assert!(c.left() > 90, "retried every 2 s, not in a tight loop");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_term_goes_back_to_standby_then_leads_again_until_stopped() {
+        // Term 1: acquired, the first renewal finds another holder. Term 2: acquired after one
+        // refusal, then the process is told to stop.
+        let c = Scripted::new(&[Some(true), Some(false), Some(false), Some(true)]);
+        let (stop_tx, stop) = watch::channel(false);
+        let terms = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = terms.clone();
+        let mut n = 0;
+        run_terms(
+            Some(c),
+            timing(),
+            stop,
+            |_| {},
+            move |ended| {
+                n += 1;
+                let stop_tx = stop_tx.clone();
+                let seen = seen.clone();
+                let term = n;
+                async move {
+                    if term == 2 {
+                        let _ = stop_tx.send(true);
+                    }
+                    ended.await;
+                    seen.lock().unwrap().push(term);
+                }
+            },
+        )
+        .await;
+        assert_eq!(*terms.lock().unwrap(), vec![1, 2]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_election_there_is_one_term_until_stopped() {
+        let (stop_tx, stop) = watch::channel(false);
+        let mut flags = Vec::new();
+        let _ = stop_tx.send(true);
+        run_terms(
+            None::<Scripted>,
+            timing(),
+            stop,
+            |f| flags.push(f),
+            |ended| ended,
+        )
+        .await;
+        assert_eq!(flags, vec![true, false]);
     }
 }

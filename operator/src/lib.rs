@@ -2,16 +2,16 @@
 //! Redis and the Secrets and config tying them together, and reports whether it all works.
 
 pub mod build;
-pub mod controller;
 pub mod crd;
 pub mod desired;
 pub mod error;
 pub mod http;
+pub mod kinds;
 pub mod leader;
 pub mod meta;
 pub mod metrics;
 pub mod observed;
-pub mod status;
+pub mod reconcile;
 
 #[cfg(test)]
 mod testing;

@@ -3,16 +3,16 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use otter_operator::controller::{self, Context};
 use otter_operator::http::{self, Health};
-use otter_operator::leader::{LeaseElector, must_step_down};
+use otter_operator::leader::{self, LeaseElector, Timing};
 use otter_operator::metrics::Metrics;
 use otter_operator::observed::Images;
-use tokio::sync::watch;
+use otter_operator::reconcile::{Context, watch};
+use tokio::sync::watch as flag;
 
 /// Kubernetes operator for Otter: one OtterDeployment becomes a WebRTC calling backend
 /// (signaling, a TURN relay on host networking, Redis, and the Secrets tying them together).
@@ -132,118 +132,50 @@ fn default_identity() -> String {
         })
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-async fn termination() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-}
-
-/// A future that resolves once any of the flags turns true (Send + Sync, as the controller's
-/// graceful shutdown wants).
-fn wait_for_any(
-    receivers: Vec<watch::Receiver<bool>>,
-) -> impl std::future::Future<Output = ()> + Send + Sync + 'static {
-    let (tx, done) = futures::channel::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        let waits = receivers.into_iter().map(|mut rx| {
-            Box::pin(async move {
-                let _ = rx.wait_for(|flag| *flag).await;
-            })
+/// A client that has reached the API server, counting its requests in `metrics`.
+async fn connect(metrics: &Metrics) -> anyhow::Result<kube::Client> {
+    let config = kube::Config::infer()
+        .await
+        .context("cannot find a Kubernetes config (in-cluster or kubeconfig)")?;
+    let counter = metrics.api_requests.clone();
+    let count =
+        tower::util::MapRequestLayer::new(move |req: ::http::Request<kube::client::Body>| {
+            counter.inc();
+            req
         });
-        futures::future::select_all(waits).await;
-        let _ = tx.send(());
-    });
-    async move {
-        let _ = done.await;
-    }
+    let client = kube::client::ClientBuilder::try_from(config)
+        .context("cannot build a Kubernetes client")?
+        .with_layer(&count)
+        .build();
+    let version = client
+        .apiserver_version()
+        .await
+        .context("cannot reach the Kubernetes API server")?;
+    tracing::info!(version = %version.git_version, "connected to the Kubernetes API server");
+    Ok(client)
 }
 
-/// Wait until this replica leads. `false` when asked to stop first.
-async fn acquire(
-    elector: &LeaseElector,
-    retry: Duration,
-    stop: &mut watch::Receiver<bool>,
-) -> bool {
-    loop {
-        match elector.try_lead().await {
-            Ok(true) => return true,
-            Ok(false) => {}
-            Err(err) => tracing::warn!(error = %err, "leader election request failed"),
-        }
-        tokio::select! {
-            () = tokio::time::sleep(retry) => {},
-            _ = stop.wait_for(|s| *s) => return false,
-        }
-    }
-}
-
-/// Keep renewing the Lease; set `lost` when another replica took it or renewal kept failing
-/// past the deadline. Failed renewals are retried every `retry`, like client-go's retry period.
-async fn renew(
-    elector: LeaseElector,
-    interval: Duration,
-    retry: Duration,
-    deadline: Duration,
-    lost: watch::Sender<bool>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut last = Instant::now();
-    let mut wait = interval;
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {},
-            _ = stop.wait_for(|s| *s) => return,
-        }
-        match elector.try_lead().await {
-            Ok(true) => {
-                last = Instant::now();
-                wait = interval;
-            }
-            Ok(false) => {
-                tracing::error!("another replica took the leader lease");
-                let _ = lost.send(true);
-                return;
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "renewing the leader lease failed");
-                wait = retry;
-            }
-        }
-        if must_step_down(last, Instant::now(), deadline) {
-            tracing::error!("could not renew the leader lease in time, stepping down");
-            let _ = lost.send(true);
-            return;
-        }
-    }
+/// The Lease elector: `--lease-namespace`, else the client's default namespace.
+fn elector(args: &RunArgs, client: &kube::Client, identity: &str) -> LeaseElector {
+    let ns = args
+        .lease_namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    tracing::info!(lease = %format!("{ns}/{}", args.lease_name), %identity, "leader election on");
+    LeaseElector::new(
+        client.clone(),
+        &ns,
+        &args.lease_name,
+        identity,
+        args.lease_duration,
+    )
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(&args)?;
     let metrics = Metrics::new();
     let ready = Arc::new(AtomicBool::new(false));
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop_tx, stop_rx) = flag::channel(false);
 
     // Health first, so a standby replica is observable while it waits for the Lease.
     let health = Health {
@@ -253,43 +185,24 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let server = tokio::spawn(http::serve(
         args.listen,
         health,
-        wait_for_any(vec![stop_rx.clone()]),
+        leader::wait_for_any(vec![stop_rx.clone()]),
     ));
 
     {
         let stop_tx = stop_tx.clone();
         tokio::spawn(async move {
-            termination().await;
+            otter_shutdown::termination().await;
             tracing::info!("termination signal received, shutting down");
             let _ = stop_tx.send(true);
         });
     }
 
-    let client = kube::Client::try_default()
-        .await
-        .context("cannot build a Kubernetes client (in-cluster config or kubeconfig)")?;
-    let version = client
-        .apiserver_version()
-        .await
-        .context("cannot reach the Kubernetes API server")?;
-    tracing::info!(version = %version.git_version, "connected to the Kubernetes API server");
+    let client = connect(&metrics).await?;
     ready.store(true, Ordering::Relaxed);
-
     let identity = args.identity.clone().unwrap_or_else(default_identity);
-    let elector = args.leader_election.then(|| {
-        let ns = args
-            .lease_namespace
-            .clone()
-            .unwrap_or_else(|| client.default_namespace().to_string());
-        tracing::info!(lease = %format!("{ns}/{}", args.lease_name), %identity, "leader election on");
-        LeaseElector::new(
-            client.clone(),
-            &ns,
-            &args.lease_name,
-            &identity,
-            args.lease_duration,
-        )
-    });
+    let elector = args
+        .leader_election
+        .then(|| elector(&args, &client, &identity));
     let ctx = Arc::new(Context::new(
         client,
         Images {
@@ -301,43 +214,24 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         identity,
         args.resync,
     ));
-    // client-go's defaults: renew deadline 2/3 of the lease, retries every 2 s at most.
-    let deadline = args.lease_duration * 2 / 3;
-    let retry = args.lease_renew_interval.min(Duration::from_secs(2));
-
-    // One term per iteration: wait to lead, reconcile until told to stop or the Lease is lost,
-    // then go back to standby (a lost Lease must not end the process: the API server may just
-    // have been away for a while).
-    loop {
-        let mut stop = stop_rx.clone();
-        let mut term_ends = vec![stop_rx.clone()];
-        if let Some(e) = &elector {
-            if !acquire(e, args.lease_renew_interval, &mut stop).await {
-                break;
-            }
-            let (lost_tx, lost_rx) = watch::channel(false);
-            term_ends.push(lost_rx);
-            tokio::spawn(renew(
-                e.clone(),
-                args.lease_renew_interval,
-                retry,
-                deadline,
-                lost_tx,
-                stop_rx.clone(),
-            ));
-        }
-        metrics.leader.set(1);
-        tracing::info!(
-            namespace = args.namespace.as_deref().unwrap_or("<all>"),
-            "starting the controller"
-        );
-        controller::run(ctx.clone(), args.namespace.clone(), wait_for_any(term_ends)).await;
-        metrics.leader.set(0);
-        if *stop_rx.borrow() || elector.is_none() {
-            break;
-        }
-        tracing::warn!("lost the leader lease; back to standby");
-    }
+    let namespace = args.namespace.clone();
+    let gauge = metrics.leader.clone();
+    leader::run_terms(
+        elector.clone(),
+        Timing::new(args.lease_duration, args.lease_renew_interval),
+        stop_rx.clone(),
+        |leading| {
+            gauge.set(i64::from(leading));
+        },
+        |ended| {
+            tracing::info!(
+                namespace = namespace.as_deref().unwrap_or("<all>"),
+                "starting the controller"
+            );
+            watch::run(ctx.clone(), namespace.clone(), ended)
+        },
+    )
+    .await;
     let _ = stop_tx.send(true);
 
     if let Some(e) = &elector {

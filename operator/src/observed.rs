@@ -1,13 +1,12 @@
 //! What the operator knows about the world when it builds the desired state: the TURN nodes,
-//! the Secrets that already exist, the children's current status, and its own defaults.
+//! the Secrets that already exist, and its own defaults.
 //!
 //! Builders read only this and the `OtterDeployment`, so they are pure and unit-testable.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{Node, Secret, Service};
+use k8s_openapi::api::core::v1::{Node, Secret};
 use rand::RngCore;
 
 /// Images the operator runs when the spec names none.
@@ -106,14 +105,6 @@ pub struct Observed {
     pub secrets: BTreeMap<String, Secret>,
     /// Values for generated Secrets that do not exist yet.
     pub fresh: FreshSecrets,
-    /// The signaling Service as the cluster has it (for the LoadBalancer address).
-    pub signaling_service: Option<Service>,
-    /// The signaling Deployment as the cluster has it (for status).
-    pub signaling_deployment: Option<Deployment>,
-    /// The TURN DaemonSet as the cluster has it (for status).
-    pub turn_daemonset: Option<DaemonSet>,
-    /// The Redis StatefulSet as the cluster has it (for status).
-    pub redis_statefulset: Option<StatefulSet>,
 }
 
 impl Default for FreshSecrets {

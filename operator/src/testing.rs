@@ -38,10 +38,6 @@ pub fn observed() -> Observed {
             token: "fresh-token".into(),
             redis_password: "fresh-redis".into(),
         },
-        signaling_service: None,
-        signaling_deployment: None,
-        turn_daemonset: None,
-        redis_statefulset: None,
     }
 }
 

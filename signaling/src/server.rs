@@ -101,7 +101,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let hub = Arc::clone(&hub);
         let shutting_down = Arc::clone(&shutting_down);
         async move {
-            wait_for_signal().await;
+            otter_shutdown::termination().await;
             tracing::info!("shutting down: telling clients to reconnect");
             shutting_down.store(true, Ordering::Relaxed);
             hub.shutdown.cancel();
@@ -129,32 +129,5 @@ async fn drain(hub: &Hub, grace: Duration) {
         );
     } else {
         tracing::info!("all connections drained");
-    }
-}
-
-async fn wait_for_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
     }
 }

@@ -24,8 +24,7 @@ fn rand_u32() -> u32 {
     static SEQ: AtomicU32 = AtomicU32::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+        .map_or(0, |d| d.subsec_nanos());
     let x =
         nanos ^ SEQ.fetch_add(0x9E37_79B9, Ordering::Relaxed) ^ std::process::id().rotate_left(16);
     x.wrapping_mul(0x85EB_CA6B) ^ (x >> 13)
@@ -35,7 +34,7 @@ fn rand_u32() -> u32 {
 pub async fn wait_until<F, Fut>(what: &str, within: Duration, mut cond: F)
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
+    Fut: Future<Output = bool>,
 {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
@@ -81,7 +80,7 @@ impl RedisServer {
             child: None,
             port,
             dir,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+            extra: extra.iter().map(ToString::to_string).collect(),
             tls_ca: None,
         };
         r.spawn();
@@ -167,7 +166,7 @@ impl RedisServer {
             "no",
         ]
         .iter()
-        .map(|s| s.to_string())
+        .map(ToString::to_string)
         .collect();
         args.extend([
             "--tls-cert-file".into(),
@@ -177,7 +176,7 @@ impl RedisServer {
             "--tls-ca-cert-file".into(),
             d("ca.crt"),
         ]);
-        args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend(extra.iter().map(ToString::to_string));
         let mut r = RedisServer {
             child: None,
             port,

@@ -1,17 +1,30 @@
 //! The operator as a process against a real control plane (etcd, kube-apiserver with RBAC,
 //! kube-controller-manager, kwok; `tests/cluster`), running with exactly the documented RBAC
 //! (kubeconfig impersonation of its ServiceAccount). Each test has its own namespace and its
-//! own operator process watching only that namespace.
+//! own operator process watching only that namespace. The tests read and write with the typed
+//! kube client and wait on conditions (`await_condition`), never on `kubectl` output.
 
-#[path = "../cluster/harness.rs"]
-mod cluster;
-
+use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use cluster::Cluster;
-use serde_json::Value;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::{ByteString, NamespaceResourceScope};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::wait::{Condition, await_condition, conditions};
+use kube::{Api, Client, Resource, ResourceExt};
+use otter_operator::crd::OtterDeployment;
+use otter_testkit::cluster::{self, Cluster};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+const MANAGER: &str = "otter-cluster-test";
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -28,84 +41,79 @@ fn operator_bin() -> PathBuf {
         .expect("target dir")
 }
 
-/// Poll until `cond` holds; panic with `what` after `within`.
-fn wait_for(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if cond() {
-            return;
+/// Wait until `cond` holds for the object `name` (watching it); panic with `what` after `within`.
+async fn wait_until<K>(
+    api: &Api<K>,
+    name: &str,
+    what: &str,
+    within: Duration,
+    cond: impl Condition<K>,
+) where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    let waited = tokio::time::timeout(within, await_condition(api.clone(), name, cond)).await;
+    match waited {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => panic!("watching for {what}: {e}"),
+        Err(_) => panic!("timed out after {within:?} waiting for {what}"),
+    }
+}
+
+fn ns_api<K>(client: &Client, ns: &str) -> Api<K>
+where
+    K: Resource<Scope = NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    Api::namespaced(client.clone(), ns)
+}
+
+fn apply_params() -> PatchParams {
+    PatchParams::apply(MANAGER).force()
+}
+
+/// The CRD from `crds/`, once per cluster (idempotent server-side apply), waited on until
+/// Established through a watch of the CRD (a `kubectl wait` right after the create could read a
+/// CRD without conditions yet and fail).
+async fn apply_crds(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let dir = repo().join("crds");
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("crds/") {
+        let path = entry.expect("crds/ entry").path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
         }
-        std::thread::sleep(Duration::from_millis(200));
+        let text = std::fs::read_to_string(&path).expect("read CRD");
+        let crd: CustomResourceDefinition = serde_norway::from_str(&text).expect("CRD YAML");
+        let name = crd.name_any();
+        api.patch(&name, &apply_params(), &Patch::Apply(&crd))
+            .await
+            .expect("apply the CRD");
+        names.push(name);
     }
-    panic!("timed out after {within:?} waiting for {what}");
-}
-
-fn kubectl(c: &Cluster, args: &[&str]) -> String {
-    c.kubectl_ok(args)
-        .unwrap_or_else(|e| panic!("kubectl {args:?}: {e}"))
-}
-
-/// kubectl that may fail: (success, stdout + stderr).
-fn kubectl_try(c: &Cluster, args: &[&str], stdin: Option<&str>) -> (bool, String) {
-    let mut cmd = c.kubectl();
-    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
-    if stdin.is_some() {
-        cmd.stdin(Stdio::piped());
+    assert!(!names.is_empty(), "no CRD in {}", dir.display());
+    for name in names {
+        let what = format!("CRD {name} to be Established");
+        wait_until(
+            &api,
+            &name,
+            &what,
+            Duration::from_secs(30),
+            conditions::is_crd_established(),
+        )
+        .await;
     }
-    let mut child = cmd.spawn().expect("kubectl");
-    if let Some(text) = stdin {
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(text.as_bytes())
-            .expect("write stdin");
-    }
-    let out = child.wait_with_output().expect("kubectl output");
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
 }
 
-fn get_json(c: &Cluster, ns: &str, what: &str) -> Option<Value> {
-    let (ok, text) = kubectl_try(c, &["-n", ns, "get", what, "-o", "json"], None);
-    ok.then(|| serde_json::from_str(&text).ok()).flatten()
-}
-
-/// The CRD, once per cluster (idempotent server-side apply).
-fn apply_crds(c: &Cluster) {
-    let crds = repo().join("crds");
-    kubectl(
-        c,
-        &["apply", "--server-side", "-f", crds.to_str().expect("utf8")],
-    );
-    kubectl(
-        c,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "crd/otterdeployments.otter.dev",
-            "--timeout=30s",
-        ],
-    );
-}
-
-/// The RBAC documented in docs/operator.md (which the chart grants), for a ServiceAccount in
-/// `ns`, with cluster-scoped names made unique to the test.
-fn apply_documented_rbac(c: &Cluster, ns: &str) {
+/// The YAML documents of the RBAC manifest in docs/operator.md, for a ServiceAccount in `ns`,
+/// with cluster-scoped names made unique to the test.
+fn documented_rbac(ns: &str) -> Vec<Value> {
     let doc = std::fs::read_to_string(repo().join("docs/operator.md")).expect("docs/operator.md");
     let start = doc
         .find("```yaml\napiVersion: v1\nkind: Namespace")
         .expect("the RBAC manifest in docs/operator.md");
     let body = &doc[start + "```yaml\n".len()..];
-    let yaml = &body[..body.find("```").expect("end of the RBAC block")];
-    let docs: Vec<&str> = yaml
-        .split("\n---\n")
-        .filter(|d| !d.contains("kind: Namespace"))
-        .collect();
-    let yaml = docs
-        .join("\n---\n")
+    let yaml = body[..body.find("```").expect("end of the RBAC block")]
         .replace("namespace: otter-system", &format!("namespace: {ns}"))
         .replace(
             "{name: otter-operator}",
@@ -115,15 +123,43 @@ fn apply_documented_rbac(c: &Cluster, ns: &str) {
             "kind: ClusterRole, name: otter-operator}",
             &format!("kind: ClusterRole, name: otter-operator-{ns}}}"),
         );
-    let (ok, out) = kubectl_try(c, &["apply", "-f", "-"], Some(&yaml));
-    assert!(ok, "applying the documented RBAC failed: {out}");
+    serde_norway::Deserializer::from_str(&yaml)
+        .map(|d| serde::Deserialize::deserialize(d).expect("RBAC YAML"))
+        .filter(|d: &Value| d["kind"] != "Namespace")
+        .collect()
+}
+
+/// Server-side apply of one manifest of a known kind.
+async fn apply_manifest(client: &Client, doc: &Value) {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+    async fn typed<K>(api: Api<K>, doc: &Value)
+    where
+        K: Resource + Clone + DeserializeOwned + serde::Serialize + Debug,
+        K::DynamicType: Default,
+    {
+        let obj: K = serde_json::from_value(doc.clone()).expect("manifest of its kind");
+        let name = obj.name_any();
+        api.patch(&name, &apply_params(), &Patch::Apply(&obj))
+            .await
+            .unwrap_or_else(|e| panic!("applying {} {name}: {e}", K::kind(&Default::default())));
+    }
+    let ns = doc["metadata"]["namespace"].as_str().unwrap_or_default();
+    match doc["kind"].as_str().unwrap_or_default() {
+        "ServiceAccount" => typed::<ServiceAccount>(ns_api(client, ns), doc).await,
+        "Role" => typed::<Role>(ns_api(client, ns), doc).await,
+        "RoleBinding" => typed::<RoleBinding>(ns_api(client, ns), doc).await,
+        "ClusterRole" => typed::<ClusterRole>(Api::all(client.clone()), doc).await,
+        "ClusterRoleBinding" => typed::<ClusterRoleBinding>(Api::all(client.clone()), doc).await,
+        other => panic!("docs/operator.md's RBAC has a {other} this test does not know"),
+    }
 }
 
 /// An operator process with the ServiceAccount's identity, watching `ns`, Lease in `ns`.
 struct Operator {
     child: Child,
     log: PathBuf,
-    pub port: u16,
+    port: u16,
 }
 
 impl Operator {
@@ -137,14 +173,8 @@ impl Operator {
         let child = Command::new(operator_bin())
             .env("KUBECONFIG", kubeconfig)
             .env("OTTER_OPERATOR_LOG", "info")
-            .args([
-                "--namespace",
-                ns,
-                "--lease-namespace",
-                ns,
-                "--identity",
-                identity,
-            ])
+            .args(["--namespace", ns, "--lease-namespace", ns])
+            .args(["--identity", identity])
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--lease-duration", "4s", "--lease-renew-interval", "1s"])
             .stdout(Stdio::null())
@@ -159,16 +189,34 @@ impl Operator {
     }
 
     /// Reconciles counted by the operator's own metrics.
-    fn reconciles(&self) -> u64 {
-        let text = Command::new("curl")
-            .args(["-s", &format!("http://127.0.0.1:{}/metrics", self.port)])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
+    async fn reconciles(&self) -> u64 {
+        let url = format!("http://127.0.0.1:{}/metrics", self.port);
+        let text = match reqwest::get(&url).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
         text.lines()
             .filter(|l| l.starts_with("otter_operator_reconciliations_total"))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum::<f64>() as u64
+    }
+
+    /// Wait until the operator has counted a reconcile.
+    async fn await_reconciles(&self, what: &str) {
+        let wait = async {
+            while self.reconciles().await == 0 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(30), wait)
+            .await
+            .is_err()
+        {
+            panic!(
+                "timed out waiting for {what}\noperator log:\n{}",
+                self.log_text()
+            );
+        }
     }
 
     fn assert_no_forbidden(&self) {
@@ -191,43 +239,88 @@ impl Drop for Operator {
     }
 }
 
-fn condition(cr: &Value, kind: &str) -> Option<String> {
-    cr["status"]["conditions"]
-        .as_array()?
+fn condition(cr: &OtterDeployment, kind: &str) -> Option<String> {
+    let status = cr.status.as_ref()?;
+    status
+        .conditions
         .iter()
-        .find(|c| c["type"] == kind)
-        .and_then(|c| c["status"].as_str().map(str::to_owned))
+        .find(|c| c.type_ == kind)
+        .map(|c| c.status.clone())
 }
 
-fn ready(c: &Cluster, ns: &str, name: &str) -> bool {
-    get_json(c, ns, &format!("otterdeployment/{name}")).is_some_and(|cr| {
-        condition(&cr, "Ready").as_deref() == Some("True")
-            && cr["status"]["observedGeneration"] == cr["metadata"]["generation"]
-    })
+/// Ready=True for the generation the resource is at.
+fn is_ready() -> impl Condition<OtterDeployment> {
+    |cr: Option<&OtterDeployment>| {
+        cr.is_some_and(|cr| {
+            condition(cr, "Ready").as_deref() == Some("True")
+                && cr.status.as_ref().and_then(|s| s.observed_generation) == cr.metadata.generation
+        })
+    }
 }
 
-/// A test's namespace with RBAC, the CRD and a running operator.
-fn setup(prefix: &str) -> (&'static Cluster, String, Operator) {
+fn exists<K>() -> impl Condition<K> {
+    |o: Option<&K>| o.is_some()
+}
+
+fn gone<K>() -> impl Condition<K> {
+    |o: Option<&K>| o.is_none()
+}
+
+/// A test's namespace with RBAC, the CRD, a running operator, and an admin client.
+async fn setup(prefix: &str) -> (&'static Cluster, Client, String, Operator) {
     let c = cluster::shared();
-    apply_crds(c);
+    let client = c.client().await.expect("admin client");
+    apply_crds(&client).await;
     let ns = c.namespace(prefix);
-    apply_documented_rbac(c, &ns);
+    for doc in documented_rbac(&ns) {
+        apply_manifest(&client, &doc).await;
+    }
     let op = Operator::start(c, &ns, "op-a");
-    (c, ns, op)
+    (c, client, ns, op)
+}
+
+async fn await_ready(client: &Client, ns: &str, op: &Operator) {
+    let api: Api<OtterDeployment> = ns_api(client, ns);
+    let waited = tokio::time::timeout(
+        Duration::from_secs(90),
+        await_condition(api, "otter", is_ready()),
+    )
+    .await;
+    assert!(
+        matches!(waited, Ok(Ok(_))),
+        "OtterDeployment otter not Ready: {waited:?}\noperator log:\n{}",
+        op.log_text()
+    );
+}
+
+/// Apply an OtterDeployment given as JSON (`metadata.name` and `spec`) in `ns`.
+async fn apply_cr(client: &Client, ns: &str, cr: Value) -> Result<OtterDeployment, kube::Error> {
+    let mut cr = cr;
+    cr["apiVersion"] = json!("otter.dev/v1alpha1");
+    cr["kind"] = json!("OtterDeployment");
+    cr["metadata"]["namespace"] = json!(ns);
+    let name = cr["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    ns_api::<OtterDeployment>(client, ns)
+        .patch(&name, &apply_params(), &Patch::Apply(&cr))
+        .await
 }
 
 /// The minimal example exactly as shipped (TURN on the shared `otter.dev/turn=true` node).
-fn create_minimal(c: &Cluster, ns: &str) {
-    let example = repo().join("examples/otterdeployment-minimal.yaml");
-    kubectl(
-        c,
-        &["-n", ns, "apply", "-f", example.to_str().expect("utf8")],
-    );
+async fn create_minimal(client: &Client, ns: &str) {
+    let path = repo().join("examples/otterdeployment-minimal.yaml");
+    let text = std::fs::read_to_string(&path).expect("the minimal example");
+    let example: Value = serde_norway::from_str(&text).expect("example YAML");
+    apply_cr(client, ns, example)
+        .await
+        .expect("apply the minimal example");
 }
 
 /// The minimal example with its TURN DaemonSet on a node of its own: tests run side by side on
 /// one cluster, and two hostNetwork coturns cannot share a node's ports.
-fn create_pooled(c: &Cluster, ns: &str) {
+async fn create_pooled(c: &Cluster, client: &Client, ns: &str) {
     c.add_node(
         &format!("turn-{ns}"),
         Some("10.9.1.1"),
@@ -235,266 +328,294 @@ fn create_pooled(c: &Cluster, ns: &str) {
         &[("otter.dev/pool", ns)],
     )
     .expect("add the test's TURN node");
-    let cr = format!(
-        "apiVersion: otter.dev/v1alpha1\nkind: OtterDeployment\nmetadata: {{name: otter, namespace: {ns}}}\nspec:\n  turn: {{nodeSelector: {{otter.dev/pool: {ns}}}}}\n"
-    );
-    let (ok, out) = kubectl_try(c, &["apply", "-f", "-"], Some(&cr));
-    assert!(ok, "{out}");
+    let cr = json!({"metadata": {"name": "otter"},
+                    "spec": {"turn": {"nodeSelector": {"otter.dev/pool": ns}}}});
+    apply_cr(client, ns, cr)
+        .await
+        .expect("apply the OtterDeployment");
 }
 
-const CHILDREN: [&str; 9] = [
-    "secret/otter-turn-secret",
-    "secret/otter-redis-url",
-    "configmap/otter-signaling",
-    "configmap/otter-turn",
-    "service/otter-signaling",
-    "deployment/otter-signaling",
-    "daemonset/otter-turn",
-    "statefulset/otter-redis",
-    "networkpolicy/otter-redis",
-];
+/// Metadata of every child of the `otter` OtterDeployment.
+async fn children(client: &Client, ns: &str) -> Vec<(String, ObjectMeta)> {
+    async fn meta<K>(client: &Client, ns: &str, name: &str) -> (String, ObjectMeta)
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + Debug,
+    {
+        let what = format!("{} {name}", K::kind(&()));
+        let m = ns_api::<K>(client, ns)
+            .get_metadata(name)
+            .await
+            .unwrap_or_else(|e| panic!("{what} exists: {e}"));
+        (what, m.metadata)
+    }
+    vec![
+        meta::<Secret>(client, ns, "otter-turn-secret").await,
+        meta::<Secret>(client, ns, "otter-redis-url").await,
+        meta::<ConfigMap>(client, ns, "otter-signaling").await,
+        meta::<ConfigMap>(client, ns, "otter-turn").await,
+        meta::<Service>(client, ns, "otter-signaling").await,
+        meta::<Deployment>(client, ns, "otter-signaling").await,
+        meta::<DaemonSet>(client, ns, "otter-turn").await,
+        meta::<StatefulSet>(client, ns, "otter-redis").await,
+        meta::<NetworkPolicy>(client, ns, "otter-redis").await,
+    ]
+}
 
-fn resource_versions(c: &Cluster, ns: &str) -> Vec<(String, String)> {
-    CHILDREN
-        .iter()
-        .map(|k| {
-            let v = get_json(c, ns, k).unwrap_or_else(|| panic!("{k} exists"));
-            (
-                k.to_string(),
-                v["metadata"]["resourceVersion"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_owned(),
-            )
-        })
+async fn resource_versions(client: &Client, ns: &str) -> Vec<(String, Option<String>)> {
+    children(client, ns)
+        .await
+        .into_iter()
+        .map(|(what, m)| (what, m.resource_version))
         .collect()
 }
 
-#[test]
-fn invalid_otterdeployments_are_refused_with_the_crd_messages() {
+#[tokio::test]
+async fn invalid_otterdeployments_are_refused_with_the_crd_messages() {
     let c = cluster::shared();
-    apply_crds(c);
+    let client = c.client().await.expect("admin client");
+    apply_crds(&client).await;
     let ns = c.namespace("invalid");
     let cases = [
         (
             "relayPortRange: {min: 60000, max: 50000}",
-            "turn: {relayPortRange: {min: 60000, max: 50000}}",
+            json!({"turn": {"relayPortRange": {"min": 60000, "max": 50000}}}),
             "turn.relayPortRange.min must be lower than turn.relayPortRange.max",
         ),
         (
             "external redis without a secret",
-            "redis: {mode: External}",
+            json!({"redis": {"mode": "External"}}),
             "redis.external.secretRef is required when redis.mode is External",
         ),
         (
             "TLS without a secret",
-            "turn: {tls: {enabled: true}}",
+            json!({"turn": {"tls": {"enabled": true}}}),
             "turn.tls.secretName (a kubernetes.io/tls Secret) is required when turn.tls.enabled is true",
         ),
         (
             "min above max replicas",
-            "signaling: {autoscaling: {enabled: true, minReplicas: 5, maxReplicas: 2}}",
+            json!({"signaling": {"autoscaling": {"enabled": true, "minReplicas": 5, "maxReplicas": 2}}}),
             "signaling.autoscaling.minReplicas must not exceed maxReplicas",
         ),
         (
             "bad public URL",
-            "signaling: {publicUrl: \"ftp://calls.example\"}",
+            json!({"signaling": {"publicUrl": "ftp://calls.example"}}),
             "signaling.publicUrl must start with http://, https://, ws:// or wss://",
         ),
         (
             "bad denied range",
-            "turn: {extraDeniedPeerRanges: [\"not-a-cidr\"]}",
+            json!({"turn": {"extraDeniedPeerRanges": ["not-a-cidr"]}}),
             "turn.extraDeniedPeerRanges must be CIDRs such as 10.100.0.0/16 or fd00::/8",
         ),
         (
             "disabled redis with two replicas",
-            "redis: {mode: Disabled}\n  signaling: {replicas: 2}",
+            json!({"redis": {"mode": "Disabled"}, "signaling": {"replicas": 2}}),
             "redis.mode Disabled keeps room state in one process",
         ),
     ];
     for (what, spec, message) in cases {
-        let cr = format!(
-            "apiVersion: otter.dev/v1alpha1\nkind: OtterDeployment\nmetadata: {{name: bad, namespace: {ns}}}\nspec:\n  {spec}\n"
-        );
-        let (ok, out) = kubectl_try(c, &["apply", "-f", "-"], Some(&cr));
-        assert!(!ok, "{what}: the API server accepted it");
-        assert!(
-            out.contains(message),
-            "{what}: expected {message:?} in\n{out}"
-        );
+        let cr = json!({"metadata": {"name": "bad"}, "spec": spec});
+        match apply_cr(&client, &ns, cr).await {
+            Ok(_) => panic!("{what}: the API server accepted it"),
+            Err(kube::Error::Api(status)) => assert!(
+                status.message.contains(message),
+                "{what}: expected {message:?} in {:?}",
+                status.message
+            ),
+            Err(e) => panic!("{what}: {e}"),
+        }
     }
-    assert!(
-        get_json(c, &ns, "otterdeployment/bad").is_none(),
-        "nothing was stored"
-    );
+    let stored = ns_api::<OtterDeployment>(&client, &ns).get_opt("bad").await;
+    assert!(matches!(stored, Ok(None)), "nothing was stored: {stored:?}");
 }
 
-#[test]
-fn minimal_example_becomes_ready_with_owned_children() {
-    let (c, ns, op) = setup("minimal");
-    create_minimal(c, &ns);
-    let (ok, out) = kubectl_try(
-        c,
-        &[
-            "-n",
-            &ns,
-            "wait",
-            "--for=condition=Ready",
-            "otterdeployment/otter",
-            "--timeout=90s",
-        ],
-        None,
-    );
-    assert!(ok, "kubectl wait: {out}\noperator log:\n{}", op.log_text());
-    assert!(ready(c, &ns, "otter"));
-    let cr = get_json(c, &ns, "otterdeployment/otter").expect("cr");
-    let uid = cr["metadata"]["uid"].as_str().expect("uid").to_owned();
-    for kind in CHILDREN {
-        let child = get_json(c, &ns, kind).unwrap_or_else(|| panic!("{kind} exists"));
-        let owners = child["metadata"]["ownerReferences"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
+#[tokio::test]
+async fn minimal_example_becomes_ready_with_owned_children() {
+    let (_c, client, ns, op) = setup("minimal").await;
+    create_minimal(&client, &ns).await;
+    await_ready(&client, &ns, &op).await;
+    let cr = ns_api::<OtterDeployment>(&client, &ns)
+        .get("otter")
+        .await
+        .expect("the OtterDeployment");
+    let uid = cr.uid().expect("uid");
+    for (what, meta) in children(&client, &ns).await {
+        let owners = meta.owner_references.unwrap_or_default();
         assert!(
             owners
                 .iter()
-                .any(|o| o["uid"] == uid.as_str() && o["controller"] == true),
-            "{kind} is owned by the OtterDeployment: {owners:?}"
+                .any(|o| o.uid == uid && o.controller == Some(true)),
+            "{what} is owned by the OtterDeployment: {owners:?}"
         );
     }
     // kwok ran the pods: signaling replicas are Ready and counted in status.
-    let dep = get_json(c, &ns, "deployment/otter-signaling").expect("deployment");
-    assert_eq!(dep["status"]["readyReplicas"], 2, "{}", dep["status"]);
+    let dep = ns_api::<Deployment>(&client, &ns)
+        .get("otter-signaling")
+        .await
+        .expect("deployment");
+    let ready = dep.status.as_ref().and_then(|s| s.ready_replicas);
+    assert_eq!(ready, Some(2), "{:?}", dep.status);
+    let status = cr.status.expect("status");
+    assert_eq!(status.signaling.ready, 2);
     assert!(
-        cr["status"]["signalingUrl"]
-            .as_str()
+        status
+            .signaling_url
             .is_some_and(|u| u.contains("otter-signaling"))
     );
     op.assert_no_forbidden();
 }
 
-#[test]
-fn spec_change_rolls_signaling_and_status_goes_progressing_then_ready() {
-    let (c, ns, op) = setup("rollout");
-    create_pooled(c, &ns);
-    wait_for("Ready", Duration::from_secs(90), || ready(c, &ns, "otter"));
-    let before = get_json(c, &ns, "deployment/otter-signaling").expect("deployment");
-    let checksum = |d: &Value| d["spec"]["template"]["metadata"]["annotations"].clone();
-    kubectl(
-        c,
-        &[
-            "-n",
-            &ns,
-            "patch",
-            "otterdeployment/otter",
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"signaling":{"maxPeersPerRoom":4,"auth":{"enabled":true}}}}"#,
-        ],
-    );
-    let mut saw_progressing = false;
-    wait_for(
-        "Progressing then Ready on the new generation",
-        Duration::from_secs(90),
-        || {
-            let cr = get_json(c, &ns, "otterdeployment/otter").expect("cr");
-            if condition(&cr, "Progressing").as_deref() == Some("True")
-                || condition(&cr, "Ready").as_deref() == Some("False")
-            {
-                saw_progressing = true;
-            }
-            saw_progressing && ready(c, &ns, "otter")
-        },
-    );
-    let after = get_json(c, &ns, "deployment/otter-signaling").expect("deployment");
+#[tokio::test]
+async fn spec_change_rolls_signaling_and_status_goes_progressing_then_ready() {
+    let (c, client, ns, op) = setup("rollout").await;
+    create_pooled(c, &client, &ns).await;
+    await_ready(&client, &ns, &op).await;
+    let deployments: Api<Deployment> = ns_api(&client, &ns);
+    let checksum = |d: &Deployment| {
+        d.spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.annotations.clone())
+    };
+    let before = deployments
+        .get("otter-signaling")
+        .await
+        .expect("deployment");
+    let crs: Api<OtterDeployment> = ns_api(&client, &ns);
+    let patch = json!({"spec": {"signaling": {"maxPeersPerRoom": 4, "auth": {"enabled": true}}}});
+    let changed = crs
+        .patch("otter", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("patch the spec");
+    let generation = changed.metadata.generation;
+    // The status of the new generation is first not Ready (rolling out), then Ready.
+    let rolling = move |cr: Option<&OtterDeployment>| {
+        cr.is_some_and(|cr| {
+            let seen = cr.status.as_ref().and_then(|s| s.observed_generation);
+            seen == generation && condition(cr, "Progressing").as_deref() == Some("True")
+        })
+    };
+    wait_until(
+        &crs,
+        "otter",
+        "Progressing on the new generation",
+        Duration::from_secs(60),
+        rolling,
+    )
+    .await;
+    await_ready(&client, &ns, &op).await;
+    let after = deployments
+        .get("otter-signaling")
+        .await
+        .expect("deployment");
     assert_ne!(
         checksum(&before),
         checksum(&after),
         "the pod template's checksum changed"
     );
-    let env = after["spec"]["template"]["spec"]["containers"][0]["env"]
-        .as_array()
-        .cloned()
+    let env = after
+        .spec
+        .and_then(|s| s.template.spec)
+        .and_then(|s| s.containers.into_iter().next())
+        .and_then(|c| c.env)
         .unwrap_or_default();
     assert!(
         env.iter()
-            .any(|e| e["name"] == "OTTER_MAX_PEERS_PER_ROOM" && e["value"] == "4")
+            .any(|e| e.name == "OTTER_MAX_PEERS_PER_ROOM" && e.value.as_deref() == Some("4"))
     );
     op.assert_no_forbidden();
 }
 
-#[test]
-fn deleted_and_edited_children_are_restored_and_rest_writes_nothing() {
-    let (c, ns, op) = setup("drift");
-    create_pooled(c, &ns);
-    wait_for("Ready", Duration::from_secs(90), || ready(c, &ns, "otter"));
-    kubectl(c, &["-n", &ns, "delete", "configmap/otter-signaling"]);
-    kubectl(
-        c,
-        &[
-            "-n",
-            &ns,
-            "scale",
-            "deployment/otter-signaling",
-            "--replicas=5",
-        ],
-    );
-    wait_for(
-        "the ConfigMap to come back and replicas to return to 2",
-        Duration::from_secs(60),
-        || {
-            get_json(c, &ns, "configmap/otter-signaling").is_some()
-                && get_json(c, &ns, "deployment/otter-signaling")
-                    .is_some_and(|d| d["spec"]["replicas"] == 2)
-        },
-    );
-    wait_for("Ready again", Duration::from_secs(60), || {
-        ready(c, &ns, "otter")
-    });
+#[tokio::test]
+async fn deleted_and_edited_children_are_restored_and_rest_writes_nothing() {
+    let (c, client, ns, op) = setup("drift").await;
+    create_pooled(c, &client, &ns).await;
+    await_ready(&client, &ns, &op).await;
+    let config_maps: Api<ConfigMap> = ns_api(&client, &ns);
+    let deployments: Api<Deployment> = ns_api(&client, &ns);
+    config_maps
+        .delete("otter-signaling", &DeleteParams::default())
+        .await
+        .expect("delete the ConfigMap");
+    let scale = json!({"spec": {"replicas": 5}});
+    deployments
+        .patch(
+            "otter-signaling",
+            &PatchParams::default(),
+            &Patch::Merge(&scale),
+        )
+        .await
+        .expect("scale the Deployment");
+    let within = Duration::from_secs(60);
+    wait_until(
+        &config_maps,
+        "otter-signaling",
+        "the ConfigMap to come back",
+        within,
+        exists(),
+    )
+    .await;
+    let two = |d: Option<&Deployment>| {
+        d.and_then(|d| d.spec.as_ref()).and_then(|s| s.replicas) == Some(2)
+    };
+    wait_until(
+        &deployments,
+        "otter-signaling",
+        "replicas back to 2",
+        within,
+        two,
+    )
+    .await;
+    await_ready(&client, &ns, &op).await;
 
-    // At rest: a minute without a single write to any child or to the status.
-    std::thread::sleep(Duration::from_secs(5));
-    let before = resource_versions(c, &ns);
-    let cr_before =
-        get_json(c, &ns, "otterdeployment/otter").expect("cr")["metadata"]["resourceVersion"]
-            .clone();
-    std::thread::sleep(Duration::from_secs(60));
+    // At rest: a minute without a single write to any child or to the status. (Absence of
+    // writes has no condition to wait on: this window is the measurement.)
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let crs: Api<OtterDeployment> = ns_api(&client, &ns);
+    let cr_version = || async {
+        crs.get_metadata("otter")
+            .await
+            .expect("cr")
+            .metadata
+            .resource_version
+    };
+    let before = resource_versions(&client, &ns).await;
+    let cr_before = cr_version().await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
     assert_eq!(
-        resource_versions(c, &ns),
+        resource_versions(&client, &ns).await,
         before,
         "children were written at rest"
     );
-    let cr_after =
-        get_json(c, &ns, "otterdeployment/otter").expect("cr")["metadata"]["resourceVersion"]
-            .clone();
     assert_eq!(
-        cr_before, cr_after,
+        cr_version().await,
+        cr_before,
         "the OtterDeployment (status) was written at rest"
     );
     op.assert_no_forbidden();
 }
 
-#[test]
-fn turn_uris_follow_nodes() {
-    let (c, ns, op) = setup("nodes");
-    create_pooled(c, &ns);
-    wait_for("Ready", Duration::from_secs(90), || ready(c, &ns, "otter"));
-    let uris = || -> (String, Vec<String>) {
-        let cm = get_json(c, &ns, "configmap/otter-signaling").expect("configmap");
-        let ice = cm["data"]["ice-servers.json"]
-            .as_str()
-            .unwrap_or("")
-            .to_owned();
-        let cr = get_json(c, &ns, "otterdeployment/otter").expect("cr");
-        let status = cr["status"]["turnUris"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|u| u.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
-        (ice, status)
+#[tokio::test]
+async fn turn_uris_follow_nodes() {
+    let (c, client, ns, op) = setup("nodes").await;
+    create_pooled(c, &client, &ns).await;
+    await_ready(&client, &ns, &op).await;
+    let config_maps: Api<ConfigMap> = ns_api(&client, &ns);
+    let crs: Api<OtterDeployment> = ns_api(&client, &ns);
+    let in_config = |needle: &'static str| {
+        move |cm: Option<&ConfigMap>| {
+            cm.and_then(|cm| cm.data.as_ref())
+                .and_then(|d| d.get("ice-servers.json"))
+                .is_some_and(|ice| ice.contains(needle))
+        }
+    };
+    let in_status = |needle: &'static str| {
+        move |cr: Option<&OtterDeployment>| {
+            cr.and_then(|cr| cr.status.as_ref())
+                .is_some_and(|s| s.turn_uris.iter().any(|u| u.contains(needle)))
+        }
     };
     let node = format!("extra-{ns}");
     c.add_node(
@@ -504,42 +625,62 @@ fn turn_uris_follow_nodes() {
         &[("otter.dev/pool", ns.as_str())],
     )
     .expect("add node");
-    wait_for(
-        "the new node's address in config and status",
-        Duration::from_secs(30),
-        || {
-            let (ice, status) = uris();
-            ice.contains("turn:203.0.113.99:3478?transport=udp")
-                && status.iter().any(|u| u.contains("203.0.113.99"))
-        },
-    );
+    let within = Duration::from_secs(30);
+    let what = "the new node's address in config";
+    wait_until(
+        &config_maps,
+        "otter-signaling",
+        what,
+        within,
+        in_config("turn:203.0.113.99:3478?transport=udp"),
+    )
+    .await;
+    wait_until(
+        &crs,
+        "otter",
+        "the new node's address in status",
+        within,
+        in_status("203.0.113.99"),
+    )
+    .await;
     c.delete_node(&node).expect("delete node");
-    wait_for(
-        "the removed node's address to go",
-        Duration::from_secs(30),
-        || {
-            let (ice, status) = uris();
-            !ice.contains("203.0.113.99") && !status.iter().any(|u| u.contains("203.0.113.99"))
-        },
-    );
+    let without_cm = move |cm: Option<&ConfigMap>| !in_config("203.0.113.99")(cm);
+    let without_cr = move |cr: Option<&OtterDeployment>| !in_status("203.0.113.99")(cr);
+    wait_until(
+        &config_maps,
+        "otter-signaling",
+        "the removed node's address to leave config",
+        within,
+        without_cm,
+    )
+    .await;
+    wait_until(
+        &crs,
+        "otter",
+        "the removed node's address to leave status",
+        within,
+        without_cr,
+    )
+    .await;
     op.assert_no_forbidden();
 }
 
-#[test]
-fn deleting_the_otterdeployment_collects_children_but_not_user_secrets() {
-    let (c, ns, op) = setup("gc");
-    kubectl(
-        c,
-        &[
-            "-n",
-            &ns,
-            "create",
-            "secret",
-            "generic",
-            "my-turn",
-            "--from-literal=secret=users-own",
-        ],
-    );
+#[tokio::test]
+async fn deleting_the_otterdeployment_collects_children_but_not_user_secrets() {
+    let (c, client, ns, op) = setup("gc").await;
+    let secrets: Api<Secret> = ns_api(&client, &ns);
+    let mine = Secret {
+        metadata: ObjectMeta {
+            name: Some("my-turn".into()),
+            ..Default::default()
+        },
+        data: Some([("secret".to_string(), ByteString(b"users-own".to_vec()))].into()),
+        ..Default::default()
+    };
+    secrets
+        .create(&PostParams::default(), &mine)
+        .await
+        .expect("the user's Secret");
     c.add_node(
         &format!("turn-{ns}"),
         Some("10.9.1.2"),
@@ -547,118 +688,173 @@ fn deleting_the_otterdeployment_collects_children_but_not_user_secrets() {
         &[("otter.dev/pool", ns.as_str())],
     )
     .expect("add the test's TURN node");
-    let cr = format!(
-        "apiVersion: otter.dev/v1alpha1\nkind: OtterDeployment\nmetadata: {{name: otter, namespace: {ns}}}\nspec:\n  turn: {{nodeSelector: {{otter.dev/pool: {ns}}}, secretRef: {{name: my-turn, key: secret}}}}\n"
-    );
-    let (ok, out) = kubectl_try(c, &["apply", "-f", "-"], Some(&cr));
-    assert!(ok, "{out}");
-    wait_for("Ready", Duration::from_secs(90), || ready(c, &ns, "otter"));
-    let user_secret = get_json(c, &ns, "secret/my-turn").expect("user secret");
+    let cr = json!({"metadata": {"name": "otter"}, "spec": {"turn": {
+        "nodeSelector": {"otter.dev/pool": ns}, "secretRef": {"name": "my-turn", "key": "secret"}}}});
+    apply_cr(&client, &ns, cr)
+        .await
+        .expect("apply the OtterDeployment");
+    await_ready(&client, &ns, &op).await;
+    let user_secret = secrets.get("my-turn").await.expect("user secret");
     assert!(
-        user_secret["metadata"]["ownerReferences"].is_null(),
+        user_secret.metadata.owner_references.is_none(),
         "the user's Secret is not owned"
     );
-    kubectl(
-        c,
-        &["-n", &ns, "delete", "otterdeployment/otter", "--wait=true"],
-    );
-    wait_for(
-        "garbage collection of every child",
-        Duration::from_secs(60),
-        || {
-            [
-                "configmap/otter-signaling",
-                "service/otter-signaling",
-                "deployment/otter-signaling",
-                "daemonset/otter-turn",
-                "statefulset/otter-redis",
-                "secret/otter-redis-url",
-            ]
-            .iter()
-            .all(|k| get_json(c, &ns, k).is_none())
-        },
-    );
-    let survived = get_json(c, &ns, "secret/my-turn").expect("the user's Secret survives");
-    assert_eq!(survived["data"], user_secret["data"], "and is unchanged");
+    let crs: Api<OtterDeployment> = ns_api(&client, &ns);
+    crs.delete("otter", &DeleteParams::foreground())
+        .await
+        .expect("delete");
+    let within = Duration::from_secs(60);
+    wait_until(&crs, "otter", "the OtterDeployment to go", within, gone()).await;
+    let what = "garbage collection";
+    wait_until(
+        &ns_api::<ConfigMap>(&client, &ns),
+        "otter-signaling",
+        what,
+        within,
+        gone(),
+    )
+    .await;
+    wait_until(
+        &ns_api::<Service>(&client, &ns),
+        "otter-signaling",
+        what,
+        within,
+        gone(),
+    )
+    .await;
+    wait_until(
+        &ns_api::<Deployment>(&client, &ns),
+        "otter-signaling",
+        what,
+        within,
+        gone(),
+    )
+    .await;
+    wait_until(
+        &ns_api::<DaemonSet>(&client, &ns),
+        "otter-turn",
+        what,
+        within,
+        gone(),
+    )
+    .await;
+    wait_until(
+        &ns_api::<StatefulSet>(&client, &ns),
+        "otter-redis",
+        what,
+        within,
+        gone(),
+    )
+    .await;
+    wait_until(&secrets, "otter-redis-url", what, within, gone()).await;
+    let survived = secrets
+        .get("my-turn")
+        .await
+        .expect("the user's Secret survives");
+    assert_eq!(survived.data, user_secret.data, "and is unchanged");
     op.assert_no_forbidden();
 }
 
-#[test]
-fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
-    let (c, ns, mut first) = setup("lease");
-    wait_for(
+fn held_by(identity: &'static str) -> impl Condition<Lease> {
+    move |l: Option<&Lease>| {
+        l.and_then(|l| l.spec.as_ref())
+            .and_then(|s| s.holder_identity.as_deref())
+            == Some(identity)
+    }
+}
+
+#[tokio::test]
+async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
+    let (c, client, ns, mut first) = setup("lease").await;
+    let leases: Api<Lease> = ns_api(&client, &ns);
+    let within = Duration::from_secs(30);
+    wait_until(
+        &leases,
+        "otter-operator",
         "the first operator to hold the Lease",
-        Duration::from_secs(30),
-        || {
-            get_json(c, &ns, "lease/otter-operator")
-                .is_some_and(|l| l["spec"]["holderIdentity"] == "op-a")
-        },
-    );
+        within,
+        held_by("op-a"),
+    )
+    .await;
     let mut second = Operator::start(c, &ns, "op-b");
-    create_pooled(c, &ns);
-    wait_for("Ready", Duration::from_secs(90), || ready(c, &ns, "otter"));
-    wait_for(
-        "the leader's reconciles to be counted",
-        Duration::from_secs(30),
-        || first.reconciles() > 0,
+    create_pooled(c, &client, &ns).await;
+    await_ready(&client, &ns, &first).await;
+    first
+        .await_reconciles("the leader's reconciles to be counted")
+        .await;
+    assert_eq!(
+        second.reconciles().await,
+        0,
+        "the standby reconciled nothing"
     );
-    assert_eq!(second.reconciles(), 0, "the standby reconciled nothing");
     first.kill();
-    wait_for(
+    wait_until(
+        &leases,
+        "otter-operator",
         "the standby to take the Lease",
-        Duration::from_secs(30),
-        || {
-            get_json(c, &ns, "lease/otter-operator")
-                .is_some_and(|l| l["spec"]["holderIdentity"] == "op-b")
-        },
-    );
-    kubectl(c, &["-n", &ns, "delete", "service/otter-signaling"]);
-    wait_for(
-        "the new leader to restore the Service",
+        within,
+        held_by("op-b"),
+    )
+    .await;
+    let services: Api<Service> = ns_api(&client, &ns);
+    services
+        .delete("otter-signaling", &DeleteParams::default())
+        .await
+        .expect("delete the Service");
+    let what = "the new leader to restore the Service";
+    wait_until(
+        &services,
+        "otter-signaling",
+        what,
         Duration::from_secs(60),
-        || get_json(c, &ns, "service/otter-signaling").is_some(),
-    );
+        exists(),
+    )
+    .await;
     // The Service is applied mid-reconcile; the counter moves when the reconcile completes.
-    wait_for(
-        "the new leader's reconciles to be counted",
-        Duration::from_secs(30),
-        || second.reconciles() > 0,
-    );
+    second
+        .await_reconciles("the new leader's reconciles to be counted")
+        .await;
     second.assert_no_forbidden();
     second.kill();
 }
 
-#[test]
-fn the_operator_survives_an_api_server_restart() {
+#[tokio::test]
+async fn the_operator_survives_an_api_server_restart() {
     // A private control plane: restarting the shared one would disturb the other tests.
     let c = Cluster::start().expect("private cluster");
-    apply_crds(&c);
+    let client = c.client().await.expect("admin client");
+    apply_crds(&client).await;
     let ns = c.namespace("restart");
-    apply_documented_rbac(&c, &ns);
-    let op = Operator::start(&c, &ns, "op-a");
-    create_pooled(&c, &ns);
-    wait_for("Ready", Duration::from_secs(90), || ready(&c, &ns, "otter"));
+    for doc in documented_rbac(&ns) {
+        apply_manifest(&client, &doc).await;
+    }
+    let mut op = Operator::start(&c, &ns, "op-a");
+    create_pooled(&c, &client, &ns).await;
+    await_ready(&client, &ns, &op).await;
     c.restart(&["kube-apiserver"], Duration::from_secs(10))
         .expect("restart");
-    kubectl(&c, &["-n", &ns, "delete", "configmap/otter-signaling"]);
-    kubectl(
-        &c,
-        &[
-            "-n",
-            &ns,
-            "patch",
-            "otterdeployment/otter",
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"signaling":{"maxPeersPerRoom":3}}}"#,
-        ],
-    );
-    wait_for(
-        "the operator to catch up without a restart of its own",
+    // A new client: the old one's connections went with the API server.
+    let client = c.client().await.expect("admin client");
+    let config_maps: Api<ConfigMap> = ns_api(&client, &ns);
+    config_maps
+        .delete("otter-signaling", &DeleteParams::default())
+        .await
+        .expect("delete");
+    let patch = json!({"spec": {"signaling": {"maxPeersPerRoom": 3}}});
+    ns_api::<OtterDeployment>(&client, &ns)
+        .patch("otter", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("patch");
+    let what = "the operator to restore the ConfigMap without a restart of its own";
+    wait_until(
+        &config_maps,
+        "otter-signaling",
+        what,
         Duration::from_secs(90),
-        || get_json(&c, &ns, "configmap/otter-signaling").is_some() && ready(&c, &ns, "otter"),
-    );
-    let mut op = op;
+        exists(),
+    )
+    .await;
+    await_ready(&client, &ns, &op).await;
     assert!(
         op.child.try_wait().expect("wait").is_none(),
         "the operator process is still the same one"

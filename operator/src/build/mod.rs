@@ -1,7 +1,8 @@
 //! Pure builders of the desired children, one module per kind of object:
-//! `(&OtterDeployment, &Observed) -> object`.
+//! `(&OtterDeployment, &Observed) -> object`, and `pod` for the pod pieces they share.
 
 pub mod network_policy;
+pub mod pod;
 pub mod redis;
 pub mod secrets;
 pub mod signaling;

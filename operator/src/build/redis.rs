@@ -16,8 +16,8 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::ObjectMeta;
 
+use crate::build::pod::{container_security_context, pod_security_context, resources_or};
 use crate::build::secrets::{REDIS_PASSWORD_KEY, redis_password};
-use crate::build::signaling::{container_security_context, pod_security_context, resources_or};
 use crate::crd::{OtterDeployment, RedisMode};
 use crate::error::BuildError;
 use crate::meta::{

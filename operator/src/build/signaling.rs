@@ -11,19 +11,20 @@ use k8s_openapi::api::autoscaling::v2::{
     MetricTarget, ResourceMetricSource,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
-    HTTPGetAction, KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
-    Service, ServicePort, ServiceSpec, TopologySpreadConstraint, Volume, VolumeMount,
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction, PodSpec,
+    PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec, TopologySpreadConstraint, Volume,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::ObjectMeta;
 use serde::Serialize;
 
+use crate::build::pod::{
+    container_security_context, env, env_from_secret, mount, pod_security_context, resources_or,
+    secret_volume,
+};
 use crate::build::secrets::{
-    SecretSource, redis_url_source, resolved_value, token_secret_source, turn_secret_source,
+    redis_url_source, resolved_value, token_secret_source, turn_secret_source,
 };
 use crate::crd::OtterDeployment;
 use crate::error::BuildError;
@@ -113,110 +114,6 @@ pub fn build_config_map(cr: &OtterDeployment, obs: &Observed) -> Result<ConfigMa
     })
 }
 
-fn env(name: &str, value: impl Into<String>) -> EnvVar {
-    EnvVar {
-        name: name.to_string(),
-        value: Some(value.into()),
-        ..Default::default()
-    }
-}
-
-fn env_from_secret(name: &str, src: &SecretSource) -> EnvVar {
-    EnvVar {
-        name: name.to_string(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: src.name.clone(),
-                key: src.key.clone(),
-                optional: Some(false),
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn secret_volume(volume: &str, src: &SecretSource, file: &str) -> Volume {
-    Volume {
-        name: volume.to_string(),
-        secret: Some(SecretVolumeSource {
-            secret_name: Some(src.name.clone()),
-            items: Some(vec![KeyToPath {
-                key: src.key.clone(),
-                path: file.to_string(),
-                mode: None,
-            }]),
-            default_mode: Some(0o440),
-            optional: Some(false),
-        }),
-        ..Default::default()
-    }
-}
-
-fn mount(volume: &str, path: &str) -> VolumeMount {
-    VolumeMount {
-        name: volume.to_string(),
-        mount_path: path.to_string(),
-        read_only: Some(true),
-        ..Default::default()
-    }
-}
-
-/// Requests and limits from the spec, else the given defaults.
-pub(crate) fn resources_or(
-    spec: Option<&ResourceRequirements>,
-    cpu: &str,
-    memory: &str,
-    memory_limit: &str,
-) -> ResourceRequirements {
-    spec.cloned().unwrap_or_else(|| ResourceRequirements {
-        requests: Some(BTreeMap::from([
-            ("cpu".to_string(), Quantity(cpu.to_string())),
-            ("memory".to_string(), Quantity(memory.to_string())),
-        ])),
-        limits: Some(BTreeMap::from([(
-            "memory".to_string(),
-            Quantity(memory_limit.to_string()),
-        )])),
-        ..Default::default()
-    })
-}
-
-/// Hardened container security context: non-root, read-only root, no privilege escalation, no
-/// capabilities but `add`.
-pub(crate) fn container_security_context(add: Vec<String>) -> SecurityContext {
-    SecurityContext {
-        run_as_non_root: Some(true),
-        read_only_root_filesystem: Some(true),
-        allow_privilege_escalation: Some(false),
-        privileged: Some(false),
-        capabilities: Some(Capabilities {
-            drop: Some(vec!["ALL".to_string()]),
-            add: (!add.is_empty()).then_some(add),
-        }),
-        seccomp_profile: Some(SeccompProfile {
-            type_: "RuntimeDefault".to_string(),
-            localhost_profile: None,
-        }),
-        ..Default::default()
-    }
-}
-
-/// Pod security context running as `uid`.
-pub(crate) fn pod_security_context(uid: i64) -> PodSecurityContext {
-    PodSecurityContext {
-        run_as_non_root: Some(true),
-        run_as_user: Some(uid),
-        run_as_group: Some(uid),
-        fs_group: Some(uid),
-        seccomp_profile: Some(SeccompProfile {
-            type_: "RuntimeDefault".to_string(),
-            localhost_profile: None,
-        }),
-        ..Default::default()
-    }
-}
-
 /// Whole seconds of a humantime duration.
 pub(crate) fn duration_secs(field: &'static str, value: &str) -> Result<u64, BuildError> {
     humantime::parse_duration(value)
@@ -299,7 +196,7 @@ pub fn build_deployment(
         }),
         ..Default::default()
     }];
-    let mut mounts = vec![mount("config", CONFIG_DIR)];
+    let mut mounts = vec![mount("config", CONFIG_DIR, true)];
     if let Some(src) = turn_secret_source(cr) {
         env_vars.push(env(
             "OTTER_TURN_SECRET_FILE",
@@ -313,7 +210,7 @@ pub fn build_deployment(
             &src,
             crate::build::secrets::TURN_SECRET_KEY,
         ));
-        mounts.push(mount("turn-secret", TURN_SECRET_DIR));
+        mounts.push(mount("turn-secret", TURN_SECRET_DIR, true));
     }
     if let Some(src) = token_secret_source(cr) {
         env_vars.push(env(
@@ -328,7 +225,7 @@ pub fn build_deployment(
             &src,
             crate::build::secrets::TOKEN_SECRET_KEY,
         ));
-        mounts.push(mount("token-secret", TOKEN_SECRET_DIR));
+        mounts.push(mount("token-secret", TOKEN_SECRET_DIR, true));
     }
     if let Some(src) = redis_url_source(cr) {
         env_vars.push(env_from_secret("OTTER_REDIS_URL", &src));

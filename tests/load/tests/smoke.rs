@@ -10,10 +10,8 @@ use otter_testkit::{Signaling, free_port};
 use serde_json::Value;
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
+    // tests/load → the workspace root.
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 /// `OTTER_SIGNALING_BIN`, or build the debug binary and find it in the workspace target dir.

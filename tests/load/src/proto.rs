@@ -185,7 +185,7 @@ impl Adapter for OtterV1 {
     }
 
     fn parse(&self, text: &str) -> Incoming {
-        let m: OtterIn = match serde_json::from_str(text) {
+        let m: OtterIn<'_> = match serde_json::from_str(text) {
             Ok(m) => m,
             Err(e) => return Incoming::Error(format!("bad frame ({e}): {text:.200}")),
         };
@@ -340,7 +340,7 @@ impl Adapter for PeerJs {
     }
 
     fn parse(&self, text: &str) -> Incoming {
-        let m: PeerJsIn = match serde_json::from_str(text) {
+        let m: PeerJsIn<'_> = match serde_json::from_str(text) {
             Ok(m) => m,
             Err(e) => return Incoming::Error(format!("bad frame ({e}): {text:.200}")),
         };

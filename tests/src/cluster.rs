@@ -1,18 +1,16 @@
 //! Rust handle on `tests/cluster`: a real control plane (etcd, kube-apiserver with RBAC,
 //! kube-controller-manager, kube-scheduler, kwok) for one test process.
 //!
-//! Standard library only, so any test crate can include it without new dependencies:
+//! A module of `otter-testkit` (the scripts stay in `tests/cluster`):
 //!
 //! ```ignore
-//! #[path = "../../tests/cluster/harness.rs"] // relative to the including file
-//! mod cluster;
+//! use otter_testkit::cluster;
 //!
 //! #[test]
 //! fn applies_crds() {
 //!     let c = cluster::shared();              // one cluster per test binary, started on first use
 //!     let ns = c.namespace("applies-crds");   // a fresh namespace per test
-//!     c.kubectl().args(["apply", "-f", "crds/"]).status().unwrap();
-//!     std::env::set_var("KUBECONFIG", c.kubeconfig()); // or kube::Config::from_custom_kubeconfig
+//!     let client = c.client();                // a kube client as cluster-admin (async)
 //! }
 //! ```
 //!
@@ -22,9 +20,7 @@
 //! restart components or must not share.
 //!
 //! The scripts are found through `OTTER_CLUSTER_SCRIPTS` (the `tests/cluster` directory), else by
-//! walking up from the including crate's `CARGO_MANIFEST_DIR`, else from the current directory.
-
-#![allow(dead_code)]
+//! walking up from this crate's `CARGO_MANIFEST_DIR`, else from the current directory.
 
 use std::collections::HashMap;
 use std::io;
@@ -93,6 +89,11 @@ impl Cluster {
             env,
             stop_on_drop: true,
         })
+    }
+
+    /// A kube client as cluster-admin (the admin kubeconfig).
+    pub async fn client(&self) -> io::Result<kube::Client> {
+        client_from(&self.kubeconfig()).await
     }
 
     /// The admin kubeconfig (client certificate in `system:masters`).
@@ -257,6 +258,15 @@ fn scripts_dir() -> io::Result<PathBuf> {
     ))
 }
 
+/// A kube client from a kubeconfig file (e.g. [`Cluster::service_account_kubeconfig`]).
+pub async fn client_from(kubeconfig: &Path) -> io::Result<kube::Client> {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig).map_err(io::Error::other)?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .map_err(io::Error::other)?;
+    kube::Client::try_from(config).map_err(io::Error::other)
+}
+
 /// Run a script with its progress (stderr) captured; on failure, the error carries it.
 fn output(mut c: Command) -> io::Result<Output> {
     let shown = format!("{c:?}");
@@ -289,7 +299,7 @@ fn read_env(path: &Path) -> io::Result<HashMap<String, String>> {
 
 #[cfg(test)]
 mod self_test {
-    //! `rustc --edition 2024 --test tests/cluster/harness.rs -o /tmp/harness && /tmp/harness --include-ignored`
+    //! `cargo test -p otter-testkit --lib -- --include-ignored`
     use super::*;
 
     #[test]
@@ -308,7 +318,7 @@ mod self_test {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
-    // Ignored so that crates including this module do not start an extra cluster per test binary.
+    // Ignored so that `cargo test` does not start an extra cluster for the library's tests.
     #[test]
     #[ignore = "starts its own cluster; run with --include-ignored"]
     fn private_cluster_lifecycle() {

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::run::Report;
+use crate::run::Report;
 
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
@@ -213,8 +213,8 @@ pub fn markdown(reports: &[Report]) -> String {
         .map(|r| format!("{:.1}", r.loadavg_before))
         .collect();
     let busy: Vec<f64> = reports.iter().map(|r| r.machine_busy_exchange).collect();
-    let max_busy = busy.iter().cloned().fold(0.0, f64::max);
-    let min_busy = busy.iter().cloned().fold(f64::INFINITY, f64::min);
+    let max_busy = busy.iter().copied().fold(0.0, f64::max);
+    let min_busy = busy.iter().copied().fold(f64::INFINITY, f64::min);
     if !reports.is_empty() {
         let _ = writeln!(
             s,

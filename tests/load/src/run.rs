@@ -16,8 +16,8 @@ use tokio::sync::{Semaphore, watch};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use super::procstat::{self, Sample};
-use super::proto::{Adapter, Incoming, Kind};
+use crate::procstat::{self, Sample};
+use crate::proto::{Adapter, Incoming, Kind};
 
 /// Candidates each peer sends to each room mate.
 pub const CANDIDATES: usize = 10;

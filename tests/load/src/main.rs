@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use otter_testkit::load::{proto, report, run};
+use otter_load::{proto, report, run};
 
 #[derive(Parser)]
 #[command(

@@ -1,5 +1,5 @@
-//! Status as a pure function of the resource, the observed children and the problems of this
-//! reconcile. kstatus conventions: `Ready`, `Progressing`, `Degraded` conditions carrying
+//! Step 5: status as a pure function of the resource, what was observed, the children as just
+//! applied and the problems of this reconcile. kstatus conventions: `Ready`, `Progressing`, `Degraded` conditions carrying
 //! `observedGeneration`; a condition's `lastTransitionTime` only moves when its status flips.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -7,8 +7,10 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::build::signaling::{ice_servers, min_replicas};
 use crate::crd::{ComponentStatus, OtterDeployment, OtterDeploymentStatus, RedisMode, ServiceType};
+use crate::desired::Applied;
 use crate::meta::child_name;
 use crate::observed::Observed;
+use crate::reconcile::ports::PortClash;
 
 /// Condition types.
 pub const READY: &str = "Ready";
@@ -17,6 +19,80 @@ pub const PROGRESSING: &str = "Progressing";
 /// Condition types.
 pub const DEGRADED: &str = "Degraded";
 
+/// Why a condition has its status. One list, shared by status, Events and the docs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// Ready: everything serves.
+    Available,
+    /// Children are being created.
+    Creating,
+    /// A new template is rolling out.
+    RollingOut,
+    /// `signaling.replicas` is 0.
+    ScaledToZero,
+    /// Rolled out, yet no pod is ready.
+    NotServing,
+    /// A write (apply, prune) failed, or the spec cannot be built.
+    ApplyFailed,
+    /// A Secret the spec names is missing, or lacks the key.
+    SecretNotFound,
+    /// No Ready node matches the TURN node selector.
+    NoTurnNodes,
+    /// Another OtterDeployment's TURN holds the port on the same nodes (host networking).
+    TurnPortInUse,
+    /// Progressing=False.
+    RolloutComplete,
+    /// Degraded=False.
+    AsExpected,
+}
+
+impl Reason {
+    /// The condition's `reason` string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Available => "Available",
+            Self::Creating => "Creating",
+            Self::RollingOut => "RollingOut",
+            Self::ScaledToZero => "ScaledToZero",
+            Self::NotServing => "NotServing",
+            Self::ApplyFailed => "ApplyFailed",
+            Self::SecretNotFound => "SecretNotFound",
+            Self::NoTurnNodes => "NoTurnNodes",
+            Self::TurnPortInUse => "TurnPortInUse",
+            Self::RolloutComplete => "RolloutComplete",
+            Self::AsExpected => "AsExpected",
+        }
+    }
+
+    /// Waiting that needs no one's attention (a Normal Event, not a Warning).
+    pub fn is_normal(self) -> bool {
+        matches!(
+            self,
+            Self::Available | Self::Creating | Self::RollingOut | Self::RolloutComplete
+        )
+    }
+
+    /// Every reason (to parse one back from a written status).
+    pub const ALL: [Reason; 11] = [
+        Self::Available,
+        Self::Creating,
+        Self::RollingOut,
+        Self::ScaledToZero,
+        Self::NotServing,
+        Self::ApplyFailed,
+        Self::SecretNotFound,
+        Self::NoTurnNodes,
+        Self::TurnPortInUse,
+        Self::RolloutComplete,
+        Self::AsExpected,
+    ];
+
+    /// The reason a condition string names.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
 /// What went wrong in this reconcile, besides what the children's status shows.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Problems {
@@ -24,6 +100,8 @@ pub struct Problems {
     pub apply_error: Option<String>,
     /// Missing user Secrets or keys.
     pub secret_problems: Vec<String>,
+    /// An older OtterDeployment's TURN holding one of this one's host ports on its nodes.
+    pub port_clash: Option<PortClash>,
 }
 
 /// One component's rollout.
@@ -32,12 +110,12 @@ struct Rollout {
     counts: ComponentStatus,
     /// Everything at the latest template and ready.
     done: bool,
-    /// The object does not exist yet.
+    /// The object does not exist yet, or its controller has not reported on it yet.
     missing: bool,
 }
 
-fn signaling_rollout(cr: &OtterDeployment, obs: &Observed) -> Rollout {
-    let Some(d) = &obs.signaling_deployment else {
+fn signaling_rollout(cr: &OtterDeployment, applied: &Applied) -> Rollout {
+    let Some(d) = applied.deployments.first() else {
         return Rollout {
             counts: ComponentStatus {
                 desired: min_replicas(cr),
@@ -64,18 +142,18 @@ fn signaling_rollout(cr: &OtterDeployment, obs: &Observed) -> Rollout {
     Rollout {
         counts: ComponentStatus { desired, ready },
         done,
-        missing: false,
+        missing: st.observed_generation.is_none(),
     }
 }
 
-fn turn_rollout(cr: &OtterDeployment, obs: &Observed) -> Rollout {
+fn turn_rollout(cr: &OtterDeployment, applied: &Applied) -> Rollout {
     if !cr.spec.turn.enabled {
         return Rollout {
             done: true,
             ..Default::default()
         };
     }
-    let Some(ds) = &obs.turn_daemonset else {
+    let Some(ds) = applied.daemon_sets.first() else {
         return Rollout {
             missing: true,
             ..Default::default()
@@ -91,18 +169,18 @@ fn turn_rollout(cr: &OtterDeployment, obs: &Observed) -> Rollout {
     Rollout {
         counts: ComponentStatus { desired, ready },
         done,
-        missing: false,
+        missing: st.observed_generation.is_none(),
     }
 }
 
-fn redis_rollout(cr: &OtterDeployment, obs: &Observed) -> Rollout {
+fn redis_rollout(cr: &OtterDeployment, applied: &Applied) -> Rollout {
     if cr.spec.redis.mode != RedisMode::Managed {
         return Rollout {
             done: true,
             ..Default::default()
         };
     }
-    let Some(sts) = &obs.redis_statefulset else {
+    let Some(sts) = applied.stateful_sets.first() else {
         return Rollout {
             counts: ComponentStatus {
                 desired: 1,
@@ -122,22 +200,24 @@ fn redis_rollout(cr: &OtterDeployment, obs: &Observed) -> Rollout {
     Rollout {
         counts: ComponentStatus { desired, ready },
         done,
-        missing: false,
+        missing: st.observed_generation.is_none(),
     }
 }
 
 /// Where clients reach signaling: `spec.signaling.publicUrl`, else the LoadBalancer's hostname or
 /// IP, else the Service's cluster DNS name. The port is always written out.
-pub fn signaling_url(cr: &OtterDeployment, obs: &Observed) -> Option<String> {
+pub fn signaling_url(cr: &OtterDeployment, applied: &Applied) -> Option<String> {
     let spec = &cr.spec.signaling;
     if let Some(url) = &spec.public_url {
         return Some(url.clone());
     }
     let port = spec.service.port;
     if spec.service.type_ == ServiceType::LoadBalancer {
-        let ingress = obs
-            .signaling_service
-            .as_ref()
+        let name = child_name(cr, "signaling");
+        let ingress = applied
+            .services
+            .iter()
+            .find(|s| s.metadata.name.as_deref() == Some(name.as_str()))
             .and_then(|s| s.status.as_ref())
             .and_then(|s| s.load_balancer.as_ref())
             .and_then(|lb| lb.ingress.as_ref())
@@ -169,7 +249,7 @@ fn condition(
     previous: &[Condition],
     type_: &str,
     status: bool,
-    reason: &str,
+    reason: Reason,
     message: String,
     generation: Option<i64>,
     now: Timestamp,
@@ -183,17 +263,115 @@ fn condition(
     Condition {
         type_: type_.to_string(),
         status,
-        reason: reason.to_string(),
+        reason: reason.as_str().to_string(),
         message,
         observed_generation: generation,
         last_transition_time,
     }
 }
 
+/// Degraded: something the operator cannot fix by waiting.
+fn degraded(
+    cr: &OtterDeployment,
+    obs: &Observed,
+    problems: &Problems,
+    turn: &Rollout,
+) -> Option<(Reason, String)> {
+    if let Some(err) = &problems.apply_error {
+        return Some((Reason::ApplyFailed, err.clone()));
+    }
+    if !problems.secret_problems.is_empty() {
+        return Some((Reason::SecretNotFound, problems.secret_problems.join("; ")));
+    }
+    if cr.spec.turn.enabled && obs.turn_nodes.is_empty() {
+        let selector: Vec<String> = cr
+            .spec
+            .turn
+            .node_selector
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let message = format!(
+            "no Ready node matches turn.nodeSelector {{{}}}: label the nodes that may relay media",
+            selector.join(",")
+        );
+        return Some((Reason::NoTurnNodes, message));
+    }
+    let clash = problems.port_clash.as_ref().filter(|_| !turn.done)?;
+    let message = format!(
+        "TURN port {} is taken on the TURN nodes by OtterDeployment {} (host networking): give \
+         this one another turn.port, or other nodes",
+        clash.port, clash.holder
+    );
+    Some((Reason::TurnPortInUse, message))
+}
+
+/// The three rollouts of one reconcile.
+struct Rollouts {
+    signaling: Rollout,
+    turn: Rollout,
+    redis: Rollout,
+}
+
+impl Rollouts {
+    /// `signaling 1/2`-style summaries of what is not rolled out yet.
+    fn waiting(&self) -> Vec<String> {
+        let summary =
+            |name: &str, r: &Rollout| format!("{name} {}/{}", r.counts.ready, r.counts.desired);
+        [
+            ("signaling", &self.signaling),
+            ("TURN", &self.turn),
+            ("redis", &self.redis),
+        ]
+        .into_iter()
+        .filter(|(_, r)| !r.done)
+        .map(|(name, r)| summary(name, r))
+        .collect()
+    }
+}
+
+/// Ready's status, reason and message.
+fn readiness(
+    cr: &OtterDeployment,
+    r: &Rollouts,
+    degraded: Option<&(Reason, String)>,
+    waiting: &[String],
+    turn_uris: usize,
+) -> (bool, Reason, String) {
+    let (signaling, turn) = (&r.signaling, &r.turn);
+    let signaling_serving = signaling.counts.ready > 0 && signaling.counts.desired > 0;
+    let turn_serving = !cr.spec.turn.enabled || turn.counts.ready > 0;
+    if let Some((reason, message)) = degraded {
+        return (false, *reason, message.clone());
+    }
+    if signaling.counts.desired == 0 && !signaling.missing {
+        let message = "signaling.replicas is 0".to_string();
+        return (false, Reason::ScaledToZero, message);
+    }
+    if !waiting.is_empty() {
+        let missing = signaling.missing || turn.missing || r.redis.missing;
+        let reason = if missing {
+            Reason::Creating
+        } else {
+            Reason::RollingOut
+        };
+        return (false, reason, format!("waiting for {}", waiting.join(", ")));
+    }
+    if !(signaling_serving && turn_serving) {
+        return (false, Reason::NotServing, "no ready pods".to_string());
+    }
+    let message = format!(
+        "signaling {}/{}, TURN {}/{}, {turn_uris} TURN URIs",
+        signaling.counts.ready, signaling.counts.desired, turn.counts.ready, turn.counts.desired,
+    );
+    (true, Reason::Available, message)
+}
+
 /// The status this reconcile should write.
 pub fn compute_status(
     cr: &OtterDeployment,
     obs: &Observed,
+    applied: &Applied,
     problems: &Problems,
     now: Timestamp,
 ) -> OtterDeploymentStatus {
@@ -203,142 +381,55 @@ pub fn compute_status(
         .as_ref()
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
-    let signaling = signaling_rollout(cr, obs);
-    let turn = turn_rollout(cr, obs);
-    let redis = redis_rollout(cr, obs);
+    let rollouts = Rollouts {
+        signaling: signaling_rollout(cr, applied),
+        turn: turn_rollout(cr, applied),
+        redis: redis_rollout(cr, applied),
+    };
     let ice = ice_servers(cr, &obs.turn_nodes);
-
-    // Degraded: something the operator cannot fix by waiting.
-    let degraded: Option<(&str, String)> = if let Some(err) = &problems.apply_error {
-        Some(("ApplyFailed", err.clone()))
-    } else if !problems.secret_problems.is_empty() {
-        Some(("SecretNotFound", problems.secret_problems.join("; ")))
-    } else if cr.spec.turn.enabled && obs.turn_nodes.is_empty() {
-        let selector: Vec<String> = cr
-            .spec
-            .turn
-            .node_selector
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        Some((
-            "NoTurnNodes",
-            format!(
-                "no Ready node matches turn.nodeSelector {{{}}}: label the nodes that may relay media",
-                selector.join(",")
-            ),
-        ))
-    } else {
-        None
+    let degraded = degraded(cr, obs, problems, &rollouts.turn);
+    let waiting = rollouts.waiting();
+    let (ready, reason, message) = readiness(
+        cr,
+        &rollouts,
+        degraded.as_ref(),
+        &waiting,
+        ice.turn_uris.len(),
+    );
+    let cond = |type_: &str, status: bool, reason: Reason, message: String| {
+        condition(previous, type_, status, reason, message, generation, now)
     };
-
-    let mut waiting: Vec<String> = Vec::new();
-    let summary =
-        |name: &str, r: &Rollout| format!("{name} {}/{}", r.counts.ready, r.counts.desired);
-    if !signaling.done {
-        waiting.push(summary("signaling", &signaling));
-    }
-    if !turn.done {
-        waiting.push(summary("TURN", &turn));
-    }
-    if !redis.done {
-        waiting.push(summary("redis", &redis));
-    }
-    let signaling_serving = signaling.counts.ready > 0 && signaling.counts.desired > 0;
-    let turn_serving = !cr.spec.turn.enabled || turn.counts.ready > 0;
-    let progressing = !waiting.is_empty();
-
-    let (ready, ready_reason, ready_message) = match &degraded {
-        Some((reason, message)) => (false, *reason, message.clone()),
-        None if signaling.counts.desired == 0 && !signaling.missing => {
-            (false, "ScaledToZero", "signaling.replicas is 0".to_string())
-        }
-        None if progressing => (
-            false,
-            if signaling.missing || turn.missing || redis.missing {
-                "Creating"
-            } else {
-                "RollingOut"
-            },
-            format!("waiting for {}", waiting.join(", ")),
-        ),
-        None if !(signaling_serving && turn_serving) => {
-            (false, "NotServing", "no ready pods".to_string())
-        }
-        None => (
-            true,
-            "Available",
-            format!(
-                "signaling {}/{}, TURN {}/{}, {} TURN URIs",
-                signaling.counts.ready,
-                signaling.counts.desired,
-                turn.counts.ready,
-                turn.counts.desired,
-                ice.turn_uris.len()
-            ),
-        ),
-    };
-
     let conditions = vec![
-        condition(
-            previous,
-            READY,
-            ready,
-            ready_reason,
-            ready_message,
-            generation,
-            now,
-        ),
-        if progressing {
-            condition(
-                previous,
-                PROGRESSING,
-                true,
-                "RollingOut",
-                format!("waiting for {}", waiting.join(", ")),
-                generation,
-                now,
-            )
+        cond(READY, ready, reason, message),
+        if waiting.is_empty() {
+            let done = "all components at the desired state".to_string();
+            cond(PROGRESSING, false, Reason::RolloutComplete, done)
         } else {
-            condition(
-                previous,
-                PROGRESSING,
-                false,
-                "RolloutComplete",
-                "all components at the desired state".to_string(),
-                generation,
-                now,
-            )
+            let message = format!("waiting for {}", waiting.join(", "));
+            cond(PROGRESSING, true, Reason::RollingOut, message)
         },
-        match &degraded {
-            Some((reason, message)) => condition(
-                previous,
-                DEGRADED,
-                true,
-                reason,
-                message.clone(),
-                generation,
-                now,
-            ),
-            None => condition(
-                previous,
+        match degraded {
+            Some((reason, message)) => cond(DEGRADED, true, reason, message),
+            None => cond(
                 DEGRADED,
                 false,
-                "AsExpected",
+                Reason::AsExpected,
                 "no problem found".to_string(),
-                generation,
-                now,
             ),
         },
     ];
-
+    let Rollouts {
+        signaling,
+        turn,
+        redis,
+    } = rollouts;
     OtterDeploymentStatus {
         observed_generation: generation,
         conditions,
         signaling: signaling.counts,
         turn: turn.counts,
         redis: redis.counts,
-        signaling_url: signaling_url(cr, obs),
+        signaling_url: signaling_url(cr, applied),
         turn_uris: ice.all(),
     }
 }
@@ -373,48 +464,49 @@ mod tests {
         }
     }
 
-    fn all_ready() -> Observed {
-        let mut obs = observed();
-        obs.signaling_deployment = Some(Deployment {
-            metadata: meta(),
-            spec: Some(DeploymentSpec {
-                replicas: Some(2),
-                ..Default::default()
-            }),
-            status: Some(DeploymentStatus {
-                observed_generation: Some(1),
-                replicas: Some(2),
-                ready_replicas: Some(2),
-                updated_replicas: Some(2),
-                ..Default::default()
-            }),
-        });
-        obs.turn_daemonset = Some(DaemonSet {
-            metadata: meta(),
-            spec: None,
-            status: Some(DaemonSetStatus {
-                observed_generation: Some(1),
-                desired_number_scheduled: 2,
-                number_ready: 2,
-                updated_number_scheduled: Some(2),
-                ..Default::default()
-            }),
-        });
-        obs.redis_statefulset = Some(StatefulSet {
-            metadata: meta(),
-            spec: Some(StatefulSetSpec {
-                replicas: Some(1),
-                ..Default::default()
-            }),
-            status: Some(StatefulSetStatus {
-                observed_generation: Some(1),
-                ready_replicas: Some(1),
-                updated_replicas: Some(1),
-                replicas: 1,
-                ..Default::default()
-            }),
-        });
-        obs
+    fn all_ready() -> Applied {
+        Applied {
+            deployments: vec![Deployment {
+                metadata: meta(),
+                spec: Some(DeploymentSpec {
+                    replicas: Some(2),
+                    ..Default::default()
+                }),
+                status: Some(DeploymentStatus {
+                    observed_generation: Some(1),
+                    replicas: Some(2),
+                    ready_replicas: Some(2),
+                    updated_replicas: Some(2),
+                    ..Default::default()
+                }),
+            }],
+            daemon_sets: vec![DaemonSet {
+                metadata: meta(),
+                spec: None,
+                status: Some(DaemonSetStatus {
+                    observed_generation: Some(1),
+                    desired_number_scheduled: 2,
+                    number_ready: 2,
+                    updated_number_scheduled: Some(2),
+                    ..Default::default()
+                }),
+            }],
+            stateful_sets: vec![StatefulSet {
+                metadata: meta(),
+                spec: Some(StatefulSetSpec {
+                    replicas: Some(1),
+                    ..Default::default()
+                }),
+                status: Some(StatefulSetStatus {
+                    observed_generation: Some(1),
+                    ready_replicas: Some(1),
+                    updated_replicas: Some(1),
+                    replicas: 1,
+                    ..Default::default()
+                }),
+            }],
+            ..Applied::default()
+        }
     }
 
     fn cond<'a>(s: &'a OtterDeploymentStatus, t: &str) -> &'a Condition {
@@ -424,7 +516,7 @@ mod tests {
     #[test]
     fn everything_ready_is_ready_not_progressing_not_degraded() {
         let cr = cr();
-        let s = compute_status(&cr, &all_ready(), &Problems::default(), now());
+        let s = compute_status(&cr, &observed(), &all_ready(), &Problems::default(), now());
         assert_eq!(s.observed_generation, Some(3));
         assert_eq!(cond(&s, READY).status, "True");
         assert_eq!(cond(&s, READY).reason, "Available");
@@ -466,7 +558,13 @@ mod tests {
     #[test]
     fn fresh_resource_is_progressing_while_children_are_created() {
         let cr = cr();
-        let s = compute_status(&cr, &observed(), &Problems::default(), now());
+        let s = compute_status(
+            &cr,
+            &observed(),
+            &Applied::default(),
+            &Problems::default(),
+            now(),
+        );
         assert_eq!(cond(&s, READY).status, "False");
         assert_eq!(cond(&s, READY).reason, "Creating");
         assert_eq!(cond(&s, PROGRESSING).status, "True");
@@ -477,11 +575,11 @@ mod tests {
     #[test]
     fn rolling_out_signaling_is_progressing() {
         let cr = cr();
-        let mut obs = all_ready();
-        if let Some(d) = obs.signaling_deployment.as_mut() {
+        let mut applied = all_ready();
+        if let Some(d) = applied.deployments.first_mut() {
             d.metadata.generation = Some(2);
         }
-        let s = compute_status(&cr, &obs, &Problems::default(), now());
+        let s = compute_status(&cr, &observed(), &applied, &Problems::default(), now());
         assert_eq!(cond(&s, READY).reason, "RollingOut");
         assert_eq!(cond(&s, PROGRESSING).status, "True");
     }
@@ -489,9 +587,9 @@ mod tests {
     #[test]
     fn no_turn_nodes_is_degraded_with_the_selector_in_the_message() {
         let cr = cr();
-        let mut obs = all_ready();
+        let mut obs = observed();
         obs.turn_nodes.clear();
-        let s = compute_status(&cr, &obs, &Problems::default(), now());
+        let s = compute_status(&cr, &obs, &all_ready(), &Problems::default(), now());
         assert_eq!(cond(&s, READY).status, "False");
         assert_eq!(cond(&s, DEGRADED).status, "True");
         assert_eq!(cond(&s, DEGRADED).reason, "NoTurnNodes");
@@ -504,16 +602,17 @@ mod tests {
         let cr = cr();
         let problems = Problems {
             apply_error: Some("applying Deployment demo-signaling: forbidden".into()),
-            secret_problems: vec![],
+            ..Problems::default()
         };
-        let s = compute_status(&cr, &all_ready(), &problems, now());
+        let s = compute_status(&cr, &observed(), &all_ready(), &problems, now());
         assert_eq!(cond(&s, DEGRADED).reason, "ApplyFailed");
         assert_eq!(cond(&s, READY).reason, "ApplyFailed");
         let problems = Problems {
             apply_error: None,
             secret_problems: vec!["turn.secretRef: Secret \"x\" not found".into()],
+            port_clash: None,
         };
-        let s = compute_status(&cr, &all_ready(), &problems, now());
+        let s = compute_status(&cr, &observed(), &all_ready(), &problems, now());
         assert_eq!(cond(&s, DEGRADED).reason, "SecretNotFound");
         assert!(cond(&s, READY).message.contains("\"x\" not found"));
     }
@@ -521,17 +620,17 @@ mod tests {
     #[test]
     fn transition_time_only_moves_when_status_flips() {
         let mut cr = cr();
-        let first = compute_status(&cr, &all_ready(), &Problems::default(), now());
+        let first = compute_status(&cr, &observed(), &all_ready(), &Problems::default(), now());
         cr.status = Some(first.clone());
         let later = Timestamp::from_second(1_800_000_600).unwrap();
-        let same = compute_status(&cr, &all_ready(), &Problems::default(), later);
+        let same = compute_status(&cr, &observed(), &all_ready(), &Problems::default(), later);
         assert_eq!(
             same, first,
             "unchanged world, unchanged status: nothing to write"
         );
-        let mut obs = all_ready();
+        let mut obs = observed();
         obs.turn_nodes.clear();
-        let flipped = compute_status(&cr, &obs, &Problems::default(), later);
+        let flipped = compute_status(&cr, &obs, &all_ready(), &Problems::default(), later);
         assert_eq!(cond(&flipped, READY).last_transition_time, Time(later));
         assert_eq!(
             cond(&flipped, PROGRESSING).last_transition_time,
@@ -542,13 +641,13 @@ mod tests {
     #[test]
     fn signaling_url_prefers_public_url_then_load_balancer_then_cluster_dns() {
         let mut cr = cr();
-        let mut obs = all_ready();
+        let mut applied = all_ready();
         cr.spec.signaling.service.type_ = ServiceType::LoadBalancer;
         assert_eq!(
-            signaling_url(&cr, &obs).as_deref(),
+            signaling_url(&cr, &applied).as_deref(),
             Some("http://demo-signaling.calls.svc:80")
         );
-        obs.signaling_service = Some(Service {
+        applied.services = vec![Service {
             status: Some(ServiceStatus {
                 load_balancer: Some(LoadBalancerStatus {
                     ingress: Some(vec![LoadBalancerIngress {
@@ -558,15 +657,19 @@ mod tests {
                 }),
                 ..Default::default()
             }),
+            metadata: ObjectMeta {
+                name: Some("demo-signaling".into()),
+                ..Default::default()
+            },
             ..Default::default()
-        });
+        }];
         assert_eq!(
-            signaling_url(&cr, &obs).as_deref(),
+            signaling_url(&cr, &applied).as_deref(),
             Some("http://abc.elb.amazonaws.com:80")
         );
         cr.spec.signaling.public_url = Some("https://calls.example.com".into());
         assert_eq!(
-            signaling_url(&cr, &obs).as_deref(),
+            signaling_url(&cr, &applied).as_deref(),
             Some("https://calls.example.com")
         );
     }
@@ -576,10 +679,10 @@ mod tests {
         let mut cr = cr();
         cr.spec.turn.enabled = false;
         cr.spec.redis.mode = RedisMode::External;
-        let mut obs = all_ready();
-        obs.turn_daemonset = None;
-        obs.redis_statefulset = None;
-        let s = compute_status(&cr, &obs, &Problems::default(), now());
+        let mut applied = all_ready();
+        applied.daemon_sets.clear();
+        applied.stateful_sets.clear();
+        let s = compute_status(&cr, &observed(), &applied, &Problems::default(), now());
         assert_eq!(cond(&s, READY).status, "True", "{:?}", s.conditions);
         assert_eq!(s.turn, ComponentStatus::default());
         assert_eq!(s.redis, ComponentStatus::default());
@@ -591,15 +694,15 @@ mod tests {
         let mut cr = cr();
         cr.spec.signaling.autoscaling.enabled = true;
         cr.spec.signaling.autoscaling.min_replicas = 3;
-        let mut obs = all_ready();
-        if let Some(d) = obs.signaling_deployment.as_mut() {
+        let mut applied = all_ready();
+        if let Some(d) = applied.deployments.first_mut() {
             // Released to the HPA: the apiserver defaulted it to 1 before the HPA acted.
             d.spec = Some(DeploymentSpec {
                 replicas: Some(1),
                 ..Default::default()
             });
         }
-        let s = compute_status(&cr, &obs, &Problems::default(), now());
+        let s = compute_status(&cr, &observed(), &applied, &Problems::default(), now());
         assert_eq!(s.signaling.desired, 3);
         assert_eq!(cond(&s, READY).reason, "RollingOut");
     }
@@ -608,8 +711,8 @@ mod tests {
     fn scaled_to_zero_is_not_ready() {
         let mut cr = cr();
         cr.spec.signaling.replicas = 0;
-        let mut obs = all_ready();
-        if let Some(d) = obs.signaling_deployment.as_mut() {
+        let mut applied = all_ready();
+        if let Some(d) = applied.deployments.first_mut() {
             d.spec = Some(DeploymentSpec {
                 replicas: Some(0),
                 ..Default::default()
@@ -619,7 +722,36 @@ mod tests {
                 ..Default::default()
             });
         }
-        let s = compute_status(&cr, &obs, &Problems::default(), now());
+        let s = compute_status(&cr, &observed(), &applied, &Problems::default(), now());
         assert_eq!(cond(&s, READY).reason, "ScaledToZero");
+    }
+
+    #[test]
+    fn a_turn_port_held_by_another_resource_is_degraded_naming_it() {
+        let cr = cr();
+        let problems = Problems {
+            port_clash: Some(PortClash {
+                port: 3478,
+                holder: "calls/first".into(),
+            }),
+            ..Problems::default()
+        };
+        let mut applied = all_ready();
+        if let Some(ds) = applied.daemon_sets.first_mut() {
+            ds.status.as_mut().unwrap().number_ready = 0;
+        }
+        let s = compute_status(&cr, &observed(), &applied, &problems, now());
+        assert_eq!(cond(&s, DEGRADED).reason, "TurnPortInUse");
+        let message = &cond(&s, READY).message;
+        assert!(
+            message.contains("3478") && message.contains("calls/first"),
+            "{message}"
+        );
+        let s = compute_status(&cr, &observed(), &all_ready(), &problems, now());
+        assert_eq!(
+            cond(&s, READY).reason,
+            "Available",
+            "TURN pods that run are not in a clash"
+        );
     }
 }

@@ -1,0 +1,265 @@
+//! The reconcile of one `OtterDeployment`, read as its pipeline:
+//!
+//! 1. [`observe`]: read the TURN nodes and Secrets into `Observed`;
+//! 2. build: the pure builders make the desired children (`Desired::build`);
+//! 3. [`apply`]: server-side apply of every child, concurrently, keeping what was applied;
+//! 4. [`prune`]: delete owned children the spec no longer wants;
+//! 5. [`status`]: conditions from the applied objects and this reconcile's problems (including a
+//!    TURN port another OtterDeployment holds, [`ports`]), written only when they changed, with
+//!    [`events`] on transitions.
+//!
+//! [`watch`] wires the controller: the resource, every owned kind, the Nodes.
+
+pub mod apply;
+pub mod events;
+pub mod observe;
+pub mod ports;
+pub mod prune;
+pub mod status;
+pub mod watch;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::Store;
+use kube::{Api, Client, Resource, ResourceExt};
+
+use crate::build::secrets::user_secret_problems;
+use crate::crd::{OtterDeployment, OtterDeploymentStatus};
+use crate::desired::{Applied, Desired};
+use crate::error::{Error, request};
+use crate::meta::{FIELD_MANAGER, namespace};
+use crate::metrics::Metrics;
+use crate::observed::{Images, Observed};
+use status::{Problems, READY, compute_status, find_condition};
+
+/// Shared state of the reconciler.
+pub struct Context {
+    /// API client.
+    pub client: Client,
+    /// Default images.
+    pub images: Images,
+    /// Event recorder.
+    pub recorder: Recorder,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// How often a Ready resource is re-checked (picks up drift and user Secret changes).
+    pub resync: Duration,
+    failures: Mutex<HashMap<String, u32>>,
+    /// The controller's cache of every OtterDeployment (replaced each leadership term).
+    peers: RwLock<Option<Store<OtterDeployment>>>,
+}
+
+impl Context {
+    /// A context reporting Events as `otter-operator` from `instance`.
+    pub fn new(
+        client: Client,
+        images: Images,
+        metrics: Metrics,
+        instance: String,
+        resync: Duration,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.to_string(),
+            instance: Some(instance),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            images,
+            metrics,
+            resync,
+            failures: Mutex::new(HashMap::new()),
+            peers: RwLock::new(None),
+        }
+    }
+
+    /// Use `store` to find TURN port clashes between OtterDeployments.
+    pub fn set_peers(&self, store: Store<OtterDeployment>) {
+        let mut peers = match self.peers.write() {
+            Ok(p) => p,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *peers = Some(store);
+    }
+
+    fn port_clash(&self, cr: &OtterDeployment) -> Option<ports::PortClash> {
+        let peers = match self.peers.read() {
+            Ok(p) => p,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let all = peers.as_ref()?.state();
+        ports::port_holder(cr, all.iter().map(AsRef::as_ref))
+    }
+
+    fn failures(&self, key: &str, bump: bool) -> u32 {
+        let mut map = match self.failures.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if bump {
+            let n = map.entry(key.to_string()).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        } else {
+            map.remove(key);
+            0
+        }
+    }
+}
+
+/// Retry delay after `attempt` consecutive failures: 5s doubling up to 5 minutes.
+pub fn backoff(attempt: u32) -> Duration {
+    let exp = attempt.saturating_sub(1).min(6);
+    Duration::from_secs(5u64.saturating_mul(1 << exp)).min(Duration::from_secs(300))
+}
+
+fn key(cr: &OtterDeployment) -> String {
+    format!("{}/{}", cr.namespace().unwrap_or_default(), cr.name_any())
+}
+
+/// Reconcile one OtterDeployment. Every log line inside carries the resource it is about.
+#[tracing::instrument(skip_all, fields(
+    namespace = cr.metadata.namespace.as_deref().unwrap_or_default(),
+    name = cr.metadata.name.as_deref().unwrap_or_default(),
+    generation = cr.metadata.generation.unwrap_or_default(),
+))]
+pub async fn reconcile(cr: Arc<OtterDeployment>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let start = Instant::now();
+    let result = reconcile_inner(&cr, &ctx).await;
+    ctx.metrics
+        .observe(start.elapsed(), result.as_ref().err().map(Error::step));
+    match &result {
+        Ok(_) => {
+            ctx.failures(&key(&cr), false);
+        }
+        Err(e) => tracing::warn!(error = %e, step = e.step(), "reconcile failed"),
+    }
+    result
+}
+
+async fn reconcile_inner(cr: &OtterDeployment, ctx: &Context) -> Result<Action, Error> {
+    if cr.metadata.deletion_timestamp.is_some() {
+        // Owner references let the garbage collector remove every child.
+        return Ok(Action::await_change());
+    }
+    let ns = namespace(cr)?;
+    let obs = observe::observe(&ctx.client, &ctx.images, cr, &ns).await?;
+    let (applied, failure) = match Desired::build(cr, &obs) {
+        Err(e) => (Applied::default(), Some(Error::from(e))),
+        Ok(desired) => converge(cr, ctx, &ns, &obs, &desired).await,
+    };
+    let problems = Problems {
+        apply_error: failure.as_ref().map(ToString::to_string),
+        secret_problems: user_secret_problems(cr, &obs),
+        port_clash: ctx.port_clash(cr),
+    };
+    let status = compute_status(cr, &obs, &applied, &problems, Timestamp::now());
+    write_status(cr, ctx, &ns, &status).await?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let ready = find_condition(&status, READY).is_some_and(|c| c.status == "True");
+    Ok(Action::requeue(if ready {
+        ctx.resync
+    } else {
+        Duration::from_secs(30)
+    }))
+}
+
+/// Apply, tell about generated Secrets, prune. What was applied, and the first failure.
+async fn converge(
+    cr: &OtterDeployment,
+    ctx: &Context,
+    ns: &str,
+    obs: &Observed,
+    desired: &Desired,
+) -> (Applied, Option<Error>) {
+    let (applied, failure) = apply::apply(&ctx.client, ns, desired).await;
+    if failure.is_some() {
+        return (applied, failure);
+    }
+    let generated: Vec<String> = desired
+        .secrets
+        .iter()
+        .filter_map(|s| s.metadata.name.clone())
+        .filter(|n| !obs.secrets.contains_key(n))
+        .collect();
+    if let Some(e) = events::secrets_generated(&generated) {
+        events::publish(&ctx.recorder, cr, e).await;
+    }
+    if !prune::needed(cr) {
+        return (applied, None);
+    }
+    match prune::prune(&ctx.client, cr, ns, desired).await {
+        Ok(deleted) => {
+            ctx.metrics.pruned.inc_by(deleted.len() as u64);
+            if let Some(e) = events::pruned(&deleted) {
+                events::publish(&ctx.recorder, cr, e).await;
+            }
+            (applied, None)
+        }
+        Err(e) => (applied, Some(e)),
+    }
+}
+
+/// Write the status when it differs from what the resource has, and tell what changed.
+async fn write_status(
+    cr: &OtterDeployment,
+    ctx: &Context,
+    ns: &str,
+    status: &OtterDeploymentStatus,
+) -> Result<(), Error> {
+    if cr.status.as_ref() == Some(status) {
+        return Ok(());
+    }
+    let name = cr.name_any();
+    let patch = serde_json::json!({
+        "apiVersion": OtterDeployment::api_version(&()),
+        "kind": OtterDeployment::kind(&()),
+        "status": status,
+    });
+    Api::<OtterDeployment>::namespaced(ctx.client.clone(), ns)
+        .patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(|e| Error::Status(request(format!("writing status of {ns}/{name}"), e)))?;
+    ctx.metrics.status_writes.inc();
+    for event in events::status_events(cr.status.as_ref(), status) {
+        events::publish(&ctx.recorder, cr, event).await;
+    }
+    Ok(())
+}
+
+/// Requeue a failed reconcile with exponential backoff.
+pub fn error_policy(cr: Arc<OtterDeployment>, err: &Error, ctx: Arc<Context>) -> Action {
+    let attempt = ctx.failures(&key(&cr), true);
+    let delay = backoff(attempt);
+    tracing::debug!(resource = %key(&cr), error = %err, attempt, retry_in = ?delay, "retrying");
+    Action::requeue(delay)
+}
+
+#[cfg(test)]
+mod tests;
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_five_seconds_to_five_minutes() {
+        assert_eq!(backoff(1), Duration::from_secs(5));
+        assert_eq!(backoff(2), Duration::from_secs(10));
+        assert_eq!(backoff(4), Duration::from_secs(40));
+        assert_eq!(backoff(7), Duration::from_secs(300));
+        assert_eq!(backoff(u32::MAX), Duration::from_secs(300));
+    }
+}

@@ -1,0 +1,463 @@
+//! The reconcile against a mock API server (`tower-test`): every request the operator makes is
+//! recorded and answered by a small in-memory world, so the order of requests, the ownership
+//! check before a delete, status written only on change, Events and every error path are
+//! checked in milliseconds, without a cluster.
+
+use std::sync::{Arc, Mutex};
+
+use http::{Request, Response, StatusCode};
+use kube::Client;
+use kube::client::Body;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::crd::OtterDeployment;
+use crate::testing::cr;
+
+/// One request the operator made.
+#[derive(Clone, Debug)]
+struct Call {
+    method: String,
+    /// Path without the query.
+    path: String,
+    query: String,
+    body: Value,
+}
+
+impl Call {
+    /// `PATCH secrets/demo-turn-secret`, `GET nodes`, … : the verb, the resource and the name.
+    fn short(&self) -> String {
+        let parts: Vec<&str> = self.path.split('/').collect();
+        let tail = match parts.iter().position(|p| *p == "namespaces") {
+            Some(i) => parts[i + 2..].join("/"),
+            None => parts.last().copied().unwrap_or_default().to_string(),
+        };
+        format!("{} {tail}", self.method)
+    }
+
+    fn is_workload_apply(&self) -> bool {
+        self.method == "PATCH"
+            && ["/statefulsets/", "/deployments/", "/daemonsets/"]
+                .iter()
+                .any(|k| self.path.contains(k))
+    }
+
+    fn is_config_apply(&self) -> bool {
+        self.method == "PATCH"
+            && [
+                "/secrets/",
+                "/configmaps/",
+                "/services/",
+                "/networkpolicies/",
+            ]
+            .iter()
+            .any(|k| self.path.contains(k))
+    }
+}
+
+/// What the mock API server holds and how it misbehaves.
+#[derive(Clone, Default)]
+struct World {
+    /// Whether workloads report every pod ready.
+    ready: bool,
+    /// Existing children's metadata by plural resource, answered to label-selected lists.
+    children: Vec<(&'static str, Value)>,
+    /// Answer `code` to the first request whose `METHOD path` contains this.
+    fail: Option<(&'static str, u16)>,
+}
+
+fn status_of(code: u16, reason: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+           "message": format!("mock: {reason}"), "reason": reason, "code": code})
+}
+
+fn ready_node() -> Value {
+    json!({"apiVersion": "v1", "kind": "Node",
+           "metadata": {"name": "node-a", "labels": {"otter.dev/turn": "true"}},
+           "status": {"addresses": [{"type": "ExternalIP", "address": "203.0.113.7"}],
+                      "conditions": [{"type": "Ready", "status": "True"}]}})
+}
+
+/// A workload as the API server answers its apply: the body, with a status.
+fn with_status(mut obj: Value, plural: &str, ready: bool) -> Value {
+    let n = if ready { 1 } else { 0 };
+    let want = obj["spec"]["replicas"].as_i64().unwrap_or(1);
+    let got = if ready { want } else { 0 };
+    obj["metadata"]["generation"] = json!(1);
+    obj["status"] = match plural {
+        "deployments" | "statefulsets" => json!({"observedGeneration": 1, "replicas": want,
+            "readyReplicas": got, "updatedReplicas": want}),
+        "daemonsets" => json!({"observedGeneration": 1, "desiredNumberScheduled": 1,
+            "numberReady": n, "updatedNumberScheduled": 1, "currentNumberScheduled": 1,
+            "numberMisscheduled": 0}),
+        _ => return obj,
+    };
+    obj
+}
+
+fn answer(world: &mut World, call: &Call) -> (u16, Value) {
+    if let Some((what, code)) = world.fail
+        && format!("{} {}", call.method, call.path).contains(what)
+    {
+        world.fail = None;
+        return (code, status_of(code, "Refused"));
+    }
+    let plural = call.path.split('/').rev().nth(1).unwrap_or_default();
+    match call.method.as_str() {
+        "GET" if call.path.ends_with("/nodes") => (
+            200,
+            json!({"apiVersion": "v1", "kind": "NodeList", "metadata": {}, "items": [ready_node()]}),
+        ),
+        "GET" if call.query.contains("labelSelector") => {
+            let resource = call.path.rsplit('/').next().unwrap_or_default();
+            let items: Vec<Value> = world
+                .children
+                .iter()
+                .filter(|(r, _)| *r == resource)
+                .map(|(_, m)| json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": m}))
+                .collect();
+            (
+                200,
+                json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
+                         "metadata": {}, "items": items}),
+            )
+        }
+        "GET" => (404, status_of(404, "NotFound")),
+        // A status patch answers with the whole resource.
+        "PATCH" if call.path.ends_with("/status") => {
+            let mut cr = call.body.clone();
+            cr["metadata"] = json!({"name": "demo", "namespace": "calls"});
+            cr["spec"] = json!({});
+            (200, cr)
+        }
+        "PATCH" => (200, with_status(call.body.clone(), plural, world.ready)),
+        "POST" => (201, call.body.clone()),
+        "DELETE" => (
+            200,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+        ),
+        _ => (405, status_of(405, "MethodNotAllowed")),
+    }
+}
+
+/// A client whose requests go to `world`, and the log of those requests.
+fn mock_client(world: World) -> (Client, Arc<Mutex<Vec<Call>>>) {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let seen = log.clone();
+    let mut world = world;
+    tokio::spawn(async move {
+        while let Some((req, send)) = handle.next_request().await {
+            let (parts, body) = req.into_parts();
+            let bytes = body.collect_bytes().await.unwrap_or_default();
+            let call = Call {
+                method: parts.method.to_string(),
+                path: parts.uri.path().to_string(),
+                query: parts.uri.query().unwrap_or_default().to_string(),
+                body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            };
+            let (code, reply) = answer(&mut world, &call);
+            seen.lock().unwrap().push(call);
+            let response = Response::builder()
+                .status(StatusCode::from_u16(code).unwrap())
+                .header("content-type", "application/json")
+                .body(Body::from(serde_json::to_vec(&reply).unwrap()))
+                .unwrap();
+            send.send_response(response);
+        }
+    });
+    (Client::new(service, "default"), log)
+}
+
+/// Reconcile `cr` once against `world`: the result and every request made.
+async fn run(cr: &OtterDeployment, world: World) -> (Result<Action, Error>, Vec<Call>) {
+    let (client, log) = mock_client(world);
+    let ctx = Arc::new(Context::new(
+        client,
+        Images::default(),
+        Metrics::new(),
+        "test".into(),
+        Duration::from_secs(300),
+    ));
+    let result = reconcile(Arc::new(cr.clone()), ctx).await;
+    let calls = log.lock().unwrap().clone();
+    (result, calls)
+}
+
+fn shorts(calls: &[Call]) -> Vec<String> {
+    calls.iter().map(Call::short).collect()
+}
+
+fn status_written(calls: &[Call]) -> Option<OtterDeploymentStatus> {
+    let call = calls
+        .iter()
+        .find(|c| c.method == "PATCH" && c.path.ends_with("/status"))?;
+    serde_json::from_value(call.body["status"].clone()).ok()
+}
+
+fn event_reasons(calls: &[Call]) -> Vec<String> {
+    calls
+        .iter()
+        .filter(|c| c.method == "POST" && c.path.ends_with("/events"))
+        .map(|c| c.body["reason"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn ready_reason(status: &OtterDeploymentStatus) -> String {
+    find_condition(status, READY)
+        .map(|c| c.reason.clone())
+        .unwrap_or_default()
+}
+
+/// A resource that was created at generation 1 and reconciled before.
+fn seen_cr() -> OtterDeployment {
+    let mut cr = cr();
+    cr.metadata.generation = Some(1);
+    cr
+}
+
+#[tokio::test]
+async fn config_is_applied_before_workloads_and_status_after_both() {
+    let (result, calls) = run(&seen_cr(), World::default()).await;
+    assert!(result.is_ok(), "{result:?}");
+    let s = shorts(&calls);
+    assert_eq!(s[0], "GET nodes", "{s:#?}");
+    let last_config = calls.iter().rposition(Call::is_config_apply).unwrap();
+    let first_workload = calls.iter().position(Call::is_workload_apply).unwrap();
+    assert!(last_config < first_workload, "{s:#?}");
+    let status_at = s.iter().position(|c| c.ends_with("/status")).unwrap();
+    assert!(
+        calls[..status_at]
+            .iter()
+            .filter(|c| c.is_workload_apply())
+            .count()
+            == 3
+    );
+    for want in [
+        "PATCH secrets/demo-turn-secret",
+        "PATCH configmaps/demo-turn",
+        "PATCH networkpolicies/demo-redis",
+        "PATCH deployments/demo-signaling",
+        "PATCH poddisruptionbudgets/demo-signaling",
+    ] {
+        assert!(s.contains(&want.to_string()), "no {want} in {s:#?}");
+    }
+    for call in calls.iter().filter(|c| c.method == "PATCH") {
+        assert!(
+            call.query.contains("fieldManager=otter-operator"),
+            "{call:?}"
+        );
+        assert!(call.query.contains("force=true"), "{call:?}");
+    }
+    assert!(
+        !s.iter()
+            .any(|c| c.starts_with("GET deployments") || c.starts_with("GET daemonsets")),
+        "status comes from the applied objects, not a second read: {s:#?}"
+    );
+    assert!(!s.iter().any(|c| c.starts_with("DELETE")), "{s:#?}");
+}
+
+#[tokio::test]
+async fn a_new_resource_gets_secrets_a_rolling_out_status_and_events() {
+    let (result, calls) = run(&seen_cr(), World::default()).await;
+    assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(30)));
+    let status = status_written(&calls).unwrap();
+    // The children exist once applied; their pods are not ready yet.
+    assert_eq!(ready_reason(&status), "RollingOut");
+    assert_eq!(status.observed_generation, Some(1));
+    assert_eq!(event_reasons(&calls), vec!["SecretGenerated", "RollingOut"]);
+}
+
+#[tokio::test]
+async fn status_is_written_only_when_it_changed() {
+    let world = World {
+        ready: true,
+        ..World::default()
+    };
+    let (first, calls) = run(&seen_cr(), world.clone()).await;
+    assert_eq!(first.unwrap(), Action::requeue(Duration::from_secs(300)));
+    let status = status_written(&calls).unwrap();
+    assert_eq!(ready_reason(&status), "Available");
+    assert!(event_reasons(&calls).contains(&"Ready".to_string()));
+
+    let mut again = seen_cr();
+    again.status = Some(status);
+    let (second, calls) = run(&again, world).await;
+    assert!(second.is_ok());
+    assert!(status_written(&calls).is_none(), "{:#?}", shorts(&calls));
+    // The Secrets exist by now in a real cluster; here they read as missing, so only the
+    // SecretGenerated Event may repeat, never a status Event.
+    assert!(
+        event_reasons(&calls).iter().all(|r| r == "SecretGenerated"),
+        "{:?}",
+        event_reasons(&calls)
+    );
+    assert!(!shorts(&calls).iter().any(|c| c.starts_with("DELETE")));
+}
+
+fn owned_meta(name: &str, owner: &str) -> Value {
+    json!({"name": name, "namespace": "calls", "uid": format!("uid-{name}"),
+           "labels": {"app.kubernetes.io/instance": "demo"},
+           "ownerReferences": [{"apiVersion": "otter.dev/v1alpha1", "kind": "OtterDeployment",
+                                "name": "demo", "uid": owner}]})
+}
+
+#[tokio::test]
+async fn prune_deletes_only_owned_children_with_their_uid_as_precondition() {
+    let mut cr = seen_cr();
+    cr.metadata.generation = Some(2);
+    cr.spec.turn.enabled = false;
+    let me = cr.metadata.uid.clone().unwrap();
+    let world = World {
+        children: vec![
+            ("daemonsets", owned_meta("demo-turn", &me)),
+            ("configmaps", owned_meta("demo-turn", "another-owner")),
+            ("configmaps", owned_meta("demo-signaling", &me)),
+        ],
+        ..World::default()
+    };
+    let (result, calls) = run(&cr, world).await;
+    assert!(result.is_ok(), "{result:?}");
+    let s = shorts(&calls);
+    let deletes: Vec<&Call> = calls.iter().filter(|c| c.method == "DELETE").collect();
+    assert_eq!(deletes.len(), 1, "{s:#?}");
+    assert!(deletes[0].path.ends_with("/daemonsets/demo-turn"));
+    assert_eq!(deletes[0].body["preconditions"]["uid"], "uid-demo-turn");
+    let listed = s.iter().position(|c| c == "GET daemonsets").unwrap();
+    let deleted = s
+        .iter()
+        .position(|c| c == "DELETE daemonsets/demo-turn")
+        .unwrap();
+    assert!(
+        listed < deleted,
+        "ownership is read before the delete: {s:#?}"
+    );
+    assert!(
+        !s.iter().any(|c| c.starts_with("GET deployments")),
+        "the Deployment is never pruned: {s:#?}"
+    );
+    assert!(event_reasons(&calls).contains(&"Pruned".to_string()));
+}
+
+#[tokio::test]
+async fn at_rest_nothing_is_listed_for_pruning() {
+    let mut cr = seen_cr();
+    cr.status = Some(OtterDeploymentStatus {
+        observed_generation: Some(1),
+        ..Default::default()
+    });
+    let (_, calls) = run(&cr, World::default()).await;
+    assert!(!calls.iter().any(|c| c.query.contains("labelSelector=app")));
+}
+
+#[tokio::test]
+async fn a_failed_read_writes_nothing() {
+    let world = World {
+        fail: Some(("GET /api/v1/nodes", 500)),
+        ..World::default()
+    };
+    let (result, calls) = run(&seen_cr(), world).await;
+    assert!(matches!(result, Err(Error::Observe(_))), "{result:?}");
+    assert!(
+        !calls.iter().any(|c| c.method != "GET"),
+        "{:#?}",
+        shorts(&calls)
+    );
+}
+
+#[tokio::test]
+async fn a_failed_config_apply_keeps_the_workloads_back_and_says_so() {
+    let world = World {
+        fail: Some((
+            "PATCH /api/v1/namespaces/calls/secrets/demo-turn-secret",
+            403,
+        )),
+        ..World::default()
+    };
+    let (result, calls) = run(&seen_cr(), world).await;
+    assert!(
+        matches!(result, Err(Error::Apply(_))),
+        "{result:?} {:#?}",
+        shorts(&calls)
+    );
+    assert!(
+        !calls.iter().any(Call::is_workload_apply),
+        "{:#?}",
+        shorts(&calls)
+    );
+    let status = status_written(&calls).unwrap();
+    assert_eq!(ready_reason(&status), "ApplyFailed");
+    let message = &find_condition(&status, READY).unwrap().message;
+    assert!(
+        message.contains("applying Secret calls/demo-turn-secret"),
+        "{message}"
+    );
+    assert_eq!(event_reasons(&calls), vec!["ApplyFailed"]);
+}
+
+#[tokio::test]
+async fn a_failed_workload_apply_is_degraded_and_retried() {
+    let world = World {
+        fail: Some(("PATCH /apis/apps/v1/namespaces/calls/daemonsets", 422)),
+        ..World::default()
+    };
+    let (result, calls) = run(&seen_cr(), world).await;
+    assert!(matches!(result, Err(Error::Apply(_))), "{result:?}");
+    assert_eq!(
+        ready_reason(&status_written(&calls).unwrap()),
+        "ApplyFailed"
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_spec_applies_nothing_and_says_why() {
+    let mut cr = seen_cr();
+    cr.spec.turn.extra_denied_peer_ranges = vec!["not-a-cidr".into()];
+    let (result, calls) = run(&cr, World::default()).await;
+    assert!(matches!(result, Err(Error::Build(_))), "{result:?}");
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.is_config_apply() || c.is_workload_apply())
+    );
+    let status = status_written(&calls).unwrap();
+    let message = &find_condition(&status, READY).unwrap().message;
+    assert!(message.contains("not-a-cidr"), "{message}");
+}
+
+#[tokio::test]
+async fn a_failed_prune_is_an_error_and_degraded() {
+    let mut cr = seen_cr();
+    cr.metadata.generation = Some(2);
+    let world = World {
+        fail: Some(("GET /apis/apps/v1/namespaces/calls/daemonsets", 500)),
+        ..World::default()
+    };
+    let (result, calls) = run(&cr, world).await;
+    assert!(matches!(result, Err(Error::Prune(_))), "{result:?}");
+    assert_eq!(
+        ready_reason(&status_written(&calls).unwrap()),
+        "ApplyFailed"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_status_write_is_an_error() {
+    let world = World {
+        fail: Some(("/otterdeployments/demo/status", 409)),
+        ..World::default()
+    };
+    let (result, _) = run(&seen_cr(), world).await;
+    assert!(matches!(result, Err(Error::Status(_))), "{result:?}");
+}
+
+#[tokio::test]
+async fn a_resource_being_deleted_is_left_to_the_garbage_collector() {
+    let mut cr = seen_cr();
+    cr.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        Timestamp::from_second(1_800_000_000).unwrap(),
+    ));
+    let (result, calls) = run(&cr, World::default()).await;
+    assert_eq!(result.unwrap(), Action::await_change());
+    assert!(calls.is_empty());
+}

@@ -1,0 +1,170 @@
+//! The controller's wiring: the OtterDeployments, every owned kind (by the `managed-by` label),
+//! and the Nodes whose addresses the TURN URIs publish.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::core::v1::Node;
+use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+
+use crate::crd::OtterDeployment;
+use crate::kinds::{Kind, Owned, PerKind};
+use crate::reconcile::{Context, error_policy, reconcile};
+
+/// Label every child carries; owned-object watches select on it.
+pub const MANAGED_BY_SELECTOR: &str = "app.kubernetes.io/managed-by=otter-operator";
+
+/// Whether a Node event concerns this resource: it matches the TURN selector now, or it is one
+/// the status still publishes (so a node that lost its label or went away is dropped at once).
+pub fn node_concerns(cr: &OtterDeployment, node: &Node) -> bool {
+    if !cr.spec.turn.enabled {
+        return false;
+    }
+    let labels = node.labels();
+    let matches = cr
+        .spec
+        .turn
+        .node_selector
+        .iter()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    if matches {
+        return true;
+    }
+    let published = cr
+        .status
+        .as_ref()
+        .map(|s| s.turn_uris.as_slice())
+        .unwrap_or_default();
+    node.status
+        .as_ref()
+        .and_then(|s| s.addresses.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|a| {
+            let host = if a.address.contains(':') {
+                format!("[{}]:", a.address)
+            } else {
+                format!("{}:", a.address)
+            };
+            published
+                .iter()
+                .any(|uri| uri.contains(&format!(":{host}")))
+        })
+}
+
+fn scoped<K>(client: &Client, ns: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+type AddWatch = Box<dyn FnOnce(Controller<OtterDeployment>) -> Controller<OtterDeployment>>;
+
+/// The watch of one owned kind, to add to the controller being built.
+struct Owns<'a> {
+    client: &'a Client,
+    namespace: Option<&'a str>,
+}
+
+impl PerKind for Owns<'_> {
+    type Out = AddWatch;
+    fn visit<K: Owned>(&mut self) -> AddWatch {
+        let config = watcher::Config::default().labels(MANAGED_BY_SELECTOR);
+        let api = scoped::<K>(self.client, self.namespace);
+        Box::new(move |c| c.owns(api, config))
+    }
+}
+
+/// The controller with every watch: the resource, each owned kind, the Nodes.
+fn controller(ctx: &Context, namespace: Option<&str>) -> Controller<OtterDeployment> {
+    let client = &ctx.client;
+    let controller = Controller::new(
+        scoped::<OtterDeployment>(client, namespace),
+        watcher::Config::default(),
+    )
+    .with_config(ControllerConfig::default().debounce(Duration::from_millis(500)));
+    let store = controller.store();
+    ctx.set_peers(store.clone());
+    let mut owns = Owns { client, namespace };
+    let controller = Kind::ALL
+        .into_iter()
+        .fold(controller, |c, kind| kind.visit(&mut owns)(c));
+    controller.watches(
+        Api::<Node>::all(client.clone()),
+        watcher::Config::default(),
+        move |node: Node| {
+            store
+                .state()
+                .into_iter()
+                .filter(|cr| node_concerns(cr, &node))
+                .map(|cr| ObjectRef::from_obj(&*cr))
+                .collect::<Vec<_>>()
+        },
+    )
+}
+
+/// Run the controller until `shutdown` resolves. `namespace`: watch one namespace, else all.
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    controller(&ctx, namespace.as_deref())
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => tracing::debug!(resource = %obj, "reconciled"),
+                // A failing watch (e.g. RBAC refusing a list) must be visible at the default
+                // level; reconcile failures are already logged inside their span.
+                Err(kube::runtime::controller::Error::QueueError(e)) => {
+                    tracing::warn!(error = %e, "watch failed; retrying with backoff")
+                }
+                Err(e) => tracing::debug!(error = %e, "reconcile did not complete"),
+            }
+        })
+        .await;
+    tracing::info!("controller stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{cr, node};
+
+    #[test]
+    fn node_events_reach_resources_selecting_or_publishing_the_node() {
+        let mut cr = cr();
+        let labelled = node("n1", true, &[("ExternalIP", "198.51.100.4")]);
+        assert!(node_concerns(&cr, &labelled));
+        let mut unlabelled = labelled.clone();
+        unlabelled.metadata.labels = None;
+        assert!(!node_concerns(&cr, &unlabelled));
+        // A node that lost its label but is still published must trigger a reconcile.
+        let status = crate::crd::OtterDeploymentStatus {
+            turn_uris: vec!["turn:198.51.100.4:3478?transport=udp".into()],
+            ..Default::default()
+        };
+        cr.status = Some(status);
+        assert!(node_concerns(&cr, &unlabelled));
+        let mut other = unlabelled.clone();
+        other.status.as_mut().unwrap().addresses.as_mut().unwrap()[0].address =
+            "198.51.100.40".into();
+        assert!(
+            !node_concerns(&cr, &other),
+            "prefix of a published address is not a match"
+        );
+        cr.spec.turn.enabled = false;
+        assert!(!node_concerns(&cr, &labelled));
+    }
+}
