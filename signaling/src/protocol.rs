@@ -31,13 +31,14 @@ pub enum ErrorCode {
     RateLimited,
     TooLarge,
     IdleTimeout,
+    JoinTimeout,
     ServerBusy,
     Unavailable,
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::BadJson,
         ErrorCode::BadMessage,
         ErrorCode::UnknownType,
@@ -53,6 +54,7 @@ impl ErrorCode {
         ErrorCode::RateLimited,
         ErrorCode::TooLarge,
         ErrorCode::IdleTimeout,
+        ErrorCode::JoinTimeout,
         ErrorCode::ServerBusy,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
@@ -75,6 +77,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate-limited",
             ErrorCode::TooLarge => "too-large",
             ErrorCode::IdleTimeout => "idle-timeout",
+            ErrorCode::JoinTimeout => "join-timeout",
             ErrorCode::ServerBusy => "server-busy",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
@@ -215,13 +218,19 @@ pub fn parse_client(text: &str) -> Result<Parsed, (ProtoError, Option<Value>)> {
     let msg = match kind.as_str() {
         "join" => {
             let join: Join = serde_json::from_value(body).map_err(field_error)?;
-            if let Some(name) = &join.name
-                && name.chars().count() > MAX_NAME_CHARS
-            {
-                return Err(fail(ProtoError::new(
-                    ErrorCode::BadMessage,
-                    format!("join: `name` is longer than {MAX_NAME_CHARS} characters"),
-                )));
+            if let Some(name) = &join.name {
+                if name.chars().count() > MAX_NAME_CHARS {
+                    return Err(fail(ProtoError::new(
+                        ErrorCode::BadMessage,
+                        format!("join: `name` is longer than {MAX_NAME_CHARS} characters"),
+                    )));
+                }
+                if !valid_display_name(name) {
+                    return Err(fail(ProtoError::new(
+                        ErrorCode::BadMessage,
+                        "join: `name` may not contain control or format characters (bidi overrides, zero-width)",
+                    )));
+                }
             }
             ClientMsg::Join(join)
         }
@@ -250,6 +259,41 @@ pub fn parse_client(text: &str) -> Result<Parsed, (ProtoError, Option<Value>)> {
         }
     };
     Ok(Parsed { msg, reference })
+}
+
+/// Display names are shown to the other peers: no control characters and no Unicode format
+/// characters (category Cf: bidi overrides, zero-width joiners and spaces, soft hyphen), which
+/// would let one participant impersonate another in a list.
+pub fn valid_display_name(name: &str) -> bool {
+    !name.chars().any(|c| c.is_control() || is_format_char(c))
+}
+
+/// Unicode general category Cf (Unicode 15).
+fn is_format_char(c: char) -> bool {
+    matches!(
+        c as u32,
+        0x00AD
+            | 0x0600..=0x0605
+            | 0x061C
+            | 0x06DD
+            | 0x070F
+            | 0x0890..=0x0891
+            | 0x08E2
+            | 0x180E
+            | 0x200B..=0x200F
+            | 0x202A..=0x202E
+            | 0x2060..=0x2064
+            | 0x2066..=0x206F
+            | 0xFEFF
+            | 0xFFF9..=0xFFFB
+            | 0x110BD
+            | 0x110CD
+            | 0x13430..=0x1343F
+            | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A
+            | 0xE0001
+            | 0xE0020..=0xE007F
+    )
 }
 
 /// Room ids: 1–64 of `A-Za-z0-9_-`, so they are safe in URLs, logs and Redis keys.
