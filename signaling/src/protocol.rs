@@ -176,22 +176,7 @@ pub fn parse_client(text: &str) -> Result<Parsed, (ProtoError, Option<Value>)> {
             None,
         ));
     };
-    let reference = match obj.remove("id") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) if s.chars().count() <= MAX_REF_CHARS => Some(Value::String(s)),
-        Some(n @ Value::Number(_)) => Some(n),
-        Some(_) => {
-            return Err((
-                ProtoError::new(
-                    ErrorCode::BadMessage,
-                    format!(
-                        "`id` must be a number or a string of at most {MAX_REF_CHARS} characters"
-                    ),
-                ),
-                None,
-            ));
-        }
-    };
+    let reference = take_reference(&mut obj).map_err(|e| (e, None))?;
     let fail = |e: ProtoError| (e, reference.clone());
     let kind = match obj.get("type") {
         Some(Value::String(t)) => t.clone(),
@@ -219,18 +204,7 @@ pub fn parse_client(text: &str) -> Result<Parsed, (ProtoError, Option<Value>)> {
         "join" => {
             let join: Join = serde_json::from_value(body).map_err(field_error)?;
             if let Some(name) = &join.name {
-                if name.chars().count() > MAX_NAME_CHARS {
-                    return Err(fail(ProtoError::new(
-                        ErrorCode::BadMessage,
-                        format!("join: `name` is longer than {MAX_NAME_CHARS} characters"),
-                    )));
-                }
-                if !valid_display_name(name) {
-                    return Err(fail(ProtoError::new(
-                        ErrorCode::BadMessage,
-                        "join: `name` may not contain control or format characters (bidi overrides, zero-width)",
-                    )));
-                }
+                check_name(name).map_err(fail)?;
             }
             ClientMsg::Join(join)
         }
@@ -259,6 +233,36 @@ pub fn parse_client(text: &str) -> Result<Parsed, (ProtoError, Option<Value>)> {
         }
     };
     Ok(Parsed { msg, reference })
+}
+
+/// The client's `id`, to echo as `ref` in errors.
+fn take_reference(obj: &mut serde_json::Map<String, Value>) -> Result<Option<Value>, ProtoError> {
+    match obj.remove("id") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.chars().count() <= MAX_REF_CHARS => Ok(Some(Value::String(s))),
+        Some(n @ Value::Number(_)) => Ok(Some(n)),
+        Some(_) => Err(ProtoError::new(
+            ErrorCode::BadMessage,
+            format!("`id` must be a number or a string of at most {MAX_REF_CHARS} characters"),
+        )),
+    }
+}
+
+/// A `join`'s display name: not too long, nothing invisible or reordering.
+fn check_name(name: &str) -> Result<(), ProtoError> {
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err(ProtoError::new(
+            ErrorCode::BadMessage,
+            format!("join: `name` is longer than {MAX_NAME_CHARS} characters"),
+        ));
+    }
+    if !valid_display_name(name) {
+        return Err(ProtoError::new(
+            ErrorCode::BadMessage,
+            "join: `name` may not contain control or format characters (bidi overrides, zero-width)",
+        ));
+    }
+    Ok(())
 }
 
 /// Display names are shown to the other peers: no control characters and no Unicode format

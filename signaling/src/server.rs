@@ -25,6 +25,61 @@ use crate::store::{LocalPeers, RoomStore};
 
 /// Run until SIGTERM/SIGINT, then drain.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    let hub = build_hub(&config).await?;
+    let conn_limits = conn_limits(&config)?;
+    let shutting_down = Arc::new(AtomicBool::new(false));
+    let state = AppState {
+        hub: Arc::clone(&hub),
+        limits: conn_limits,
+        allowed_origins: Arc::new(config.allowed_origins.clone()),
+        max_connections: config.max_connections,
+        shutting_down: Arc::clone(&shutting_down),
+        serve_metrics: config.metrics_listen.is_none(),
+    };
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let stop = CancellationToken::new();
+    let http = HttpOptions {
+        header_read_timeout: config.header_read_timeout,
+    };
+    let metrics_task = match config.metrics_listen {
+        Some(at) => {
+            let l = TcpListener::bind(at)
+                .await
+                .with_context(|| format!("cannot listen on {at} (--metrics-listen)"))?;
+            tracing::info!(addr = %l.local_addr()?, "metrics listening");
+            let app = metrics_router(state.clone());
+            Some(tokio::spawn(serve_http(l, app, http, stop.clone())))
+        }
+        None => None,
+    };
+    tracing::info!(%addr, public_url = config.public_url.as_deref().unwrap_or(""), "otter-signaling listening");
+    // Printed plainly too, so scripts and tests can find an OS-chosen port.
+    println!("listening on http://{addr}");
+
+    {
+        let hub = Arc::clone(&hub);
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down: telling clients to reconnect");
+            shutting_down.store(true, Ordering::Relaxed);
+            hub.shutdown.cancel();
+            stop.cancel();
+        });
+    }
+    serve_http(listener, router(state), http, stop).await;
+    if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
+    drain(&hub, config.shutdown_grace).await;
+    Ok(())
+}
+
+/// Secrets, ICE servers, room store and auth: the hub every connection uses.
+async fn build_hub(config: &Config) -> anyhow::Result<Arc<Hub>> {
     let secrets = config.validate().context("invalid configuration")?;
     if secrets.token.is_none() {
         tracing::warn!(
@@ -82,7 +137,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         limits,
         config.reconnect_grace,
     ));
-    let conn_limits = ConnLimits {
+    Ok(hub)
+}
+
+fn conn_limits(config: &Config) -> anyhow::Result<ConnLimits> {
+    Ok(ConnLimits {
         max_message_bytes: config.max_message_bytes as usize,
         rate_per_sec: NonZeroU32::new(config.rate_limit)
             .context("--rate-limit must be at least 1")?,
@@ -94,56 +153,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         // stops reading pins at most this much before it is cut off.
         queue_bytes: (1 << 20).max(4 * config.max_message_bytes as usize),
         close_grace: Duration::from_secs(2),
-    };
-    let shutting_down = Arc::new(AtomicBool::new(false));
-    let state = AppState {
-        hub: Arc::clone(&hub),
-        limits: conn_limits,
-        allowed_origins: Arc::new(config.allowed_origins.clone()),
-        max_connections: config.max_connections,
-        shutting_down: Arc::clone(&shutting_down),
-        serve_metrics: config.metrics_listen.is_none(),
-    };
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let addr = listener.local_addr()?;
-    let stop = CancellationToken::new();
-    let http = HttpOptions {
-        header_read_timeout: config.header_read_timeout,
-    };
-    let metrics_task = match config.metrics_listen {
-        Some(at) => {
-            let l = TcpListener::bind(at)
-                .await
-                .with_context(|| format!("cannot listen on {at} (--metrics-listen)"))?;
-            tracing::info!(addr = %l.local_addr()?, "metrics listening");
-            let app = metrics_router(state.clone());
-            Some(tokio::spawn(serve_http(l, app, http, stop.clone())))
-        }
-        None => None,
-    };
-    tracing::info!(%addr, public_url = config.public_url.as_deref().unwrap_or(""), "otter-signaling listening");
-    // Printed plainly too, so scripts and tests can find an OS-chosen port.
-    println!("listening on http://{addr}");
-
-    {
-        let hub = Arc::clone(&hub);
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            tracing::info!("shutting down: telling clients to reconnect");
-            shutting_down.store(true, Ordering::Relaxed);
-            hub.shutdown.cancel();
-            stop.cancel();
-        });
-    }
-    serve_http(listener, router(state), http, stop).await;
-    if let Some(t) = metrics_task {
-        let _ = t.await;
-    }
-    drain(&hub, config.shutdown_grace).await;
-    Ok(())
+    })
 }
 
 /// Largest request head (request line and headers) a client may send.
