@@ -520,3 +520,79 @@ type HandleError = (ProtoError, Option<serde_json::Value>);
 fn not_joined() -> ProtoError {
     ProtoError::new(ErrorCode::NotJoined, "join a room first")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Join;
+    use futures::channel::mpsc as chan;
+
+    fn limits() -> ConnLimits {
+        ConnLimits {
+            max_message_bytes: 65536,
+            rate_per_sec: NonZeroU32::new(50).expect("nonzero"),
+            burst: NonZeroU32::new(200).expect("nonzero"),
+            idle_timeout: Duration::from_secs(60),
+            ping_interval: Duration::from_secs(20),
+            join_timeout: Duration::from_secs(10),
+            queue_bytes: 64 * 1024,
+            close_grace: Duration::from_millis(200),
+        }
+    }
+
+    /// The loop driven by channels: a client that reads its `joined` and then nothing more is
+    /// cut off once the room has sent it more than its budget, although its input stays open
+    /// and it never times out. Before the writer task, this seat was never given up.
+    #[tokio::test]
+    async fn a_peer_that_stops_reading_is_cut_off() {
+        let hub = Arc::new(crate::hub::props::test_hub(2));
+        let (sink, mut written) = chan::channel::<Message>(0);
+        let (input, mut stream) = chan::unbounded::<Result<Message, WsError>>();
+        input
+            .unbounded_send(Ok(Message::Text(r#"{"type":"join","room":"r"}"#.into())))
+            .expect("queue join");
+        let conn = tokio::spawn({
+            let hub = Arc::clone(&hub);
+            async move { run(sink, &mut stream, hub, limits(), false).await }
+        });
+        let Some(Message::Text(joined)) = written.next().await else {
+            panic!("no joined frame");
+        };
+        let joined: serde_json::Value = serde_json::from_str(joined.as_str()).expect("json");
+        let deaf = joined["peerId"].as_str().expect("peer id").to_owned();
+
+        let (outbox, mut heard, _) = Outbox::new(1 << 20);
+        let join = Join {
+            room: "r".into(),
+            name: None,
+            token: None,
+            resume: None,
+        };
+        let (me, _) = hub
+            .join(join, &outbox, &Cutoff::default())
+            .await
+            .expect("second seat");
+        let sdp = "x".repeat(16 * 1024);
+        for _ in 0..16 {
+            let _ = hub.relay(&me, &deaf, Relay::Offer(&sdp)).await;
+        }
+        let left = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(out) = heard.recv().await {
+                if let Out::Frame(f) = out
+                    && f.contains("peer-left")
+                {
+                    return f;
+                }
+            }
+            panic!("outbox closed");
+        })
+        .await
+        .expect("peer-left in time");
+        assert!(left.contains(&deaf) && left.contains("kicked"), "{left}");
+        tokio::time::timeout(Duration::from_secs(5), conn)
+            .await
+            .expect("the loop ends although its input is still open")
+            .expect("no panic");
+        drop(input);
+    }
+}

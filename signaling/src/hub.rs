@@ -379,3 +379,176 @@ impl Hub {
         });
     }
 }
+
+#[cfg(test)]
+pub(crate) mod props {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+    use crate::store::{Out, Outbox};
+    use proptest::prelude::*;
+
+    const ROOMS: usize = 2;
+    const ACTORS: usize = 5;
+    const CAP: u32 = 4;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Join(usize, usize),
+        Leave(usize),
+        Kick(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0..ACTORS, 0..ROOMS).prop_map(|(a, r)| Op::Join(a, r)),
+            (0..ACTORS).prop_map(Op::Leave),
+            (0..ACTORS).prop_map(Op::Kick),
+        ]
+    }
+
+    struct Actor {
+        outbox: Outbox,
+        rx: tokio::sync::mpsc::UnboundedReceiver<Out>,
+        session: Option<Session>,
+    }
+
+    fn actor() -> Actor {
+        let (outbox, rx, _) = Outbox::new(1 << 20);
+        Actor {
+            outbox,
+            rx,
+            session: None,
+        }
+    }
+
+    fn hub() -> Hub {
+        test_hub(CAP)
+    }
+
+    /// A hub on the memory store, auth off, no ICE servers.
+    pub(crate) fn test_hub(cap: u32) -> Hub {
+        let local = Arc::new(LocalPeers::default());
+        Hub::new(
+            Arc::new(MemoryStore::new(Arc::clone(&local))),
+            local,
+            RoomAuth::new(None),
+            Arc::new(IceSource::new(
+                Default::default(),
+                None,
+                Duration::from_secs(60),
+            )),
+            Arc::new(Metrics::new()),
+            Limits {
+                max_peers: cap,
+                max_message_bytes: 65536,
+            },
+            Duration::from_secs(15),
+        )
+    }
+
+    async fn join(hub: &Hub, a: &mut Actor, room: usize) {
+        let join = Join {
+            room: format!("r{room}"),
+            name: None,
+            token: None,
+            resume: None,
+        };
+        if a.session.is_none()
+            && let Ok((s, _)) = hub.join(join, &a.outbox, &Cutoff::default()).await
+        {
+            a.session = Some(s);
+        }
+    }
+
+    /// Seats never exceed the cap, and a peer is in exactly the room its session names.
+    async fn check_seats(hub: &Hub, actors: &[Actor]) -> Result<(), TestCaseError> {
+        let mut rooms = Vec::new();
+        for r in 0..ROOMS {
+            let members = hub
+                .store
+                .members(&format!("r{r}"))
+                .await
+                .expect("memory store");
+            prop_assert!(members.len() <= CAP as usize);
+            rooms.push(members);
+        }
+        for a in actors {
+            if let Some(s) = &a.session {
+                let homes = rooms
+                    .iter()
+                    .filter(|m| m.iter().any(|p| p.id == s.peer_id))
+                    .count();
+                prop_assert_eq!(homes, 1);
+            }
+        }
+        Ok(())
+    }
+
+    /// What an observer heard: per peer, joins and departures.
+    fn heard(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Out>) -> HashMap<String, (u32, u32)> {
+        let mut seen: HashMap<String, (u32, u32)> = HashMap::new();
+        while let Ok(Out::Frame(f)) = rx.try_recv() {
+            let v: serde_json::Value = serde_json::from_str(&f).expect("json");
+            match v["type"].as_str() {
+                Some("peer-joined") => {
+                    let id = v["peer"]["id"].as_str().unwrap_or_default();
+                    seen.entry(id.to_owned()).or_default().0 += 1;
+                }
+                Some("peer-left") => {
+                    let id = v["peerId"].as_str().unwrap_or_default();
+                    seen.entry(id.to_owned()).or_default().1 += 1;
+                }
+                _ => {}
+            }
+        }
+        seen
+    }
+
+    async fn scenario(ops: Vec<Op>) -> Result<(), TestCaseError> {
+        let hub = hub();
+        let mut observers: Vec<Actor> = (0..ROOMS).map(|_| actor()).collect();
+        for (r, o) in observers.iter_mut().enumerate() {
+            join(&hub, o, r).await;
+        }
+        let mut actors: Vec<Actor> = (0..ACTORS).map(|_| actor()).collect();
+        for op in ops {
+            match op {
+                Op::Join(a, r) => join(&hub, &mut actors[a], r).await,
+                Op::Leave(a) | Op::Kick(a) => {
+                    let reason = match op {
+                        Op::Kick(_) => LeaveReason::Kicked,
+                        _ => LeaveReason::Left,
+                    };
+                    if let Some(s) = actors[a].session.take() {
+                        hub.leave(&s, reason).await;
+                    }
+                }
+            }
+            check_seats(&hub, &actors).await?;
+        }
+        for a in &mut actors {
+            if let Some(s) = a.session.take() {
+                hub.leave(&s, LeaveReason::Left).await;
+            }
+        }
+        // Every join the observer heard of is matched by exactly one departure.
+        for o in &mut observers {
+            for (peer, (joined, left)) in heard(&mut o.rx) {
+                prop_assert_eq!((joined, left), (1, 1), "peer {}", peer);
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn rooms_keep_their_invariants(ops in prop::collection::vec(op(), 1..40)) {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(scenario(ops))?;
+        }
+    }
+}

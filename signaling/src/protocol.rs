@@ -549,3 +549,87 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn field() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<i64>().prop_map(Value::from),
+            any::<bool>().prop_map(Value::from),
+            ".{0,80}".prop_map(Value::from),
+            "[a-z0-9_-]{0,70}".prop_map(Value::from),
+            prop::collection::vec(".{0,8}", 0..3).prop_map(Value::from),
+        ]
+    }
+
+    fn frame() -> impl Strategy<Value = String> {
+        let known = prop::sample::select(vec![
+            "join",
+            "offer",
+            "answer",
+            "candidate",
+            "leave",
+            "ping",
+        ])
+        .prop_map(String::from);
+        let kind = prop_oneof![3 => known, 1 => ".{0,12}"];
+        let names = prop::sample::select(vec![
+            "room",
+            "to",
+            "sdp",
+            "candidate",
+            "name",
+            "token",
+            "resume",
+            "id",
+        ]);
+        (kind, prop::collection::vec((names, field()), 0..6)).prop_map(|(kind, fields)| {
+            let mut obj = serde_json::Map::new();
+            obj.insert("type".into(), Value::from(kind));
+            for (k, v) in fields {
+                obj.insert(k.into(), v);
+            }
+            Value::Object(obj).to_string()
+        })
+    }
+
+    proptest! {
+        /// Total: any text maps to a message or an error, never a panic.
+        #[test]
+        fn any_text_parses_or_errs(text in ".{0,300}") {
+            let _ = parse_client(&text);
+        }
+
+        /// What parses keeps the documented rules; what fails has a code and echoes a valid id.
+        #[test]
+        fn parsed_messages_keep_the_rules(text in frame()) {
+            match parse_client(&text) {
+                Ok(Parsed { msg, reference }) => {
+                    if let ClientMsg::Join(j) = &msg {
+                        let name_ok = j.name.as_deref().is_none_or(|n| {
+                            n.chars().count() <= MAX_NAME_CHARS && valid_display_name(n)
+                        });
+                        prop_assert!(name_ok, "{text}");
+                    }
+                    if let ClientMsg::Candidate(c) = &msg {
+                        prop_assert!(matches!(c.candidate, Value::Object(_) | Value::Null));
+                    }
+                    prop_assert!(matches!(reference, None | Some(Value::Number(_)) | Some(Value::String(_))));
+                }
+                Err((err, reference)) => {
+                    prop_assert!(ErrorCode::ALL.contains(&err.code));
+                    if let Some(Value::String(s)) = &reference {
+                        prop_assert!(s.chars().count() <= MAX_REF_CHARS);
+                    }
+                    let v: Value = serde_json::from_str(&error_text(&err, reference.as_ref()))
+                        .expect("error frames are JSON");
+                    prop_assert_eq!(&v["type"], "error");
+                }
+            }
+        }
+    }
+}
