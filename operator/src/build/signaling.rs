@@ -36,6 +36,8 @@ use k8s_openapi::api::core::v1::Secret;
 
 /// Port the signaling container listens on (`OTTER_LISTEN`).
 pub const CONTAINER_PORT: i32 = 8080;
+/// `/metrics` of the signaling pods, on a port of its own so the Service never exposes it.
+pub const METRICS_PORT: i32 = 9090;
 /// Key of the ICE server list in the signaling ConfigMap.
 pub const ICE_CONFIG_KEY: &str = "ice-servers.json";
 /// Where the ConfigMap is mounted.
@@ -276,6 +278,7 @@ pub fn build_deployment(
 
     let mut env_vars = vec![
         env("OTTER_LISTEN", format!("0.0.0.0:{CONTAINER_PORT}")),
+        env("OTTER_METRICS_LISTEN", format!("0.0.0.0:{METRICS_PORT}")),
         env("OTTER_ICE_CONFIG", format!("{CONFIG_DIR}/{ICE_CONFIG_KEY}")),
         env(
             "OTTER_MAX_PEERS_PER_ROOM",
@@ -342,12 +345,20 @@ pub fn build_deployment(
                 .unwrap_or_else(|| obs.images.signaling.clone()),
         ),
         env: Some(env_vars),
-        ports: Some(vec![ContainerPort {
-            name: Some("http".to_string()),
-            container_port: CONTAINER_PORT,
-            protocol: Some("TCP".to_string()),
-            ..Default::default()
-        }]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("http".to_string()),
+                container_port: CONTAINER_PORT,
+                protocol: Some("TCP".to_string()),
+                ..Default::default()
+            },
+            ContainerPort {
+                name: Some("metrics".to_string()),
+                container_port: METRICS_PORT,
+                protocol: Some("TCP".to_string()),
+                ..Default::default()
+            },
+        ]),
         liveness_probe: Some(http_probe("/healthz", 10, 3)),
         readiness_probe: Some(http_probe("/readyz", 5, 2)),
         resources: Some(resources_or(
@@ -611,6 +622,13 @@ mod tests {
             env_value(c, "OTTER_LISTEN").as_deref(),
             Some("0.0.0.0:8080")
         );
+        // Metrics on their own port: the Service (possibly a public LoadBalancer) has only 8080.
+        assert_eq!(
+            env_value(c, "OTTER_METRICS_LISTEN").as_deref(),
+            Some("0.0.0.0:9090")
+        );
+        let ports = c.ports.clone().unwrap_or_default();
+        assert!(ports.iter().any(|p| p.container_port == 9090 && p.name.as_deref() == Some("metrics")));
         assert_eq!(
             env_value(c, "OTTER_ICE_CONFIG").as_deref(),
             Some("/etc/otter/ice-servers.json")
