@@ -294,6 +294,9 @@ pub fn build_deployment(
     if let Some(url) = &spec.public_url {
         env_vars.push(env("OTTER_PUBLIC_URL", url.clone()));
     }
+    if spec.relay_only {
+        env_vars.push(env("OTTER_RELAY_ONLY", "true"));
+    }
     let mut volumes = vec![Volume {
         name: "config".to_string(),
         config_map: Some(ConfigMapVolumeSource {
@@ -601,6 +604,17 @@ mod tests {
     }
 
     #[test]
+    fn relay_only_is_passed_to_signaling() {
+        let mut cr = cr();
+        cr.spec.signaling.relay_only = true;
+        let d = deployment(&cr, &observed());
+        assert_eq!(
+            env_value(&pod(&d).containers[0], "OTTER_RELAY_ONLY").as_deref(),
+            Some("true")
+        );
+    }
+
+    #[test]
     fn deployment_env_follows_the_signaling_contract() {
         let mut cr = cr();
         cr.spec.signaling.allowed_origins =
@@ -622,13 +636,18 @@ mod tests {
             env_value(c, "OTTER_LISTEN").as_deref(),
             Some("0.0.0.0:8080")
         );
+        assert_eq!(env_value(c, "OTTER_RELAY_ONLY"), None);
         // Metrics on their own port: the Service (possibly a public LoadBalancer) has only 8080.
         assert_eq!(
             env_value(c, "OTTER_METRICS_LISTEN").as_deref(),
             Some("0.0.0.0:9090")
         );
         let ports = c.ports.clone().unwrap_or_default();
-        assert!(ports.iter().any(|p| p.container_port == 9090 && p.name.as_deref() == Some("metrics")));
+        assert!(
+            ports
+                .iter()
+                .any(|p| p.container_port == 9090 && p.name.as_deref() == Some("metrics"))
+        );
         assert_eq!(
             env_value(c, "OTTER_ICE_CONFIG").as_deref(),
             Some("/etc/otter/ice-servers.json")
