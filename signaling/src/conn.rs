@@ -249,8 +249,9 @@ struct Conn {
     kill: Cutoff,
     limiter: DefaultDirectRateLimiter,
     /// Refused frames: a bucket of `burst` that refills at the sustained rate, so violations
-    /// decay and only a client that keeps flooding is cut off.
-    strikes: DefaultDirectRateLimiter,
+    /// decay and only a client that keeps flooding is cut off. Built at the first refusal:
+    /// building a limiter costs a CPUID on every connect (see docs/benchmarks.md).
+    strikes: Option<DefaultDirectRateLimiter>,
     session: Option<Session>,
     last_rx: Instant,
     /// Set when the connection gives up its seat: the join deadline starts again.
@@ -266,7 +267,7 @@ impl Conn {
             outbox,
             kill: Cutoff::default(),
             limiter: RateLimiter::direct(quota),
-            strikes: RateLimiter::direct(quota),
+            strikes: None,
             session: None,
             last_rx: Instant::now(),
             rearm: false,
@@ -415,7 +416,11 @@ impl Conn {
     }
 
     fn refused(&mut self, msg: &Message) -> Step {
-        if self.strikes.check().is_err() {
+        let limits = self.limits;
+        let strikes = self.strikes.get_or_insert_with(|| {
+            RateLimiter::direct(Quota::per_second(limits.rate_per_sec).allow_burst(limits.burst))
+        });
+        if strikes.check().is_err() {
             let err = ProtoError::new(
                 ErrorCode::RateLimited,
                 "too many messages for too long; disconnecting",

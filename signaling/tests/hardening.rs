@@ -271,3 +271,80 @@ both_stores!(
     token_rules_nbf_lifetime_and_single_use,
     resume_is_bound_to_the_room_token
 );
+
+/// Info-level logs (text and JSON) name rooms and peer ids, never what the privacy statement
+/// promises they do not carry: SDP, candidates, addresses, names, tokens, secrets.
+#[tokio::test]
+async fn info_logs_carry_no_sdp_addresses_names_or_tokens() {
+    for format in ["text", "json"] {
+        let dir = std::env::temp_dir().join(format!("otter-privacy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let log = dir.join(format!("{format}.log"));
+        let mut child = Command::new(common::BIN)
+            .args(["--listen", "127.0.0.1:0", "--log-format", format])
+            .args(["--token-secret", SECRET, "--turn-secret", "turn-s3cret"])
+            .args(["--turn-uris", "turn:127.0.0.1:3478", "--rate-limit", "5"])
+            .args(["--rate-burst", "5", "--max-message-bytes", "4096"])
+            .env("OTTER_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+            &mut line,
+        )
+        .expect("listening line");
+        let addr = line
+            .trim()
+            .trim_start_matches("listening on http://")
+            .parse()
+            .expect("address");
+        let server = otter_testkit::Signaling { child, addr };
+        let t =
+            token(json!({"room":"priv","exp":now()+600,"sub":"user-4711","name":"Dr. Secretname"}));
+        let mut a = Client::connect(&server).await;
+        a.join_msg(json!({"type":"join","room":"priv","token":t}))
+            .await;
+        let mut b = Client::connect(&server).await;
+        b.join_msg(json!({"type":"join","room":"priv","name":"Pat Private","token":token(json!({"room":"priv","exp":now()+600}))}))
+            .await;
+        a.recv().await;
+        b.send(json!({"type":"offer","to":a.peer_id,"sdp":"v=0 o=SDPMARKER 198.51.100.23"}))
+            .await;
+        b.send(json!({"type":"candidate","to":a.peer_id,"candidate":{"candidate":"candidate:1 1 udp 1 203.0.113.99 5000 typ host"}}))
+            .await;
+        a.recv().await;
+        a.recv().await;
+        let resume = b.resume_token.clone();
+        b.drop_connection();
+        let mut b2 = Client::connect(&server).await;
+        b2.join_msg(json!({"type":"join","room":"priv","resume":resume}))
+            .await;
+        b2.send(json!({"type":"ping","pad":"x".repeat(5000)})).await;
+        b2.expect_close().await;
+        a.recv().await;
+        drop(server);
+        let text = std::fs::read_to_string(&log).expect("log");
+        assert!(text.contains("peer joined"), "{format}: {text}");
+        for secret in [
+            "SDPMARKER",
+            "198.51.100.23",
+            "203.0.113.99",
+            "candidate:1",
+            "Secretname",
+            "Pat Private",
+            "user-4711",
+            &t,
+            &resume,
+            SECRET,
+            "turn-s3cret",
+        ] {
+            assert!(
+                !text.contains(secret),
+                "{format} logs carry {secret:?}:\n{text}"
+            );
+        }
+    }
+}
