@@ -103,6 +103,11 @@ pub struct SignalingSpec {
     /// Tolerations of the signaling pods.
     #[serde(default)]
     pub tolerations: Vec<Toleration>,
+    /// Relay-only media: clients get TURN servers only, no STUN, so with the SDK's
+    /// `iceTransportPolicy: "relay"` peers never learn each other's IP addresses (all media then
+    /// goes through TURN). See docs/privacy.md.
+    #[serde(default)]
+    pub relay_only: bool,
 }
 
 impl Default for SignalingSpec {
@@ -121,6 +126,7 @@ impl Default for SignalingSpec {
             pod_disruption_budget: PodDisruptionBudgetSpec::default(),
             node_selector: BTreeMap::new(),
             tolerations: Vec::new(),
+            relay_only: false,
         }
     }
 }

@@ -4,7 +4,17 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::{ErrorCode, MAX_NAME_CHARS, ProtoError};
+use std::time::Duration;
+
+use crate::protocol::{ErrorCode, MAX_NAME_CHARS, ProtoError, valid_display_name};
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
@@ -14,11 +24,19 @@ pub struct Claims {
     pub sub: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Not before (Unix seconds): checked, with the same leeway as `exp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    /// Token id: with single-use tokens on, each id admits one seat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
 }
 
 /// Checks room tokens. Without a secret every room is open.
 pub struct RoomAuth {
     key: Option<(DecodingKey, Validation)>,
+    max_lifetime: Option<Duration>,
+    single_use: bool,
 }
 
 impl RoomAuth {
@@ -26,11 +44,32 @@ impl RoomAuth {
         let key = secret.map(|s| {
             let mut v = Validation::new(Algorithm::HS256);
             v.set_required_spec_claims(&["exp"]);
+            v.validate_nbf = true;
             // Tokens are checked once at join; a few seconds of clock skew is enough.
             v.leeway = 5;
             (DecodingKey::from_secret(s), v)
         });
-        Self { key }
+        Self {
+            key,
+            max_lifetime: None,
+            single_use: false,
+        }
+    }
+
+    /// Refuse tokens whose `exp` is further than `max` from now (`--max-token-lifetime`).
+    pub fn with_max_lifetime(mut self, max: Option<Duration>) -> Self {
+        self.max_lifetime = max;
+        self
+    }
+
+    /// Require a `jti` in every token; the hub admits each one once (`--single-use-tokens`).
+    pub fn with_single_use(mut self, on: bool) -> Self {
+        self.single_use = on;
+        self
+    }
+
+    pub fn single_use(&self) -> bool {
+        self.single_use && self.key.is_some()
     }
 
     pub fn enabled(&self) -> bool {
@@ -81,6 +120,10 @@ impl RoomAuth {
                 ErrorCode::AuthInvalid,
                 "the room token's signature does not match",
             ),
+            ErrorKind::ImmatureSignature => ProtoError::new(
+                ErrorCode::AuthInvalid,
+                "the room token is not valid yet (`nbf` is in the future)",
+            ),
             ErrorKind::InvalidAlgorithm => ProtoError::new(
                 ErrorCode::AuthInvalid,
                 "room tokens must be signed with HS256",
@@ -90,18 +133,35 @@ impl RoomAuth {
                 format!("the room token is not valid: {e}"),
             ),
         })?;
-        if data
-            .claims
-            .name
-            .as_ref()
-            .is_some_and(|n| n.chars().count() > MAX_NAME_CHARS)
+        self.check_claims(&data.claims)?;
+        Ok(data.claims)
+    }
+
+    /// The rules the JWT library does not know: name, lifetime, `jti`.
+    fn check_claims(&self, claims: &Claims) -> Result<(), ProtoError> {
+        let invalid = |why: String| Err(ProtoError::new(ErrorCode::AuthInvalid, why));
+        if let Some(n) = &claims.name {
+            if n.chars().count() > MAX_NAME_CHARS {
+                return invalid(format!(
+                    "the token's `name` is longer than {MAX_NAME_CHARS} characters"
+                ));
+            }
+            if !valid_display_name(n) {
+                return invalid("the token's `name` has control or format characters".into());
+            }
+        }
+        if let Some(max) = self.max_lifetime
+            && claims.exp.saturating_sub(now_secs()) > max.as_secs()
         {
-            return Err(ProtoError::new(
-                ErrorCode::AuthInvalid,
-                format!("the token's `name` is longer than {MAX_NAME_CHARS} characters"),
+            return invalid(format!(
+                "the room token lives longer than this server accepts ({}s); mint shorter-lived tokens",
+                max.as_secs()
             ));
         }
-        Ok(data.claims)
+        if self.single_use && claims.jti.as_deref().is_none_or(str::is_empty) {
+            return invalid("this server admits each token once: the token needs a `jti`".into());
+        }
+        Ok(())
     }
 }
 
@@ -120,6 +180,8 @@ mod tests {
             exp,
             sub: Some("u1".into()),
             name: Some("Ann".into()),
+            nbf: None,
+            jti: None,
         };
         encode(
             &Header::new(alg),

@@ -11,9 +11,18 @@ use clap::{Parser, ValueEnum};
 #[derive(Debug, Clone, Parser)]
 #[command(name = "otter-signaling", version, about, long_about = None)]
 pub struct Config {
-    /// Address to listen on (HTTP, WebSocket, health and metrics share it).
+    /// Address to listen on (HTTP, WebSocket, health; metrics too unless --metrics-listen).
     #[arg(long, env = "OTTER_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+
+    /// Separate address for `/metrics` (e.g. `0.0.0.0:9090`); the main port then serves no
+    /// metrics, so a public LoadBalancer never exposes them.
+    #[arg(long, env = "OTTER_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// A client must send its request headers within this time (slowloris bound).
+    #[arg(long, env = "OTTER_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Duration,
 
     /// Public URL clients use to reach this server (logged at start; informational).
     #[arg(long, env = "OTTER_PUBLIC_URL")]
@@ -42,6 +51,15 @@ pub struct Config {
     #[arg(long, env = "OTTER_TOKEN_SECRET_FILE")]
     pub token_secret_file: Option<PathBuf>,
 
+    /// Refuse room tokens whose `exp` is further away than this (e.g. `15m`). Default: any.
+    #[arg(long, env = "OTTER_MAX_TOKEN_LIFETIME", value_parser = humantime::parse_duration)]
+    pub max_token_lifetime: Option<Duration>,
+
+    /// Each room token admits one seat: tokens need a `jti`, and a used `jti` is refused
+    /// until the token expires (kept in the room store, so across replicas with Redis).
+    #[arg(long, env = "OTTER_SINGLE_USE_TOKENS")]
+    pub single_use_tokens: bool,
+
     /// Secret shared with coturn (`static-auth-secret`); TURN credentials are minted from it.
     #[arg(
         long,
@@ -66,6 +84,11 @@ pub struct Config {
     /// STUN URIs handed to clients, comma separated (e.g. `stun:203.0.113.7:3478`).
     #[arg(long, env = "OTTER_STUN_URIS", value_delimiter = ',')]
     pub stun_uris: Vec<String>,
+
+    /// Relay-only media: hand out TURN servers only, no STUN, so peers gather no public
+    /// address candidates (clients also set `iceTransportPolicy: "relay"`).
+    #[arg(long, env = "OTTER_RELAY_ONLY")]
+    pub relay_only: bool,
 
     /// JSON file with `{"stunUris": [...], "turnUris": [...]}`, re-read when it changes; its
     /// URIs are used in addition to the flags. The operator writes it.
@@ -100,6 +123,10 @@ pub struct Config {
     /// A connection that sends nothing for this long is closed.
     #[arg(long, env = "OTTER_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
+
+    /// A connection that holds no seat this long after connecting (or leaving) is closed.
+    #[arg(long, env = "OTTER_JOIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub join_timeout: Duration,
 
     /// How often the server pings each client (browsers answer by themselves).
     #[arg(long, env = "OTTER_PING_INTERVAL", default_value = "20s", value_parser = humantime::parse_duration)]

@@ -1,21 +1,32 @@
 //! One WebSocket connection: reads frames, enforces the per-connection limits, calls the hub,
-//! and writes what the room sends it. One task per connection; nothing here can crash the
-//! server, only end this connection.
+//! and hands what the room sends it to a writer task of its own. The reading side never waits
+//! on a write, so a peer that stops reading is cut off by the same limits and timeouts as any
+//! other. Nothing here can crash the server, only end this connection.
+//!
+//! The loop ([`run`]) is generic over `Sink`/`Stream` of WebSocket messages, so unit tests
+//! drive it with channels; [`serve`] binds it to a real socket and adds the close sequence
+//! that needs the socket itself (drain unread input, then drop).
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures::{SinkExt, StreamExt};
-use governor::{Quota, RateLimiter};
-use tokio::sync::mpsc;
+use futures::future::{Fuse, FusedFuture, FutureExt};
+use futures::{Sink, SinkExt, Stream, StreamExt};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::{AbortHandle, JoinHandle};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tracing::Instrument;
 
 use crate::hub::{Hub, Relay, Session};
 use crate::protocol::{
     ClientMsg, ErrorCode, LeaveReason, Parsed, ProtoError, ServerMsg, error_text, parse_client,
 };
-use crate::store::{Cutoff, Outbound};
+use crate::store::{Cutoff, Out, Outbox, PING_COST};
 
 /// Close codes (RFC 6455 and the IANA registry).
 pub mod close {
@@ -38,7 +49,12 @@ pub struct ConnLimits {
     pub burst: NonZeroU32,
     pub idle_timeout: Duration,
     pub ping_interval: Duration,
-    pub queue: usize,
+    /// A connection that holds no seat this long after connecting (or leaving) is closed.
+    pub join_timeout: Duration,
+    /// Bytes queued for the client and not yet written before it counts as too slow.
+    pub queue_bytes: usize,
+    /// After the close frame: bound on finishing the write, and again on draining input.
+    pub close_grace: Duration,
 }
 
 /// Why a connection ended, which decides what happens to its seat.
@@ -46,7 +62,7 @@ pub struct ConnLimits {
 enum End {
     /// Close frame from the client: it meant to go.
     Closed,
-    /// Transport lost without a close frame: keep the seat for the grace period.
+    /// Transport lost without a close frame (or close 4000): hold the seat for a resume.
     Lost,
     /// The server cut it off (a limit).
     Kicked,
@@ -56,235 +72,532 @@ enum End {
     Shutdown,
 }
 
-type Sink = futures::stream::SplitSink<WebSocket, Message>;
-
-async fn send_text(sink: &mut Sink, text: impl Into<Utf8Bytes>) -> bool {
-    sink.send(Message::Text(text.into())).await.is_ok()
+/// What the loop does after one event.
+enum Step {
+    Go,
+    Stop(End),
 }
 
-async fn send_close(sink: &mut Sink, code: u16, reason: &'static str) {
-    let _ = sink
-        .send(Message::Close(Some(CloseFrame {
-            code,
-            reason: Utf8Bytes::from_static(reason),
-        })))
-        .await;
-    let _ = sink.close().await;
-}
+type Writer<Si> = Fuse<JoinHandle<Option<Si>>>;
 
-async fn send_error(
-    hub: &Hub,
-    sink: &mut Sink,
-    err: &ProtoError,
-    reference: Option<&serde_json::Value>,
-) -> bool {
-    hub.metrics.error(err.code);
-    send_text(sink, error_text(err, reference)).await
-}
-
-/// Serve one upgraded connection until it ends.
-pub async fn serve(socket: WebSocket, hub: Arc<Hub>, limits: ConnLimits, over_capacity: bool) {
+/// Serve one upgraded connection until it ends, then close it gracefully: the close frame is
+/// written, unread input is drained for a bounded time (a socket dropped with unread input
+/// sends a TCP reset, and the client would lose the close frame), then the socket is dropped.
+pub async fn serve<S>(ws: WebSocketStream<S>, hub: Arc<Hub>, limits: ConnLimits, over: bool)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     hub.metrics.connections.inc();
     hub.metrics.connections_total.inc();
-    let (mut sink, mut stream) = socket.split();
-    if over_capacity {
-        let err = ProtoError::new(
-            ErrorCode::ServerBusy,
-            "this server has too many connections; try again shortly",
-        );
-        send_error(&hub, &mut sink, &err, None).await;
-        send_close(&mut sink, close::TRY_LATER, "server busy").await;
-        hub.metrics.connections.dec();
-        return;
-    }
-    let (tx, mut rx) = mpsc::channel::<Outbound>(limits.queue);
-    let kill = Cutoff::default();
-    let limiter =
-        RateLimiter::direct(Quota::per_second(limits.rate_per_sec).allow_burst(limits.burst));
-    let mut session: Option<Session> = None;
-    let mut last_rx = Instant::now();
-    let mut violations: u32 = 0;
-    let mut ping = tokio::time::interval_at(
-        tokio::time::Instant::now() + limits.ping_interval,
-        limits.ping_interval,
+    let span = tracing::info_span!(
+        "conn",
+        room = tracing::field::Empty,
+        peer = tracing::field::Empty
     );
-
-    let end = loop {
-        tokio::select! {
-            biased;
-            _ = hub.shutdown.cancelled() => {
-                let text = ServerMsg::Reconnect { reason: "shutdown", retry_after_ms: 500 }.to_text();
-                send_text(&mut sink, text).await;
-                send_close(&mut sink, close::RESTART, "server restarting").await;
-                break End::Shutdown;
-            }
-            _ = kill.cancelled() => {
-                if kill.was_superseded() {
-                    send_close(&mut sink, close::SUPERSEDED, "seat resumed by another connection").await;
-                } else {
-                    send_close(&mut sink, close::POLICY, "too slow to keep up").await;
-                }
-                break End::Kicked;
-            }
-            out = rx.recv() => {
-                let Some(Outbound::Frame(frame)) = out else { break End::Lost };
-                // One write per burst, not per frame: the syscall was the top cost of a relay.
-                if sink.feed(Message::Text(frame.as_ref().into())).await.is_err() {
-                    break End::Lost;
-                }
-                let mut fed = 1;
-                while fed < 64 {
-                    let Ok(Outbound::Frame(next)) = rx.try_recv() else { break };
-                    if sink.feed(Message::Text(next.as_ref().into())).await.is_err() {
-                        break;
-                    }
-                    fed += 1;
-                }
-                if sink.flush().await.is_err() {
-                    break End::Lost;
-                }
-            }
-            _ = ping.tick() => {
-                if last_rx.elapsed() >= limits.idle_timeout {
-                    let err = ProtoError::new(ErrorCode::IdleTimeout, "nothing received for too long");
-                    send_error(&hub, &mut sink, &err, None).await;
-                    send_close(&mut sink, close::NORMAL, "idle timeout").await;
-                    break End::Idle;
-                }
-                if sink.send(Message::Ping(Default::default())).await.is_err() {
-                    break End::Lost;
-                }
-            }
-            frame = stream.next() => {
-                let text = match frame {
-                    None => break End::Lost,
-                    Some(Err(e)) => {
-                        if is_too_large(&e) {
-                            let err = ProtoError::new(
-                                ErrorCode::TooLarge,
-                                format!("frames are limited to {} bytes", limits.max_message_bytes),
-                            );
-                            send_error(&hub, &mut sink, &err, None).await;
-                            send_close(&mut sink, close::TOO_BIG, "frame too large").await;
-                            break End::Kicked;
-                        }
-                        break End::Lost;
-                    }
-                    Some(Ok(Message::Close(frame))) => {
-                        // A client dropping a socket it believes dead keeps its seat.
-                        if frame.is_some_and(|f| f.code == close::KEEP_SEAT) {
-                            break End::Lost;
-                        }
-                        break End::Closed;
-                    }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
-                        last_rx = Instant::now();
-                        continue;
-                    }
-                    Some(Ok(Message::Binary(_))) => {
-                        last_rx = Instant::now();
-                        let err = ProtoError::new(ErrorCode::BadJson, "binary frames are not part of the protocol; send JSON text");
-                        if !send_error(&hub, &mut sink, &err, None).await { break End::Lost; }
-                        continue;
-                    }
-                    Some(Ok(Message::Text(t))) => t,
-                };
-                last_rx = Instant::now();
-                if limiter.check().is_err() {
-                    violations += 1;
-                    if violations > limits.burst.get() {
-                        send_close(&mut sink, close::POLICY, "message rate exceeded").await;
-                        break End::Kicked;
-                    }
-                    let err = ProtoError::new(ErrorCode::RateLimited, "too many messages; this one was dropped");
-                    if !send_error(&hub, &mut sink, &err, None).await { break End::Lost; }
-                    continue;
-                }
-                match handle(&hub, &mut session, text.as_str(), &tx, &kill).await {
-                    Ok(Some(reply)) => {
-                        if !send_text(&mut sink, reply).await { break End::Lost; }
-                    }
-                    Ok(None) => {}
-                    Err((err, reference)) => {
-                        if !send_error(&hub, &mut sink, &err, reference.as_ref()).await { break End::Lost; }
-                    }
-                }
-            }
-        }
-    };
-
-    if let Some(s) = session {
-        match end {
-            End::Closed => hub.leave(&s, LeaveReason::Left).await,
-            End::Kicked => hub.leave(&s, LeaveReason::Kicked).await,
-            End::Idle => hub.leave(&s, LeaveReason::Timeout).await,
-            End::Lost | End::Shutdown => hub.detach(s),
+    async {
+        let (sink, mut stream) = ws.split();
+        let sink = run(sink, &mut stream, Arc::clone(&hub), limits, over).await;
+        if let Some(sink) = sink
+            && let Ok(mut ws) = sink.reunite(stream)
+        {
+            let cap = (4 << 20).max(2 * limits.max_message_bytes);
+            drain_input(ws.get_mut(), limits.close_grace, cap).await;
         }
     }
+    .instrument(span)
+    .await;
     hub.metrics.connections.dec();
 }
 
-fn is_too_large(e: &axum::Error) -> bool {
-    // axum wraps tungstenite's capacity error; its text is the stable part we can match.
-    let text = e.to_string();
-    text.contains("Space limit exceeded") || text.contains("too long") || text.contains("Capacity")
+/// Half-close, then read and discard until the client closes too, within the bounds.
+async fn drain_input<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S, within: Duration, cap: usize) {
+    let _ = tokio::time::timeout(within, async {
+        let _ = io.shutdown().await;
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut total = 0;
+        while total < cap {
+            match io.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await;
+}
+
+/// The connection loop over any WebSocket sink and stream. Returns the sink when the close
+/// frame was written within the bounds, so the caller can drain the socket before dropping it.
+pub async fn run<Si, St>(
+    sink: Si,
+    stream: &mut St,
+    hub: Arc<Hub>,
+    limits: ConnLimits,
+    over_capacity: bool,
+) -> Option<Si>
+where
+    Si: Sink<Message> + Unpin + Send + 'static,
+    St: Stream<Item = Result<Message, WsError>> + Unpin,
+{
+    let (outbox, rx, budget) = Outbox::new(limits.queue_bytes);
+    let handle = tokio::spawn(write_loop(sink, rx, budget).in_current_span());
+    let abort = handle.abort_handle();
+    let mut writer = handle.fuse();
+    let mut conn = Conn::new(hub, limits, outbox);
+    let end = if over_capacity {
+        conn.send_error(&ProtoError::new(
+            ErrorCode::ServerBusy,
+            "this server has too many connections; try again shortly",
+        ));
+        conn.close(close::TRY_LATER, "server busy");
+        End::Kicked
+    } else {
+        conn.serve_frames(stream, &mut writer).await
+    };
+    conn.settle(end).await;
+    if end != End::Lost {
+        conn.close(close::NORMAL, "bye");
+    }
+    drop(conn);
+    finish(&mut writer, abort, stream, limits.close_grace).await
+}
+
+/// Wait (bounded) for the writer to send the close, reading and discarding what the client
+/// still sends meanwhile.
+async fn finish<Si, St>(
+    writer: &mut Writer<Si>,
+    abort: AbortHandle,
+    stream: &mut St,
+    grace: Duration,
+) -> Option<Si>
+where
+    St: Stream<Item = Result<Message, WsError>> + Unpin,
+{
+    if writer.is_terminated() {
+        return None;
+    }
+    let deadline = tokio::time::sleep(grace);
+    tokio::pin!(deadline);
+    let mut reading = true;
+    loop {
+        tokio::select! {
+            done = &mut *writer => return done.ok().flatten(),
+            _ = &mut deadline => {
+                abort.abort();
+                return None;
+            }
+            frame = stream.next(), if reading => {
+                reading = matches!(frame, Some(Ok(_)));
+            }
+        }
+    }
+}
+
+/// The writer: the only place that waits on the socket. Writes each burst with one flush (the
+/// syscall was the top cost of a relay) and gives the bytes back to the budget once written.
+async fn write_loop<Si>(
+    mut sink: Si,
+    mut rx: mpsc::UnboundedReceiver<Out>,
+    budget: Arc<Semaphore>,
+) -> Option<Si>
+where
+    Si: Sink<Message> + Unpin,
+{
+    while let Some(first) = rx.recv().await {
+        let mut freed = 0;
+        let mut next = Some(first);
+        let mut fed = 0;
+        while let Some(out) = next.take() {
+            let msg = match out {
+                Out::Frame(f) => {
+                    freed += f.len();
+                    Message::Text(f.as_ref().into())
+                }
+                Out::Ping => {
+                    freed += PING_COST;
+                    Message::Ping(Default::default())
+                }
+                Out::Close(code, reason) => {
+                    let frame = CloseFrame {
+                        code: code.into(),
+                        reason: reason.into(),
+                    };
+                    let _ = sink.feed(Message::Close(Some(frame))).await;
+                    return sink.flush().await.is_ok().then_some(sink);
+                }
+            };
+            if sink.feed(msg).await.is_err() {
+                return None;
+            }
+            fed += 1;
+            if fed < 64 {
+                next = rx.try_recv().ok();
+            }
+        }
+        if sink.flush().await.is_err() {
+            return None;
+        }
+        budget.add_permits(freed);
+    }
+    Some(sink)
+}
+
+/// The reading side's state.
+struct Conn {
+    hub: Arc<Hub>,
+    limits: ConnLimits,
+    outbox: Outbox,
+    kill: Cutoff,
+    limiter: DefaultDirectRateLimiter,
+    /// Refused frames: a bucket of `burst` that refills at the sustained rate, so violations
+    /// decay and only a client that keeps flooding is cut off. Built at the first refusal:
+    /// building a limiter costs a CPUID on every connect (see docs/benchmarks.md).
+    strikes: Option<DefaultDirectRateLimiter>,
+    session: Option<Session>,
+    last_rx: Instant,
+    /// Set when the connection gives up its seat: the join deadline starts again.
+    rearm: bool,
+}
+
+impl Conn {
+    fn new(hub: Arc<Hub>, limits: ConnLimits, outbox: Outbox) -> Conn {
+        let quota = Quota::per_second(limits.rate_per_sec).allow_burst(limits.burst);
+        Conn {
+            hub,
+            limits,
+            outbox,
+            kill: Cutoff::default(),
+            limiter: RateLimiter::direct(quota),
+            strikes: None,
+            session: None,
+            last_rx: Instant::now(),
+            rearm: false,
+        }
+    }
+
+    async fn serve_frames<St, Si>(&mut self, stream: &mut St, writer: &mut Writer<Si>) -> End
+    where
+        St: Stream<Item = Result<Message, WsError>> + Unpin,
+    {
+        let mut ping = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.limits.ping_interval,
+            self.limits.ping_interval,
+        );
+        let join_deadline = tokio::time::sleep(self.limits.join_timeout);
+        tokio::pin!(join_deadline);
+        loop {
+            let step = tokio::select! {
+                biased;
+                _ = self.hub.shutdown.cancelled() => self.shutdown(),
+                _ = self.kill.cancelled() => self.cut_off(),
+                _ = &mut *writer => Step::Stop(End::Lost),
+                _ = &mut join_deadline, if self.session.is_none() => self.never_joined(),
+                _ = ping.tick() => self.tick(),
+                frame = stream.next() => self.on_frame(frame).await,
+            };
+            if let Step::Stop(end) = step {
+                return end;
+            }
+            if std::mem::take(&mut self.rearm) {
+                let at = tokio::time::Instant::now() + self.limits.join_timeout;
+                join_deadline.as_mut().reset(at);
+            }
+        }
+    }
+
+    /// Queue a reply; a client whose budget is spent is not reading and is cut off.
+    fn send(&self, text: String) {
+        if self.outbox.push(text.into()).is_err() {
+            self.kill.too_slow();
+        }
+    }
+
+    fn send_error(&self, err: &ProtoError) {
+        self.hub.metrics.error(err.code);
+        self.send(error_text(err, None));
+    }
+
+    fn close(&self, code: u16, reason: &'static str) {
+        self.outbox.control(Out::Close(code, reason));
+    }
+
+    fn shutdown(&mut self) -> Step {
+        let text = ServerMsg::Reconnect {
+            reason: "shutdown",
+            retry_after_ms: 500,
+        }
+        .to_text();
+        self.send(text);
+        self.close(close::RESTART, "server restarting");
+        Step::Stop(End::Shutdown)
+    }
+
+    fn cut_off(&mut self) -> Step {
+        if self.kill.was_superseded() {
+            self.close(close::SUPERSEDED, "seat resumed by another connection");
+        } else {
+            tracing::info!("cut off: not reading fast enough");
+            self.close(close::POLICY, "too slow to keep up");
+        }
+        Step::Stop(End::Kicked)
+    }
+
+    fn never_joined(&mut self) -> Step {
+        let secs = self.limits.join_timeout.as_secs_f64();
+        let err = ProtoError::new(
+            ErrorCode::JoinTimeout,
+            format!("join a room within {secs}s of connecting"),
+        );
+        self.send_error(&err);
+        self.close(close::POLICY, "join timeout");
+        Step::Stop(End::Kicked)
+    }
+
+    fn tick(&mut self) -> Step {
+        if self.last_rx.elapsed() >= self.limits.idle_timeout {
+            let err = ProtoError::new(ErrorCode::IdleTimeout, "nothing received for too long");
+            self.send_error(&err);
+            self.close(close::NORMAL, "idle timeout");
+            return Step::Stop(End::Idle);
+        }
+        if self.outbox.ping().is_err() {
+            self.kill.too_slow();
+        }
+        Step::Go
+    }
+
+    async fn on_frame(&mut self, frame: Option<Result<Message, WsError>>) -> Step {
+        let msg = match frame {
+            None => return Step::Stop(End::Lost),
+            Some(Err(WsError::Capacity(_))) => {
+                let err = ProtoError::new(
+                    ErrorCode::TooLarge,
+                    format!(
+                        "frames are limited to {} bytes",
+                        self.limits.max_message_bytes
+                    ),
+                );
+                self.send_error(&err);
+                self.close(close::TOO_BIG, "frame too large");
+                return Step::Stop(End::Kicked);
+            }
+            Some(Err(_)) => return Step::Stop(End::Lost),
+            Some(Ok(m)) => m,
+        };
+        if let Message::Close(frame) = &msg {
+            // A client dropping a socket it believes dead keeps its seat (for a while).
+            let keep = frame
+                .as_ref()
+                .is_some_and(|f| u16::from(f.code) == close::KEEP_SEAT);
+            return Step::Stop(if keep { End::Lost } else { End::Closed });
+        }
+        // Every frame counts, data and control alike.
+        if self.limiter.check().is_err() {
+            return self.refused(&msg);
+        }
+        match msg {
+            // Answers to our pings: the client reads, so it is alive.
+            Message::Pong(_) => self.last_rx = Instant::now(),
+            // Answered by the WebSocket layer; proves nothing about the client reading.
+            Message::Ping(_) | Message::Frame(_) | Message::Close(_) => {}
+            Message::Binary(_) => {
+                self.last_rx = Instant::now();
+                let err = ProtoError::new(
+                    ErrorCode::BadJson,
+                    "binary frames are not part of the protocol; send JSON text",
+                );
+                self.send_error(&err);
+            }
+            Message::Text(t) => {
+                self.last_rx = Instant::now();
+                self.on_text(t.as_str()).await;
+            }
+        }
+        Step::Go
+    }
+
+    fn refused(&mut self, msg: &Message) -> Step {
+        let limits = self.limits;
+        let strikes = self.strikes.get_or_insert_with(|| {
+            RateLimiter::direct(Quota::per_second(limits.rate_per_sec).allow_burst(limits.burst))
+        });
+        if strikes.check().is_err() {
+            let err = ProtoError::new(
+                ErrorCode::RateLimited,
+                "too many messages for too long; disconnecting",
+            );
+            self.send_error(&err);
+            self.close(close::POLICY, "message rate exceeded");
+            return Step::Stop(End::Kicked);
+        }
+        if matches!(msg, Message::Text(_) | Message::Binary(_)) {
+            let err = ProtoError::new(
+                ErrorCode::RateLimited,
+                "too many messages; this one was dropped",
+            );
+            self.send_error(&err);
+        }
+        Step::Go
+    }
+
+    async fn on_text(&mut self, text: &str) {
+        match self.handle(text).await {
+            Ok(Some(reply)) => self.send(reply),
+            Ok(None) => {}
+            Err((err, reference)) => {
+                self.hub.metrics.error(err.code);
+                self.send(error_text(&err, reference.as_ref()));
+            }
+        }
+    }
+
+    /// One text frame: parse, check state, act. Returns a direct reply if there is one.
+    async fn handle(&mut self, text: &str) -> Result<Option<String>, HandleError> {
+        let Parsed { msg, reference } = parse_client(text)?;
+        if matches!(msg, ClientMsg::Join(_) | ClientMsg::Leave) {
+            return self.membership(msg, reference).await;
+        }
+        let fail = |e: ProtoError| (e, reference.clone());
+        let (to, what) = match &msg {
+            ClientMsg::Ping => return Ok(Some(ServerMsg::Pong.to_text())),
+            ClientMsg::Join(_) | ClientMsg::Leave => return Ok(None),
+            ClientMsg::Offer(m) => (&m.to, Relay::Offer(&m.sdp)),
+            ClientMsg::Answer(m) => (&m.to, Relay::Answer(&m.sdp)),
+            ClientMsg::Candidate(m) => (&m.to, Relay::Candidate(&m.candidate)),
+        };
+        let Some(s) = self.session.as_mut() else {
+            return Err(fail(not_joined()));
+        };
+        self.hub.relay(s, to, what).await.map_err(fail)?;
+        s.signaled = true;
+        Ok(None)
+    }
+
+    async fn membership(
+        &mut self,
+        msg: ClientMsg,
+        reference: Option<serde_json::Value>,
+    ) -> Result<Option<String>, HandleError> {
+        let fail = |e: ProtoError| (e, reference.clone());
+        match (msg, &self.session) {
+            (ClientMsg::Join(_), Some(s)) => Err(fail(ProtoError::new(
+                ErrorCode::AlreadyJoined,
+                format!("already in room {}; send leave first", s.room),
+            ))),
+            (ClientMsg::Join(join), None) => {
+                let (s, frame) = self
+                    .hub
+                    .join(join, &self.outbox, &self.kill)
+                    .await
+                    .map_err(fail)?;
+                let span = tracing::Span::current();
+                span.record("room", s.room.as_str());
+                span.record("peer", s.peer_id.as_str());
+                self.session = Some(s);
+                Ok(Some(frame))
+            }
+            (_, None) => Err(fail(not_joined())),
+            (_, Some(_)) => {
+                if let Some(s) = self.session.take() {
+                    self.hub.leave(&s, LeaveReason::Left).await;
+                }
+                self.rearm = true;
+                Ok(Some(ServerMsg::Left.to_text()))
+            }
+        }
+    }
+
+    /// What the end means for the seat.
+    async fn settle(&mut self, end: End) {
+        let Some(s) = self.session.take() else {
+            return;
+        };
+        match end {
+            End::Closed => self.hub.leave(&s, LeaveReason::Left).await,
+            End::Kicked => self.hub.leave(&s, LeaveReason::Kicked).await,
+            End::Idle => self.hub.leave(&s, LeaveReason::Timeout).await,
+            End::Lost | End::Shutdown => self.hub.detach(s),
+        }
+    }
 }
 
 type HandleError = (ProtoError, Option<serde_json::Value>);
 
-/// One text frame: parse, check state, act. Returns a direct reply if there is one.
-async fn handle(
-    hub: &Arc<Hub>,
-    session: &mut Option<Session>,
-    text: &str,
-    tx: &mpsc::Sender<Outbound>,
-    kill: &Cutoff,
-) -> Result<Option<String>, HandleError> {
-    let Parsed { msg, reference } = parse_client(text)?;
-    let fail = |e: ProtoError| (e, reference.clone());
-    let joined = |s: &Option<Session>| -> Result<Session, HandleError> {
-        s.clone()
-            .ok_or_else(|| fail(ProtoError::new(ErrorCode::NotJoined, "join a room first")))
-    };
-    match msg {
-        ClientMsg::Ping => Ok(Some(ServerMsg::Pong.to_text())),
-        ClientMsg::Join(join) => {
-            if let Some(s) = session {
-                return Err(fail(ProtoError::new(
-                    ErrorCode::AlreadyJoined,
-                    format!("already in room {}; send leave first", s.room),
-                )));
+fn not_joined() -> ProtoError {
+    ProtoError::new(ErrorCode::NotJoined, "join a room first")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Join;
+    use futures::channel::mpsc as chan;
+
+    fn limits() -> ConnLimits {
+        ConnLimits {
+            max_message_bytes: 65536,
+            rate_per_sec: NonZeroU32::new(50).expect("nonzero"),
+            burst: NonZeroU32::new(200).expect("nonzero"),
+            idle_timeout: Duration::from_secs(60),
+            ping_interval: Duration::from_secs(20),
+            join_timeout: Duration::from_secs(10),
+            queue_bytes: 64 * 1024,
+            close_grace: Duration::from_millis(200),
+        }
+    }
+
+    /// The loop driven by channels: a client that reads its `joined` and then nothing more is
+    /// cut off once the room has sent it more than its budget, although its input stays open
+    /// and it never times out. Before the writer task, this seat was never given up.
+    #[tokio::test]
+    async fn a_peer_that_stops_reading_is_cut_off() {
+        let hub = Arc::new(crate::hub::props::test_hub(2));
+        let (sink, mut written) = chan::channel::<Message>(0);
+        let (input, mut stream) = chan::unbounded::<Result<Message, WsError>>();
+        input
+            .unbounded_send(Ok(Message::Text(r#"{"type":"join","room":"r"}"#.into())))
+            .expect("queue join");
+        let conn = tokio::spawn({
+            let hub = Arc::clone(&hub);
+            async move { run(sink, &mut stream, hub, limits(), false).await }
+        });
+        let Some(Message::Text(joined)) = written.next().await else {
+            panic!("no joined frame");
+        };
+        let joined: serde_json::Value = serde_json::from_str(joined.as_str()).expect("json");
+        let deaf = joined["peerId"].as_str().expect("peer id").to_owned();
+
+        let (outbox, mut heard, _) = Outbox::new(1 << 20);
+        let join = Join {
+            room: "r".into(),
+            name: None,
+            token: None,
+            resume: None,
+        };
+        let (me, _) = hub
+            .join(join, &outbox, &Cutoff::default())
+            .await
+            .expect("second seat");
+        let sdp = "x".repeat(16 * 1024);
+        for _ in 0..16 {
+            let _ = hub.relay(&me, &deaf, Relay::Offer(&sdp)).await;
+        }
+        let left = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(out) = heard.recv().await {
+                if let Out::Frame(f) = out
+                    && f.contains("peer-left")
+                {
+                    return f;
+                }
             }
-            let (s, frame) = hub.join(join, tx, kill).await.map_err(fail)?;
-            *session = Some(s);
-            Ok(Some(frame))
-        }
-        ClientMsg::Leave => {
-            let s = joined(session)?;
-            hub.leave(&s, LeaveReason::Left).await;
-            *session = None;
-            Ok(Some(ServerMsg::Left.to_text()))
-        }
-        ClientMsg::Offer(m) => {
-            let s = joined(session)?;
-            hub.relay(&s, &m.to, Relay::Offer(&m.sdp))
-                .await
-                .map_err(fail)?;
-            Ok(None)
-        }
-        ClientMsg::Answer(m) => {
-            let s = joined(session)?;
-            hub.relay(&s, &m.to, Relay::Answer(&m.sdp))
-                .await
-                .map_err(fail)?;
-            Ok(None)
-        }
-        ClientMsg::Candidate(m) => {
-            let s = joined(session)?;
-            hub.relay(&s, &m.to, Relay::Candidate(&m.candidate))
-                .await
-                .map_err(fail)?;
-            Ok(None)
-        }
+            panic!("outbox closed");
+        })
+        .await
+        .expect("peer-left in time");
+        assert!(left.contains(&deaf) && left.contains("kicked"), "{left}");
+        tokio::time::timeout(Duration::from_secs(5), conn)
+            .await
+            .expect("the loop ends although its input is still open")
+            .expect("no panic");
+        drop(input);
     }
 }

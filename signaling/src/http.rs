@@ -5,14 +5,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use hyper_util::rt::TokioIo;
 use rand::Rng;
 use rust_embed::RustEmbed;
 use serde_json::json;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
 use crate::conn::{self, ConnLimits};
@@ -31,6 +34,22 @@ pub struct AppState {
     pub allowed_origins: Arc<Vec<String>>,
     pub max_connections: usize,
     pub shutting_down: Arc<AtomicBool>,
+    /// `/metrics` on this router (false when a separate metrics listener serves it).
+    pub serve_metrics: bool,
+}
+
+/// The demo page and the SDK: scripts and styles from this server only, connections back to
+/// it, media from the camera; never framed by another site (clickjacking); no referrer, so the
+/// room name in the URL does not leak to other sites.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
+media-src 'self' blob: mediastream:; connect-src 'self'; base-uri 'none'; form-action 'none'; \
+frame-ancestors 'none'";
+
+/// The router with `/metrics` only, for `--metrics-listen`.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(state)
 }
 
 pub fn router(state: AppState) -> Router {
@@ -50,12 +69,17 @@ pub fn router(state: AppState) -> Router {
                 .filter_map(|o| HeaderValue::from_str(o).ok()),
         ))
     };
-    Router::new()
+    let router = Router::new()
         .route("/ws", get(ws))
         .route("/v1/ice-servers", get(ice_servers).layer(cors))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/readyz", get(readyz));
+    let router = if state.serve_metrics {
+        router.route("/metrics", get(metrics))
+    } else {
+        router
+    };
+    router
         .route("/", get(|headers: HeaderMap| async move { web_file("index.html", &headers) }))
         .route("/{*path}", get(|Path(path): Path<String>, headers: HeaderMap| async move { web_file(&path, &headers) }))
         .with_state(state)
@@ -69,17 +93,80 @@ fn json_error(status: StatusCode, code: ErrorCode, message: &str) -> Response {
         .into_response()
 }
 
-async fn ws(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
-) -> Response {
+async fn ws(State(app): State<AppState>, mut req: Request) -> Response {
+    let headers = req.headers();
+    if let Some(refused) = refuse_upgrade(&app, headers) {
+        return refused;
+    }
+    let Some(accept) = websocket_accept(headers) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "expected a WebSocket upgrade (version 13)",
+        )
+            .into_response();
+    };
+    let offered_v1 = headers.contains_key(header::SEC_WEBSOCKET_PROTOCOL);
+    let over = app.hub.metrics.connections.get() >= app.max_connections as i64;
+    let limits = app.limits;
+    let hub = Arc::clone(&app.hub);
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let io = match upgrade.await {
+            Ok(io) => TokioIo::new(io),
+            Err(e) => {
+                tracing::debug!(error = %e, "WebSocket upgrade failed");
+                return;
+            }
+        };
+        // tungstenite reserves 128 KiB per connection by default; signaling frames are small,
+        // and that buffer was 95% of the memory per connection in the benchmark.
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(limits.max_message_bytes))
+            .max_frame_size(Some(limits.max_message_bytes))
+            .read_buffer_size(8 * 1024);
+        let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+        conn::serve(ws, hub, limits, over).await;
+    });
+    let mut resp = Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept);
+    if offered_v1 {
+        resp = resp.header(header::SEC_WEBSOCKET_PROTOCOL, SUBPROTOCOL);
+    }
+    resp.body(Body::empty())
+        .unwrap_or_else(|_| (StatusCode::INTERNAL_SERVER_ERROR, "bad header").into_response())
+}
+
+/// The `Sec-WebSocket-Accept` for a valid RFC 6455 upgrade request, or `None`.
+fn websocket_accept(headers: &HeaderMap) -> Option<String> {
+    let has = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .unwrap_or("")
+                .split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case(token))
+        })
+    };
+    if !has(header::CONNECTION, "upgrade") || !has(header::UPGRADE, "websocket") {
+        return None;
+    }
+    if headers.get(header::SEC_WEBSOCKET_VERSION)? != "13" {
+        return None;
+    }
+    let key = headers.get(header::SEC_WEBSOCKET_KEY)?;
+    Some(derive_accept_key(key.as_bytes()))
+}
+
+/// Shutdown, origin and subprotocol checks before an upgrade; the refusal if any.
+fn refuse_upgrade(app: &AppState, headers: &HeaderMap) -> Option<Response> {
     if app.shutting_down.load(Ordering::Relaxed) {
-        return json_error(
+        return Some(json_error(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::ServerBusy,
             "server is shutting down",
-        );
+        ));
     }
     if !app.allowed_origins.is_empty()
         && let Some(origin) = headers.get(header::ORIGIN)
@@ -88,11 +175,11 @@ async fn ws(
             .iter()
             .any(|o| origin.as_bytes() == o.as_bytes())
     {
-        return (
+        return Some((
             StatusCode::FORBIDDEN,
             axum::Json(json!({"error": "origin-forbidden", "message": "this origin may not open signaling connections"})),
         )
-            .into_response();
+            .into_response());
     }
     // No subprotocol offered means v1; offering only ones we do not speak is refused.
     if let Some(offered) = headers.get(header::SEC_WEBSOCKET_PROTOCOL) {
@@ -102,31 +189,21 @@ async fn ws(
             .split(',')
             .any(|p| p.trim() == SUBPROTOCOL);
         if !speaks_v1 {
-            return (
+            return Some((
                 StatusCode::BAD_REQUEST,
                 axum::Json(json!({"error": "unsupported-version", "message": format!("this server speaks {SUBPROTOCOL}")})),
             )
-                .into_response();
+                .into_response());
         }
     }
-    let over = app.hub.metrics.connections.get() >= app.max_connections as i64;
-    let limits = app.limits;
-    let hub = Arc::clone(&app.hub);
-    upgrade
-        .protocols([SUBPROTOCOL])
-        .max_message_size(limits.max_message_bytes)
-        .max_frame_size(limits.max_message_bytes)
-        // tungstenite reserves 128 KiB per connection by default; signaling frames are small,
-        // and that buffer was 95% of the memory per connection in the benchmark.
-        .read_buffer_size(8 * 1024)
-        .on_upgrade(move |socket| conn::serve(socket, hub, limits, over))
+    None
 }
 
 async fn ice_servers(State(app): State<AppState>, headers: HeaderMap) -> Response {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(bearer_token);
     if let Err(e) = app.hub.auth.check_any_room(bearer) {
         app.hub.metrics.error(e.code);
         return json_error(StatusCode::UNAUTHORIZED, e.code, &e.message);
@@ -138,6 +215,15 @@ async fn ice_servers(State(app): State<AppState>, headers: HeaderMap) -> Respons
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
+}
+
+/// The credentials of `Authorization: Bearer …`; the scheme is case-insensitive (RFC 9110).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 async fn readyz(State(app): State<AppState>) -> Response {
@@ -179,6 +265,9 @@ fn web_file(path: &str, headers: &HeaderMap) -> Response {
         .header(header::ETAG, &etag)
         .header(header::CACHE_CONTROL, "no-cache")
         .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+        .header(header::CONTENT_SECURITY_POLICY, CSP)
+        .header(header::REFERRER_POLICY, "no-referrer")
+        .header(header::X_FRAME_OPTIONS, "DENY")
         .header(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*");
     let built = if fresh {
         builder.status(StatusCode::NOT_MODIFIED).body(Body::empty())

@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use tokio::sync::mpsc;
 
 use crate::auth::RoomAuth;
 use crate::ice::IceSource;
@@ -15,7 +14,7 @@ use crate::protocol::{
     ErrorCode, Join, LeaveReason, Limits, PeerInfo, ProtoError, RelayKind, ServerMsg, VERSION,
     valid_room_id,
 };
-use crate::store::{Cutoff, LocalConn, LocalPeers, Outbound, PeerRecord, RoomStore, StoreError};
+use crate::store::{Cutoff, LocalConn, LocalPeers, Outbox, PeerRecord, RoomStore, StoreError};
 
 /// A joined connection's place: which room, which seat, which epoch of that seat.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,7 +22,14 @@ pub struct Session {
     pub room: String,
     pub peer_id: String,
     pub epoch: u64,
+    /// This connection relayed an offer, answer or candidate: a call was under way, so a lost
+    /// connection keeps the seat for the whole grace period (see [`Hub::hold_for`]).
+    pub signaled: bool,
 }
+
+/// How long a seat that never signaled is held after a lost connection (or close 4000):
+/// long enough for a reload, too short to keep a room full by joining and dropping.
+pub const SHORT_HOLD: Duration = Duration::from_secs(2);
 
 /// What a relayed message carries.
 pub enum Relay<'a> {
@@ -114,7 +120,7 @@ impl Hub {
     pub async fn join(
         &self,
         join: Join,
-        tx: &mpsc::Sender<Outbound>,
+        tx: &Outbox,
         kill: &Cutoff,
     ) -> Result<(Session, String), ProtoError> {
         let started = Instant::now();
@@ -124,44 +130,98 @@ impl Hub {
                 "room ids are 1-64 characters of A-Z a-z 0-9 _ -",
             ));
         }
-        let room = join.room;
-        // A valid resume token proves an earlier authenticated join to this room, so it is
-        // enough by itself: the room token may have expired since.
-        if let Some(token) = join.resume.as_deref()
-            && let Some(rec) = self.store.resume(&room, token).await.map_err(unavailable)?
+        let done = if let Some(token) = join.resume.as_deref()
+            && let Some(resumed) = self.resume(&join.room, token, tx, kill).await?
         {
-            self.local
-                .insert(&rec.id, self.conn(&room, tx, kill, rec.epoch));
-            let others: Vec<PeerInfo> = self
-                .store
-                .members(&room)
-                .await
-                .map_err(unavailable)?
-                .into_iter()
-                .filter(|p| p.id != rec.id)
-                .collect();
-            self.room_entered(&room);
-            let frame = self.joined_frame(&room, &rec, true, &others);
-            self.metrics
-                .join_seconds
-                .observe(started.elapsed().as_secs_f64());
-            tracing::info!(room, peer = rec.id, "peer resumed");
-            return Ok((
-                Session {
-                    room,
-                    peer_id: rec.id,
-                    epoch: rec.epoch,
-                },
-                frame,
+            resumed
+        } else {
+            self.take_seat(join, tx, kill).await?
+        };
+        self.metrics
+            .join_seconds
+            .observe(started.elapsed().as_secs_f64());
+        Ok(done)
+    }
+
+    /// Take back a held seat. A valid resume token proves an earlier authenticated join to
+    /// this room, so it is enough by itself, but only within the room token's lifetime; each
+    /// resume hands out a new resume token and the old one stops working.
+    async fn resume(
+        &self,
+        room: &str,
+        token: &str,
+        tx: &Outbox,
+        kill: &Cutoff,
+    ) -> Result<Option<(Session, String)>, ProtoError> {
+        let fresh = random_hex(16);
+        let Some(rec) = self
+            .store
+            .resume(room, token, &fresh)
+            .await
+            .map_err(unavailable)?
+        else {
+            return Ok(None);
+        };
+        let session = Session {
+            room: room.to_owned(),
+            peer_id: rec.id.clone(),
+            epoch: rec.epoch,
+            // Holding one's own seat through resumes is no worse than staying connected.
+            signaled: true,
+        };
+        if rec.expires.is_some_and(|exp| exp < crate::auth::now_secs()) {
+            self.remove_seat(&session, LeaveReason::Timeout).await;
+            return Err(ProtoError::new(
+                ErrorCode::AuthExpired,
+                "the room token that admitted this seat has expired; join with a new token",
             ));
         }
+        self.local
+            .insert(&rec.id, self.conn(room, tx, kill, rec.epoch));
+        let others: Vec<PeerInfo> = self
+            .store
+            .members(room)
+            .await
+            .map_err(unavailable)?
+            .into_iter()
+            .filter(|p| p.id != rec.id)
+            .collect();
+        self.room_entered(room);
+        let frame = self.joined_frame(room, &rec, true, &others);
+        tracing::info!(room, peer = rec.id, "peer resumed");
+        Ok(Some((session, frame)))
+    }
+
+    /// A new seat, after the room token (when auth is on) admits it.
+    async fn take_seat(
+        &self,
+        join: Join,
+        tx: &Outbox,
+        kill: &Cutoff,
+    ) -> Result<(Session, String), ProtoError> {
+        let room = join.room;
         let claims = self.auth.check(&room, join.token.as_deref())?;
+        if self.auth.single_use()
+            && let Some(c) = &claims
+            && let Some(jti) = &c.jti
+            && !self
+                .store
+                .claim_token(jti, c.exp)
+                .await
+                .map_err(unavailable)?
+        {
+            return Err(ProtoError::new(
+                ErrorCode::AuthInvalid,
+                "this room token was already used; each token admits one seat",
+            ));
+        }
         let name = claims.as_ref().and_then(|c| c.name.clone()).or(join.name);
         let rec = PeerRecord {
             id: format!("p-{}", random_hex(8)),
             name,
             resume_token: random_hex(16),
             epoch: 0,
+            expires: claims.as_ref().map(|c| c.exp),
         };
         // Register the connection before taking the seat, so an offer sent the instant the
         // others hear of us has somewhere to go.
@@ -181,32 +241,17 @@ impl Hub {
         }
         self.room_entered(&room);
         let frame = self.joined_frame(&room, &rec, false, &others);
-        self.metrics
-            .join_seconds
-            .observe(started.elapsed().as_secs_f64());
-        tracing::info!(
+        tracing::info!(room, peer = rec.id, "peer joined");
+        let session = Session {
             room,
-            peer = rec.id,
-            user = claims.and_then(|c| c.sub).unwrap_or_default(),
-            "peer joined"
-        );
-        Ok((
-            Session {
-                room,
-                peer_id: rec.id,
-                epoch: rec.epoch,
-            },
-            frame,
-        ))
+            peer_id: rec.id,
+            epoch: rec.epoch,
+            signaled: false,
+        };
+        Ok((session, frame))
     }
 
-    fn conn(
-        &self,
-        room: &str,
-        tx: &mpsc::Sender<Outbound>,
-        kill: &Cutoff,
-        epoch: u64,
-    ) -> LocalConn {
+    fn conn(&self, room: &str, tx: &Outbox, kill: &Cutoff, epoch: u64) -> LocalConn {
         LocalConn {
             room: room.to_owned(),
             tx: tx.clone(),
@@ -310,15 +355,200 @@ impl Hub {
         }
     }
 
-    /// The connection was lost without a goodbye: keep the seat for the grace period so the
-    /// client can resume, then give it up unless it was resumed.
+    /// How long the seat of a lost connection is held for a resume: the reconnect grace for a
+    /// seat that signaled, [`SHORT_HOLD`] for one that never did, so that joining and dropping
+    /// (or closing with 4000) over and over cannot keep a room full.
+    pub fn hold_for(&self, s: &Session) -> Duration {
+        if s.signaled {
+            self.grace
+        } else {
+            self.grace.min(SHORT_HOLD)
+        }
+    }
+
+    /// The connection was lost without a goodbye: keep the seat for a while so the client can
+    /// resume, then give it up unless it was resumed.
     pub fn detach(self: &Arc<Self>, s: Session) {
         self.local.remove(&s.peer_id, s.epoch);
         self.room_exited(&s.room);
+        let hold = self.hold_for(&s);
         let hub = Arc::clone(self);
         tokio::spawn(async move {
-            tokio::time::sleep(hub.grace).await;
+            tokio::time::sleep(hold).await;
             hub.remove_seat(&s, LeaveReason::Timeout).await;
         });
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod props {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+    use crate::store::{Out, Outbox};
+    use proptest::prelude::*;
+
+    const ROOMS: usize = 2;
+    const ACTORS: usize = 5;
+    const CAP: u32 = 4;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Join(usize, usize),
+        Leave(usize),
+        Kick(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0..ACTORS, 0..ROOMS).prop_map(|(a, r)| Op::Join(a, r)),
+            (0..ACTORS).prop_map(Op::Leave),
+            (0..ACTORS).prop_map(Op::Kick),
+        ]
+    }
+
+    struct Actor {
+        outbox: Outbox,
+        rx: tokio::sync::mpsc::UnboundedReceiver<Out>,
+        session: Option<Session>,
+    }
+
+    fn actor() -> Actor {
+        let (outbox, rx, _) = Outbox::new(1 << 20);
+        Actor {
+            outbox,
+            rx,
+            session: None,
+        }
+    }
+
+    fn hub() -> Hub {
+        test_hub(CAP)
+    }
+
+    /// A hub on the memory store, auth off, no ICE servers.
+    pub(crate) fn test_hub(cap: u32) -> Hub {
+        let local = Arc::new(LocalPeers::default());
+        Hub::new(
+            Arc::new(MemoryStore::new(Arc::clone(&local))),
+            local,
+            RoomAuth::new(None),
+            Arc::new(IceSource::new(
+                Default::default(),
+                None,
+                Duration::from_secs(60),
+            )),
+            Arc::new(Metrics::new()),
+            Limits {
+                max_peers: cap,
+                max_message_bytes: 65536,
+            },
+            Duration::from_secs(15),
+        )
+    }
+
+    async fn join(hub: &Hub, a: &mut Actor, room: usize) {
+        let join = Join {
+            room: format!("r{room}"),
+            name: None,
+            token: None,
+            resume: None,
+        };
+        if a.session.is_none()
+            && let Ok((s, _)) = hub.join(join, &a.outbox, &Cutoff::default()).await
+        {
+            a.session = Some(s);
+        }
+    }
+
+    /// Seats never exceed the cap, and a peer is in exactly the room its session names.
+    async fn check_seats(hub: &Hub, actors: &[Actor]) -> Result<(), TestCaseError> {
+        let mut rooms = Vec::new();
+        for r in 0..ROOMS {
+            let members = hub
+                .store
+                .members(&format!("r{r}"))
+                .await
+                .expect("memory store");
+            prop_assert!(members.len() <= CAP as usize);
+            rooms.push(members);
+        }
+        for a in actors {
+            if let Some(s) = &a.session {
+                let homes = rooms
+                    .iter()
+                    .filter(|m| m.iter().any(|p| p.id == s.peer_id))
+                    .count();
+                prop_assert_eq!(homes, 1);
+            }
+        }
+        Ok(())
+    }
+
+    /// What an observer heard: per peer, joins and departures.
+    fn heard(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Out>) -> HashMap<String, (u32, u32)> {
+        let mut seen: HashMap<String, (u32, u32)> = HashMap::new();
+        while let Ok(Out::Frame(f)) = rx.try_recv() {
+            let v: serde_json::Value = serde_json::from_str(&f).expect("json");
+            match v["type"].as_str() {
+                Some("peer-joined") => {
+                    let id = v["peer"]["id"].as_str().unwrap_or_default();
+                    seen.entry(id.to_owned()).or_default().0 += 1;
+                }
+                Some("peer-left") => {
+                    let id = v["peerId"].as_str().unwrap_or_default();
+                    seen.entry(id.to_owned()).or_default().1 += 1;
+                }
+                _ => {}
+            }
+        }
+        seen
+    }
+
+    async fn scenario(ops: Vec<Op>) -> Result<(), TestCaseError> {
+        let hub = hub();
+        let mut observers: Vec<Actor> = (0..ROOMS).map(|_| actor()).collect();
+        for (r, o) in observers.iter_mut().enumerate() {
+            join(&hub, o, r).await;
+        }
+        let mut actors: Vec<Actor> = (0..ACTORS).map(|_| actor()).collect();
+        for op in ops {
+            match op {
+                Op::Join(a, r) => join(&hub, &mut actors[a], r).await,
+                Op::Leave(a) | Op::Kick(a) => {
+                    let reason = match op {
+                        Op::Kick(_) => LeaveReason::Kicked,
+                        _ => LeaveReason::Left,
+                    };
+                    if let Some(s) = actors[a].session.take() {
+                        hub.leave(&s, reason).await;
+                    }
+                }
+            }
+            check_seats(&hub, &actors).await?;
+        }
+        for a in &mut actors {
+            if let Some(s) = a.session.take() {
+                hub.leave(&s, LeaveReason::Left).await;
+            }
+        }
+        // Every join the observer heard of is matched by exactly one departure.
+        for o in &mut observers {
+            for (peer, (joined, left)) in heard(&mut o.rx) {
+                prop_assert_eq!((joined, left), (1, 1), "peer {}", peer);
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn rooms_keep_their_invariants(ops in prop::collection::vec(op(), 1..40)) {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(scenario(ops))?;
+        }
     }
 }

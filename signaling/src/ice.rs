@@ -93,6 +93,9 @@ pub struct IceSource {
     file: RwLock<Arc<IceUris>>,
     turn_secret: Option<Vec<u8>>,
     ttl: Duration,
+    /// Hand out TURN only: without STUN, browsers gather no server-reflexive candidates, and
+    /// with `iceTransportPolicy: "relay"` peers never learn each other's addresses.
+    relay_only: bool,
 }
 
 impl IceSource {
@@ -102,7 +105,14 @@ impl IceSource {
             file: RwLock::new(Arc::new(IceUris::default())),
             turn_secret,
             ttl,
+            relay_only: false,
         }
+    }
+
+    /// Relay-only mode (`--relay-only`): STUN URIs from the flags and the file are dropped.
+    pub fn with_relay_only(mut self, on: bool) -> Self {
+        self.relay_only = on;
+        self
     }
 
     pub fn ttl(&self) -> Duration {
@@ -121,6 +131,9 @@ impl IceSource {
             if !all.turn_uris.contains(u) {
                 all.turn_uris.push(u.clone());
             }
+        }
+        if self.relay_only {
+            all.stun_uris.clear();
         }
         all
     }

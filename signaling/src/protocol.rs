@@ -31,13 +31,14 @@ pub enum ErrorCode {
     RateLimited,
     TooLarge,
     IdleTimeout,
+    JoinTimeout,
     ServerBusy,
     Unavailable,
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::BadJson,
         ErrorCode::BadMessage,
         ErrorCode::UnknownType,
@@ -53,6 +54,7 @@ impl ErrorCode {
         ErrorCode::RateLimited,
         ErrorCode::TooLarge,
         ErrorCode::IdleTimeout,
+        ErrorCode::JoinTimeout,
         ErrorCode::ServerBusy,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
@@ -75,6 +77,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate-limited",
             ErrorCode::TooLarge => "too-large",
             ErrorCode::IdleTimeout => "idle-timeout",
+            ErrorCode::JoinTimeout => "join-timeout",
             ErrorCode::ServerBusy => "server-busy",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
@@ -173,22 +176,7 @@ pub fn parse_client(text: &str) -> Result<Parsed, (ProtoError, Option<Value>)> {
             None,
         ));
     };
-    let reference = match obj.remove("id") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) if s.chars().count() <= MAX_REF_CHARS => Some(Value::String(s)),
-        Some(n @ Value::Number(_)) => Some(n),
-        Some(_) => {
-            return Err((
-                ProtoError::new(
-                    ErrorCode::BadMessage,
-                    format!(
-                        "`id` must be a number or a string of at most {MAX_REF_CHARS} characters"
-                    ),
-                ),
-                None,
-            ));
-        }
-    };
+    let reference = take_reference(&mut obj).map_err(|e| (e, None))?;
     let fail = |e: ProtoError| (e, reference.clone());
     let kind = match obj.get("type") {
         Some(Value::String(t)) => t.clone(),
@@ -215,13 +203,8 @@ pub fn parse_client(text: &str) -> Result<Parsed, (ProtoError, Option<Value>)> {
     let msg = match kind.as_str() {
         "join" => {
             let join: Join = serde_json::from_value(body).map_err(field_error)?;
-            if let Some(name) = &join.name
-                && name.chars().count() > MAX_NAME_CHARS
-            {
-                return Err(fail(ProtoError::new(
-                    ErrorCode::BadMessage,
-                    format!("join: `name` is longer than {MAX_NAME_CHARS} characters"),
-                )));
+            if let Some(name) = &join.name {
+                check_name(name).map_err(fail)?;
             }
             ClientMsg::Join(join)
         }
@@ -250,6 +233,71 @@ pub fn parse_client(text: &str) -> Result<Parsed, (ProtoError, Option<Value>)> {
         }
     };
     Ok(Parsed { msg, reference })
+}
+
+/// The client's `id`, to echo as `ref` in errors.
+fn take_reference(obj: &mut serde_json::Map<String, Value>) -> Result<Option<Value>, ProtoError> {
+    match obj.remove("id") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.chars().count() <= MAX_REF_CHARS => Ok(Some(Value::String(s))),
+        Some(n @ Value::Number(_)) => Ok(Some(n)),
+        Some(_) => Err(ProtoError::new(
+            ErrorCode::BadMessage,
+            format!("`id` must be a number or a string of at most {MAX_REF_CHARS} characters"),
+        )),
+    }
+}
+
+/// A `join`'s display name: not too long, nothing invisible or reordering.
+fn check_name(name: &str) -> Result<(), ProtoError> {
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err(ProtoError::new(
+            ErrorCode::BadMessage,
+            format!("join: `name` is longer than {MAX_NAME_CHARS} characters"),
+        ));
+    }
+    if !valid_display_name(name) {
+        return Err(ProtoError::new(
+            ErrorCode::BadMessage,
+            "join: `name` may not contain control or format characters (bidi overrides, zero-width)",
+        ));
+    }
+    Ok(())
+}
+
+/// Display names are shown to the other peers: no control characters and no Unicode format
+/// characters (category Cf: bidi overrides, zero-width joiners and spaces, soft hyphen), which
+/// would let one participant impersonate another in a list.
+pub fn valid_display_name(name: &str) -> bool {
+    !name.chars().any(|c| c.is_control() || is_format_char(c))
+}
+
+/// Unicode general category Cf (Unicode 15).
+fn is_format_char(c: char) -> bool {
+    matches!(
+        c as u32,
+        0x00AD
+            | 0x0600..=0x0605
+            | 0x061C
+            | 0x06DD
+            | 0x070F
+            | 0x0890..=0x0891
+            | 0x08E2
+            | 0x180E
+            | 0x200B..=0x200F
+            | 0x202A..=0x202E
+            | 0x2060..=0x2064
+            | 0x2066..=0x206F
+            | 0xFEFF
+            | 0xFFF9..=0xFFFB
+            | 0x110BD
+            | 0x110CD
+            | 0x13430..=0x1343F
+            | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A
+            | 0xE0001
+            | 0xE0020..=0xE007F
+    )
 }
 
 /// Room ids: 1–64 of `A-Za-z0-9_-`, so they are safe in URLs, logs and Redis keys.
@@ -498,6 +546,90 @@ mod tests {
         for code in ErrorCode::ALL {
             let s = serde_json::to_value(code).expect("code");
             assert_eq!(s, json!(code.as_str()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn field() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<i64>().prop_map(Value::from),
+            any::<bool>().prop_map(Value::from),
+            ".{0,80}".prop_map(Value::from),
+            "[a-z0-9_-]{0,70}".prop_map(Value::from),
+            prop::collection::vec(".{0,8}", 0..3).prop_map(Value::from),
+        ]
+    }
+
+    fn frame() -> impl Strategy<Value = String> {
+        let known = prop::sample::select(vec![
+            "join",
+            "offer",
+            "answer",
+            "candidate",
+            "leave",
+            "ping",
+        ])
+        .prop_map(String::from);
+        let kind = prop_oneof![3 => known, 1 => ".{0,12}"];
+        let names = prop::sample::select(vec![
+            "room",
+            "to",
+            "sdp",
+            "candidate",
+            "name",
+            "token",
+            "resume",
+            "id",
+        ]);
+        (kind, prop::collection::vec((names, field()), 0..6)).prop_map(|(kind, fields)| {
+            let mut obj = serde_json::Map::new();
+            obj.insert("type".into(), Value::from(kind));
+            for (k, v) in fields {
+                obj.insert(k.into(), v);
+            }
+            Value::Object(obj).to_string()
+        })
+    }
+
+    proptest! {
+        /// Total: any text maps to a message or an error, never a panic.
+        #[test]
+        fn any_text_parses_or_errs(text in ".{0,300}") {
+            let _ = parse_client(&text);
+        }
+
+        /// What parses keeps the documented rules; what fails has a code and echoes a valid id.
+        #[test]
+        fn parsed_messages_keep_the_rules(text in frame()) {
+            match parse_client(&text) {
+                Ok(Parsed { msg, reference }) => {
+                    if let ClientMsg::Join(j) = &msg {
+                        let name_ok = j.name.as_deref().is_none_or(|n| {
+                            n.chars().count() <= MAX_NAME_CHARS && valid_display_name(n)
+                        });
+                        prop_assert!(name_ok, "{text}");
+                    }
+                    if let ClientMsg::Candidate(c) = &msg {
+                        prop_assert!(matches!(c.candidate, Value::Object(_) | Value::Null));
+                    }
+                    prop_assert!(matches!(reference, None | Some(Value::Number(_)) | Some(Value::String(_))));
+                }
+                Err((err, reference)) => {
+                    prop_assert!(ErrorCode::ALL.contains(&err.code));
+                    if let Some(Value::String(s)) = &reference {
+                        prop_assert!(s.chars().count() <= MAX_REF_CHARS);
+                    }
+                    let v: Value = serde_json::from_str(&error_text(&err, reference.as_ref()))
+                        .expect("error frames are JSON");
+                    prop_assert_eq!(&v["type"], "error");
+                }
+            }
         }
     }
 }

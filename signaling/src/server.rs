@@ -6,11 +6,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::RoomAuth;
 use crate::config::Config;
 use crate::conn::ConnLimits;
-use crate::http::{AppState, router};
+use crate::http::{AppState, metrics_router, router};
 use crate::hub::Hub;
 use crate::ice::{IceSource, IceUris};
 use crate::metrics::Metrics;
@@ -20,6 +25,61 @@ use crate::store::{LocalPeers, RoomStore};
 
 /// Run until SIGTERM/SIGINT, then drain.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    let hub = build_hub(&config).await?;
+    let conn_limits = conn_limits(&config)?;
+    let shutting_down = Arc::new(AtomicBool::new(false));
+    let state = AppState {
+        hub: Arc::clone(&hub),
+        limits: conn_limits,
+        allowed_origins: Arc::new(config.allowed_origins.clone()),
+        max_connections: config.max_connections,
+        shutting_down: Arc::clone(&shutting_down),
+        serve_metrics: config.metrics_listen.is_none(),
+    };
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let stop = CancellationToken::new();
+    let http = HttpOptions {
+        header_read_timeout: config.header_read_timeout,
+    };
+    let metrics_task = match config.metrics_listen {
+        Some(at) => {
+            let l = TcpListener::bind(at)
+                .await
+                .with_context(|| format!("cannot listen on {at} (--metrics-listen)"))?;
+            tracing::info!(addr = %l.local_addr()?, "metrics listening");
+            let app = metrics_router(state.clone());
+            Some(tokio::spawn(serve_http(l, app, http, stop.clone())))
+        }
+        None => None,
+    };
+    tracing::info!(%addr, public_url = config.public_url.as_deref().unwrap_or(""), "otter-signaling listening");
+    // Printed plainly too, so scripts and tests can find an OS-chosen port.
+    println!("listening on http://{addr}");
+
+    {
+        let hub = Arc::clone(&hub);
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            otter_shutdown::termination().await;
+            tracing::info!("shutting down: telling clients to reconnect");
+            shutting_down.store(true, Ordering::Relaxed);
+            hub.shutdown.cancel();
+            stop.cancel();
+        });
+    }
+    serve_http(listener, router(state), http, stop).await;
+    if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
+    drain(&hub, config.shutdown_grace).await;
+    Ok(())
+}
+
+/// Secrets, ICE servers, room store and auth: the hub every connection uses.
+async fn build_hub(config: &Config) -> anyhow::Result<Arc<Hub>> {
     let secrets = config.validate().context("invalid configuration")?;
     if secrets.token.is_none() {
         tracing::warn!(
@@ -36,7 +96,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(uri) = flags.first_bad_uri() {
         bail!("{uri:?} in --stun-uris/--turn-uris is not a stun:, stuns:, turn: or turns: URI");
     }
-    let ice = Arc::new(IceSource::new(flags, secrets.turn.clone(), config.turn_ttl));
+    let ice = Arc::new(
+        IceSource::new(flags, secrets.turn.clone(), config.turn_ttl)
+            .with_relay_only(config.relay_only),
+    );
     if let Some(path) = &config.ice_config {
         Arc::clone(&ice)
             .watch(path.clone(), config.ice_config_poll)
@@ -66,53 +129,88 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let hub = Arc::new(Hub::new(
         store,
         local,
-        RoomAuth::new(secrets.token.as_deref()),
+        RoomAuth::new(secrets.token.as_deref())
+            .with_max_lifetime(config.max_token_lifetime)
+            .with_single_use(config.single_use_tokens),
         ice,
         metrics,
         limits,
         config.reconnect_grace,
     ));
-    let conn_limits = ConnLimits {
+    Ok(hub)
+}
+
+fn conn_limits(config: &Config) -> anyhow::Result<ConnLimits> {
+    Ok(ConnLimits {
         max_message_bytes: config.max_message_bytes as usize,
         rate_per_sec: NonZeroU32::new(config.rate_limit)
             .context("--rate-limit must be at least 1")?,
         burst: NonZeroU32::new(config.rate_burst).context("--rate-burst must be at least 1")?,
         idle_timeout: config.idle_timeout,
         ping_interval: config.ping_interval,
-        queue: 256,
-    };
-    let shutting_down = Arc::new(AtomicBool::new(false));
-    let app = router(AppState {
-        hub: Arc::clone(&hub),
-        limits: conn_limits,
-        allowed_origins: Arc::new(config.allowed_origins.clone()),
-        max_connections: config.max_connections,
-        shutting_down: Arc::clone(&shutting_down),
-    });
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let addr = listener.local_addr()?;
-    tracing::info!(%addr, public_url = config.public_url.as_deref().unwrap_or(""), "otter-signaling listening");
-    // Printed plainly too, so scripts and tests can find an OS-chosen port.
-    println!("listening on http://{addr}");
+        join_timeout: config.join_timeout,
+        // Room for a couple of the largest frames plus the small ones of a call; a peer that
+        // stops reading pins at most this much before it is cut off.
+        queue_bytes: (1 << 20).max(4 * config.max_message_bytes as usize),
+        close_grace: Duration::from_secs(2),
+    })
+}
 
-    let stop = {
-        let hub = Arc::clone(&hub);
-        let shutting_down = Arc::clone(&shutting_down);
-        async move {
-            otter_shutdown::termination().await;
-            tracing::info!("shutting down: telling clients to reconnect");
-            shutting_down.store(true, Ordering::Relaxed);
-            hub.shutdown.cancel();
-        }
-    };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await
-        .context("HTTP server failed")?;
-    drain(&hub, config.shutdown_grace).await;
-    Ok(())
+/// Largest request head (request line and headers) a client may send.
+const MAX_HEAD_BYTES: usize = 32 * 1024;
+
+#[derive(Debug, Clone, Copy)]
+struct HttpOptions {
+    header_read_timeout: Duration,
+}
+
+/// Accept HTTP/1.1 connections until `stop`, each with a bounded time and size for its
+/// request head (slowloris), and WebSocket upgrades (which then live on in their own tasks).
+async fn serve_http(
+    listener: TcpListener,
+    app: Router,
+    opts: HttpOptions,
+    stop: CancellationToken,
+) {
+    loop {
+        let tcp = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(opts.header_read_timeout)
+            .max_buf_size(MAX_HEAD_BYTES)
+            .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(app.clone()))
+            .with_upgrades();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::pin!(conn);
+            let ended = tokio::select! {
+                ended = conn.as_mut() => ended,
+                _ = stop.cancelled() => {
+                    // Let a request in flight finish; keep-alive connections close.
+                    conn.as_mut().graceful_shutdown();
+                    match tokio::time::timeout(Duration::from_secs(2), conn).await {
+                        Ok(ended) => ended,
+                        Err(_) => return,
+                    }
+                }
+            };
+            if let Err(e) = ended {
+                tracing::debug!(error = %e, "HTTP connection ended with an error");
+            }
+        });
+    }
 }
 
 /// WebSocket tasks outlive axum's graceful shutdown; wait for them, within the bound.

@@ -151,6 +151,7 @@ async fn the_operators_signaling_pod_spec_starts_the_real_server() {
         String::from_utf8(secret_value(&d.secrets, "otter-redis-url", "password")).expect("utf8");
     let redis = RedisServer::start_with(&["--requirepass", &password]);
     let port = free_port();
+    let metrics_port = free_port();
     let mut cmd = Command::new(signaling_bin());
     cmd.env_clear()
         .env("OTTER_LOG", "error")
@@ -161,6 +162,10 @@ async fn the_operators_signaling_pod_spec_starts_the_real_server() {
             (Some(v), _) if e.name == "OTTER_LISTEN" => {
                 assert_eq!(v, "0.0.0.0:8080");
                 format!("127.0.0.1:{port}")
+            }
+            (Some(v), _) if e.name == "OTTER_METRICS_LISTEN" => {
+                assert_eq!(v, "0.0.0.0:9090");
+                format!("127.0.0.1:{metrics_port}")
             }
             (Some(v), _) if v.starts_with('/') => remap(&v).to_string_lossy().into_owned(),
             (Some(v), _) => v,
@@ -186,6 +191,13 @@ async fn the_operators_signaling_pod_spec_starts_the_real_server() {
             matches!(reqwest::get(format!("{url}/readyz")).await, Ok(r) if r.status().is_success())
         })
         .await;
+        // Metrics on their own port, not on the one the Service exposes.
+        let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+            .await
+            .expect("get metrics");
+        assert_eq!(metrics.status(), 200);
+        let public = reqwest::get(format!("{url}/metrics")).await.expect("get");
+        assert_eq!(public.status(), 404);
         let ice: serde_json::Value = reqwest::get(format!("{url}/v1/ice-servers"))
             .await
             .expect("get")

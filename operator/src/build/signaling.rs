@@ -37,6 +37,8 @@ use k8s_openapi::api::core::v1::Secret;
 
 /// Port the signaling container listens on (`OTTER_LISTEN`).
 pub const CONTAINER_PORT: i32 = 8080;
+/// `/metrics` of the signaling pods, on a port of its own so the Service never exposes it.
+pub const METRICS_PORT: i32 = 9090;
 /// Key of the ICE server list in the signaling ConfigMap.
 pub const ICE_CONFIG_KEY: &str = "ice-servers.json";
 /// Where the ConfigMap is mounted.
@@ -173,6 +175,7 @@ pub fn build_deployment(
 
     let mut env_vars = vec![
         env("OTTER_LISTEN", format!("0.0.0.0:{CONTAINER_PORT}")),
+        env("OTTER_METRICS_LISTEN", format!("0.0.0.0:{METRICS_PORT}")),
         env("OTTER_ICE_CONFIG", format!("{CONFIG_DIR}/{ICE_CONFIG_KEY}")),
         env(
             "OTTER_MAX_PEERS_PER_ROOM",
@@ -187,6 +190,9 @@ pub fn build_deployment(
     }
     if let Some(url) = &spec.public_url {
         env_vars.push(env("OTTER_PUBLIC_URL", url.clone()));
+    }
+    if spec.relay_only {
+        env_vars.push(env("OTTER_RELAY_ONLY", "true"));
     }
     let mut volumes = vec![Volume {
         name: "config".to_string(),
@@ -239,12 +245,20 @@ pub fn build_deployment(
                 .unwrap_or_else(|| obs.images.signaling.clone()),
         ),
         env: Some(env_vars),
-        ports: Some(vec![ContainerPort {
-            name: Some("http".to_string()),
-            container_port: CONTAINER_PORT,
-            protocol: Some("TCP".to_string()),
-            ..Default::default()
-        }]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("http".to_string()),
+                container_port: CONTAINER_PORT,
+                protocol: Some("TCP".to_string()),
+                ..Default::default()
+            },
+            ContainerPort {
+                name: Some("metrics".to_string()),
+                container_port: METRICS_PORT,
+                protocol: Some("TCP".to_string()),
+                ..Default::default()
+            },
+        ]),
         liveness_probe: Some(http_probe("/healthz", 10, 3)),
         readiness_probe: Some(http_probe("/readyz", 5, 2)),
         resources: Some(resources_or(
@@ -487,6 +501,17 @@ mod tests {
     }
 
     #[test]
+    fn relay_only_is_passed_to_signaling() {
+        let mut cr = cr();
+        cr.spec.signaling.relay_only = true;
+        let d = deployment(&cr, &observed());
+        assert_eq!(
+            env_value(&pod(&d).containers[0], "OTTER_RELAY_ONLY").as_deref(),
+            Some("true")
+        );
+    }
+
+    #[test]
     fn deployment_env_follows_the_signaling_contract() {
         let mut cr = cr();
         cr.spec.signaling.allowed_origins =
@@ -507,6 +532,18 @@ mod tests {
         assert_eq!(
             env_value(c, "OTTER_LISTEN").as_deref(),
             Some("0.0.0.0:8080")
+        );
+        assert_eq!(env_value(c, "OTTER_RELAY_ONLY"), None);
+        // Metrics on their own port: the Service (possibly a public LoadBalancer) has only 8080.
+        assert_eq!(
+            env_value(c, "OTTER_METRICS_LISTEN").as_deref(),
+            Some("0.0.0.0:9090")
+        );
+        let ports = c.ports.clone().unwrap_or_default();
+        assert!(
+            ports
+                .iter()
+                .any(|p| p.container_port == 9090 && p.name.as_deref() == Some("metrics"))
         );
         assert_eq!(
             env_value(c, "OTTER_ICE_CONFIG").as_deref(),

@@ -136,9 +136,9 @@ pub fn coturn_args(cr: &OtterDeployment) -> Result<Vec<String>, BuildError> {
         format!("--min-port={}", t.relay_port_range.min),
         format!("--max-port={}", t.relay_port_range.max),
         format!("--realm={}", t.realm),
+        // The shared secret is in the config file the init container writes: on the command
+        // line it would show in the host's process list (TURN runs on host networking).
         "--use-auth-secret".to_string(),
-        // Kubernetes expands $(VAR) from the container env: the value never sits in the spec.
-        format!("--static-auth-secret=$({TURN_SECRET_ENV})"),
         "--fingerprint".to_string(),
         "--no-cli".to_string(),
         "--no-multicast-peers".to_string(),
@@ -165,6 +165,7 @@ pub fn coturn_args(cr: &OtterDeployment) -> Result<Vec<String>, BuildError> {
 /// The init container's script: wait for this node's published address, write the coturn
 /// config file with the external-ip mapping.
 pub const INIT_SCRIPT: &str = r##"set -eu
+umask 077
 f="/etc/otter/turn-nodes/$NODE_NAME"
 conf="/var/run/otter/coturn/turnserver.conf"
 i=0
@@ -182,6 +183,12 @@ if [ "$ip" = "$HOST_IP" ]; then
 else
   echo "external-ip=$ip/$HOST_IP" > "$conf"
 fi
+case "$OTTER_TURN_SECRET" in
+  *"
+"*) echo "otter: the TURN shared secret must be one line" >&2; exit 1 ;;
+esac
+# printf is a shell builtin: the secret is never in a process's arguments.
+printf 'static-auth-secret=%s\n' "$OTTER_TURN_SECRET" >> "$conf"
 echo "otter: node $NODE_NAME relays as $ip (local $HOST_IP)"
 "##;
 
@@ -315,18 +322,6 @@ pub fn build_daemonset(
         // expand or split a shared secret holding shell characters.
         command: Some(vec!["turnserver".to_string()]),
         args: Some(coturn_args(cr)?),
-        env: Some(vec![EnvVar {
-            name: TURN_SECRET_ENV.to_string(),
-            value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector {
-                    name: secret.name.clone(),
-                    key: secret.key.clone(),
-                    optional: Some(false),
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }]),
         ports: Some(ports),
         liveness_probe: Some(tcp_probe(t.port, 10)),
         readiness_probe: Some(tcp_probe(t.port, 5)),
@@ -346,6 +341,18 @@ pub fn build_daemonset(
         env: Some(vec![
             field_env("NODE_NAME", "spec.nodeName"),
             field_env("HOST_IP", "status.hostIP"),
+            EnvVar {
+                name: TURN_SECRET_ENV.to_string(),
+                value_from: Some(EnvVarSource {
+                    secret_key_ref: Some(SecretKeySelector {
+                        name: secret.name.clone(),
+                        key: secret.key.clone(),
+                        optional: Some(false),
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
         ]),
         resources: Some(resources_or(None, "10m", "16Mi", "32Mi")),
         security_context: Some(container_security_context(Vec::new())),
@@ -452,9 +459,20 @@ mod tests {
         let cr = cr();
         let ds = daemonset(&cr, &observed());
         let args = pod(&ds).containers[0].args.clone().unwrap();
+        assert!(
+            !args.iter().any(|a| a.contains("static-auth-secret")),
+            "the secret must not be on coturn's command line: {args:?}"
+        );
+        let init = &pod(&ds).init_containers.clone().unwrap_or_default()[0];
+        assert!(
+            init.env
+                .iter()
+                .flatten()
+                .any(|e| e.name == "OTTER_TURN_SECRET" && e.value_from.is_some())
+        );
+        assert!(INIT_SCRIPT.contains("printf 'static-auth-secret=%s\\n' \"$OTTER_TURN_SECRET\""));
         for expected in [
             "--use-auth-secret",
-            "--static-auth-secret=$(OTTER_TURN_SECRET)",
             "--realm=otter",
             "--fingerprint",
             "--no-cli",
@@ -478,7 +496,15 @@ mod tests {
             "no shell between Kubernetes and coturn"
         );
         assert!(!args.iter().any(|a| a.contains("allow-loopback")));
-        let env = pod(&ds).containers[0].env.clone().unwrap();
+        assert_eq!(
+            pod(&ds).containers[0].env,
+            None,
+            "coturn itself gets no secret env"
+        );
+        let env = pod(&ds).init_containers.clone().unwrap()[0]
+            .env
+            .clone()
+            .unwrap();
         let secret = env.iter().find(|e| e.name == "OTTER_TURN_SECRET").unwrap();
         let key_ref = secret.value_from.clone().unwrap().secret_key_ref.unwrap();
         assert_eq!(
@@ -706,8 +732,12 @@ mod tests {
             key: Some("shared".into()),
         });
         let ds = build_daemonset(&cr, &observed(), &[]).unwrap().unwrap();
-        let env = pod(&ds).containers[0].env.clone().unwrap();
-        let key_ref = env[0].value_from.clone().unwrap().secret_key_ref.unwrap();
+        let env = pod(&ds).init_containers.clone().unwrap()[0]
+            .env
+            .clone()
+            .unwrap();
+        let secret = env.iter().find(|e| e.name == "OTTER_TURN_SECRET").unwrap();
+        let key_ref = secret.value_from.clone().unwrap().secret_key_ref.unwrap();
         assert_eq!(
             (key_ref.name.as_str(), key_ref.key.as_str()),
             ("mine", "shared")

@@ -10,6 +10,8 @@ use crate::protocol::PeerInfo;
 
 pub struct MemoryStore {
     rooms: Mutex<HashMap<String, Vec<PeerRecord>>>,
+    /// Used single-use token ids and their expiry (Unix seconds); pruned as they expire.
+    used_tokens: Mutex<HashMap<String, u64>>,
     local: Arc<LocalPeers>,
 }
 
@@ -17,6 +19,7 @@ impl MemoryStore {
     pub fn new(local: Arc<LocalPeers>) -> Self {
         Self {
             rooms: Mutex::new(HashMap::new()),
+            used_tokens: Mutex::new(HashMap::new()),
             local,
         }
     }
@@ -70,6 +73,7 @@ impl RoomStore for MemoryStore {
         &self,
         room: &str,
         resume_token: &str,
+        new_token: &str,
     ) -> Result<Option<PeerRecord>, StoreError> {
         self.with_rooms(|rooms| {
             rooms.get_mut(room).and_then(|peers| {
@@ -78,10 +82,22 @@ impl RoomStore for MemoryStore {
                     .find(|p| p.resume_token == resume_token)
                     .map(|p| {
                         p.epoch += 1;
+                        new_token.clone_into(&mut p.resume_token);
                         p.clone()
                     })
             })
         })
+    }
+
+    async fn claim_token(&self, jti: &str, expires: u64) -> Result<bool, StoreError> {
+        let now = crate::auth::now_secs();
+        let mut used = self.used_tokens.lock().unwrap_or_else(|p| p.into_inner());
+        used.retain(|_, exp| *exp >= now);
+        if used.contains_key(jti) {
+            return Ok(false);
+        }
+        used.insert(jti.to_owned(), expires);
+        Ok(true)
     }
 
     async fn members(&self, room: &str) -> Result<Vec<PeerInfo>, StoreError> {

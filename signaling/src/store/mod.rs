@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::protocol::PeerInfo;
@@ -26,6 +26,9 @@ pub struct PeerRecord {
     pub resume_token: String,
     /// Bumped on every resume, so the cleanup of a superseded connection leaves the seat alone.
     pub epoch: u64,
+    /// When auth is on: the room token's expiry (Unix seconds). A resume after it is refused,
+    /// so a resume token never outlives the room token that admitted the seat.
+    pub expires: Option<u64>,
 }
 
 impl PeerRecord {
@@ -54,12 +57,17 @@ pub trait RoomStore: Send + Sync + 'static {
         peer: &PeerRecord,
         max: u32,
     ) -> Result<Vec<PeerInfo>, StoreError>;
-    /// Take back a held seat by its resume token; bumps its epoch. `None`: no such seat.
+    /// Take back a held seat by its resume token; bumps its epoch and replaces the token with
+    /// `new_token` (a resume token works once). `None`: no such seat.
     async fn resume(
         &self,
         room: &str,
         resume_token: &str,
+        new_token: &str,
     ) -> Result<Option<PeerRecord>, StoreError>;
+    /// Record a room token's `jti` as used until `expires` (Unix seconds). False if it was
+    /// already used: single-use tokens admit one seat, across all replicas.
+    async fn claim_token(&self, jti: &str, expires: u64) -> Result<bool, StoreError>;
     /// The peers of a room.
     async fn members(&self, room: &str) -> Result<Vec<PeerInfo>, StoreError>;
     /// Give up a seat. With `epoch`, only if the seat was not resumed since. True if removed.
@@ -72,17 +80,81 @@ pub trait RoomStore: Send + Sync + 'static {
     fn ready(&self) -> bool;
 }
 
-/// What a connection task receives.
+/// A connection's outbound queue, bounded in bytes: whatever is queued and not yet written
+/// (relayed frames and the connection's own replies) counts against one budget, so a peer that
+/// stops reading pins at most that much memory before it is cut off.
 #[derive(Debug, Clone)]
-pub enum Outbound {
+pub struct Outbox {
+    tx: mpsc::UnboundedSender<Out>,
+    budget: Arc<Semaphore>,
+}
+
+/// Budget cost of a queued ping.
+pub const PING_COST: usize = 64;
+
+/// What the writer of a connection is asked to do.
+#[derive(Debug)]
+pub enum Out {
+    /// A text frame; its bytes were taken from the budget and go back once written.
     Frame(Arc<str>),
+    /// A ping ([`PING_COST`] bytes of the budget).
+    Ping,
+    /// The close frame, then stop writing.
+    Close(u16, &'static str),
+}
+
+/// Why a frame could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The budget is spent: the peer is not reading fast enough.
+    Full,
+    /// The connection's writer is gone.
+    Closed,
+}
+
+impl Outbox {
+    pub fn new(max_bytes: usize) -> (Outbox, mpsc::UnboundedReceiver<Out>, Arc<Semaphore>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let budget = Arc::new(Semaphore::new(max_bytes));
+        let outbox = Outbox {
+            tx,
+            budget: Arc::clone(&budget),
+        };
+        (outbox, rx, budget)
+    }
+
+    /// Queue a text frame if the byte budget allows it.
+    pub fn push(&self, frame: Arc<str>) -> Result<(), Refused> {
+        let bytes = u32::try_from(frame.len()).map_err(|_| Refused::Full)?;
+        match self.budget.try_acquire_many(bytes) {
+            Ok(permit) => permit.forget(),
+            Err(tokio::sync::TryAcquireError::NoPermits) => return Err(Refused::Full),
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(Refused::Closed),
+        }
+        self.tx.send(Out::Frame(frame)).map_err(|_| Refused::Closed)
+    }
+
+    /// Queue a ping; it costs [`PING_COST`] of the budget, since the pings of a peer that
+    /// stops reading pile up too.
+    pub fn ping(&self) -> Result<(), Refused> {
+        match self.budget.try_acquire_many(PING_COST as u32) {
+            Ok(permit) => permit.forget(),
+            Err(_) => return Err(Refused::Full),
+        }
+        self.tx.send(Out::Ping).map_err(|_| Refused::Closed)
+    }
+
+    /// Queue the close frame (once per connection, outside the budget).
+    pub fn control(&self, out: Out) {
+        let _ = self.tx.send(out);
+    }
 }
 
 /// A connection on this process, as the router sees it.
 #[derive(Debug, Clone)]
 pub struct LocalConn {
     pub room: String,
-    pub tx: mpsc::Sender<Outbound>,
+    pub tx: Outbox,
     pub epoch: u64,
     /// Cuts the connection off (it cannot keep up, or was superseded).
     pub kill: Cutoff,
@@ -128,7 +200,8 @@ pub enum Delivery {
     Delivered,
     /// No connection here (not local, or between a lost connection and its resume).
     Absent,
-    /// The connection's queue is full: it was cut off rather than silently losing signaling.
+    /// The connection's byte budget is spent: it was cut off rather than silently losing
+    /// signaling.
     CutOff,
 }
 
@@ -158,13 +231,13 @@ impl LocalPeers {
         let Some(conn) = conn else {
             return Delivery::Absent;
         };
-        match conn.tx.try_send(Outbound::Frame(frame)) {
+        match conn.tx.push(frame) {
             Ok(()) => Delivery::Delivered,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(Refused::Full) => {
                 conn.kill.too_slow();
                 Delivery::CutOff
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Absent,
+            Err(Refused::Closed) => Delivery::Absent,
         }
     }
 

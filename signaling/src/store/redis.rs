@@ -11,6 +11,7 @@
 //! - `replica-peers:{replica}`: set of `"{room} {peer}"` seats a replica holds.
 //! - `replicas`: sorted set replica → lease expiry (Redis server time, ms).
 //! - pub/sub channel `r:{replica}`: frames for that replica's peers.
+//! - `jti:{sha256(jti)}`: a used single-use room token, until the token's expiry.
 //!
 //! Every key has a TTL of three leases, renewed by the live replicas that use it, so nothing
 //! outlives the replicas and rooms that need it. Each operation is one Lua script, so joins are
@@ -26,6 +27,7 @@ use fred::clients::SubscriberClient;
 use fred::prelude::*;
 use fred::types::scripts::Script;
 use serde::{Deserialize, Serialize};
+use sha2::Digest;
 
 use super::{LocalPeers, PeerRecord, RoomStore, StoreError};
 use crate::protocol::{LeaveReason, PeerInfo, ServerMsg};
@@ -48,6 +50,7 @@ for _, v in ipairs(redis.call('HVALS', KEYS[1])) do
   local r = cjson.decode(v)
   if r.resume == ARGV[1] then
     local entry = ARGV[3] .. ' ' .. r.id
+    r.resume = ARGV[6]
     redis.call('SREM', ARGV[4] .. 'replica-peers:' .. r.replica, entry)
     r.epoch = r.epoch + 1
     r.replica = ARGV[2]
@@ -148,6 +151,8 @@ struct Seat {
     resume: String,
     epoch: u64,
     replica: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expires: Option<u64>,
 }
 
 impl Seat {
@@ -157,6 +162,7 @@ impl Seat {
             name: self.name.clone(),
             resume_token: self.resume.clone(),
             epoch: self.epoch,
+            expires: self.expires,
         }
     }
 }
@@ -543,6 +549,7 @@ impl RedisStore {
             resume: rec.resume_token.clone(),
             epoch: rec.epoch,
             replica: self.replica.clone(),
+            expires: rec.expires,
         }
     }
 
@@ -640,6 +647,7 @@ impl RoomStore for RedisStore {
         &self,
         room: &str,
         resume_token: &str,
+        new_token: &str,
     ) -> Result<Option<PeerRecord>, StoreError> {
         let reply: Option<String> = self
             .scripts
@@ -653,6 +661,7 @@ impl RoomStore for RedisStore {
                     room.to_owned(),
                     PREFIX.to_owned(),
                     self.ttl_ms().to_string(),
+                    new_token.to_owned(),
                 ],
             )
             .await
@@ -664,6 +673,26 @@ impl RoomStore for RedisStore {
             self.own(room, rec);
         }
         Ok(rec)
+    }
+
+    async fn claim_token(&self, jti: &str, expires: u64) -> Result<bool, StoreError> {
+        // Hashed: the key names no token material, and odd `jti` values stay one short key.
+        let key = format!(
+            "{PREFIX}jti:{}",
+            hex::encode(sha2::Sha256::digest(jti.as_bytes()))
+        );
+        let set: Option<String> = self
+            .client
+            .set(
+                key,
+                "1",
+                Some(Expiration::EXAT(expires as i64 + 1)),
+                Some(SetOptions::NX),
+                false,
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(set.is_some())
     }
 
     async fn members(&self, room: &str) -> Result<Vec<PeerInfo>, StoreError> {
