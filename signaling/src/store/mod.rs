@@ -87,6 +87,9 @@ pub trait RoomStore: Send + Sync + 'static {
 pub struct Outbox {
     tx: mpsc::UnboundedSender<Out>,
     budget: Arc<Semaphore>,
+    /// While a join is under way: room frames wait here, so the `joined` reply goes first.
+    held: Arc<Mutex<Option<Vec<Arc<str>>>>>,
+    holding: Arc<AtomicBool>,
 }
 
 /// Budget cost of a queued ping.
@@ -119,19 +122,58 @@ impl Outbox {
         let outbox = Outbox {
             tx,
             budget: Arc::clone(&budget),
+            held: Arc::default(),
+            holding: Arc::default(),
         };
         (outbox, rx, budget)
     }
 
     /// Queue a text frame if the byte budget allows it.
     pub fn push(&self, frame: Arc<str>) -> Result<(), Refused> {
-        let bytes = u32::try_from(frame.len()).map_err(|_| Refused::Full)?;
+        self.take_budget(frame.len())?;
+        if self.holding.load(Ordering::Acquire) {
+            let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(list) = held.as_mut() {
+                list.push(frame);
+                return Ok(());
+            }
+        }
+        self.tx.send(Out::Frame(frame)).map_err(|_| Refused::Closed)
+    }
+
+    fn take_budget(&self, bytes: usize) -> Result<(), Refused> {
+        let bytes = u32::try_from(bytes).map_err(|_| Refused::Full)?;
         match self.budget.try_acquire_many(bytes) {
             Ok(permit) => permit.forget(),
             Err(tokio::sync::TryAcquireError::NoPermits) => return Err(Refused::Full),
             Err(tokio::sync::TryAcquireError::Closed) => return Err(Refused::Closed),
         }
-        self.tx.send(Out::Frame(frame)).map_err(|_| Refused::Closed)
+        Ok(())
+    }
+
+    /// Hold room frames from now on: the connection is joining, and the room may hear of it
+    /// (and send it frames) before its `joined` reply is ready.
+    pub fn hold(&self) {
+        *self.held.lock().unwrap_or_else(|p| p.into_inner()) = Some(Vec::new());
+        self.holding.store(true, Ordering::Release);
+    }
+
+    /// Queue `first` (the `joined` reply), then what was held meanwhile, in order.
+    pub fn release(&self, first: Option<Arc<str>>) -> Result<(), Refused> {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let list = held.take().unwrap_or_default();
+        self.holding.store(false, Ordering::Release);
+        let mut result = Ok(());
+        if let Some(f) = first {
+            result = self.take_budget(f.len());
+            if result.is_ok() {
+                result = self.tx.send(Out::Frame(f)).map_err(|_| Refused::Closed);
+            }
+        }
+        for f in list {
+            let _ = self.tx.send(Out::Frame(f));
+        }
+        result
     }
 
     /// Queue a ping; it costs [`PING_COST`] of the budget, since the pings of a peer that
@@ -260,5 +302,38 @@ impl LocalPeers {
             .lock()
             .map(|m| m.get(peer).is_some_and(|c| c.room == room))
             .unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Frames the room sends while a join is under way come after the `joined` reply: a
+    /// client must never hear of a peer before it knows its own seat (the load generator
+    /// caught this when the writer moved to its own task).
+    #[test]
+    fn held_frames_follow_the_joined_reply() {
+        let (outbox, mut rx, _) = Outbox::new(1 << 20);
+        outbox.hold();
+        outbox.push("peer-joined".into()).expect("held");
+        assert!(rx.try_recv().is_err(), "held, not sent");
+        outbox.release(Some("joined".into())).expect("released");
+        outbox.push("offer".into()).expect("sent");
+        let order: Vec<String> = std::iter::from_fn(|| match rx.try_recv() {
+            Ok(Out::Frame(f)) => Some(f.to_string()),
+            _ => None,
+        })
+        .collect();
+        assert_eq!(order, ["joined", "peer-joined", "offer"]);
+    }
+
+    #[test]
+    fn the_budget_is_in_bytes() {
+        let (outbox, _rx, budget) = Outbox::new(10);
+        outbox.push("12345678".into()).expect("fits");
+        assert_eq!(outbox.push("123".into()), Err(Refused::Full));
+        budget.add_permits(8);
+        outbox.push("123".into()).expect("fits again once written");
     }
 }
