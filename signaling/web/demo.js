@@ -28,6 +28,7 @@ const MESSAGES = {
   [ErrorCode.RateLimited]: "Too many messages too fast. Wait a moment.",
   [ErrorCode.TooLarge]: "That message is too large to send.",
   [ErrorCode.IdleTimeout]: "Disconnected after a long silence. Reconnecting…",
+  [ErrorCode.JoinTimeout]: "The call server closed the connection before we joined. Try again.",
   [ErrorCode.ServerBusy]: "The call server is busy. Try again in a minute.",
   [ErrorCode.Unavailable]: "The call service is briefly unavailable. Retrying…",
   [ErrorCode.Internal]: "The call server had a problem. Try again.",

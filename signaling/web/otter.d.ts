@@ -28,6 +28,7 @@ export declare const ErrorCode: Readonly<{
   RateLimited: "rate-limited";
   TooLarge: "too-large";
   IdleTimeout: "idle-timeout";
+  JoinTimeout: "join-timeout";
   ServerBusy: "server-busy";
   Unavailable: "unavailable";
   Internal: "internal";

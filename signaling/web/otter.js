@@ -92,6 +92,7 @@ export const ErrorCode = Object.freeze({
   RateLimited: "rate-limited",
   TooLarge: "too-large",
   IdleTimeout: "idle-timeout",
+  JoinTimeout: "join-timeout",
   ServerBusy: "server-busy",
   Unavailable: "unavailable",
   Internal: "internal",
