@@ -325,8 +325,11 @@ COREFILE
 # our_pids: processes whose command line points into RUN_DIR (components, containerd's shims),
 # except shells: down itself, its subshells and the watchdog (it execs down) mention RUN_DIR too.
 our_pids() {
-    local p
+    local p tracked=" "
+    # Components with a pid file are stopped gracefully by down, in order; not swept here.
+    for p in "$RUN_DIR"/pids/*.pid; do [[ -f $p ]] && tracked+="$(<"$p") "; done
     for p in /proc/[0-9]*; do
+        [[ $tracked == *" ${p#/proc/} "* ]] && continue
         [[ $(cat "$p/comm" 2>/dev/null) == bash ]] && continue
         tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -qF -- "$RUN_DIR/" && printf '%s\n' "${p#/proc/}"
     done
@@ -362,13 +365,20 @@ nodes_down() {
         log "killing leftover processes: ${pids[*]}"
         kill -KILL "${pids[@]}" 2>/dev/null || true
     fi
+    # libcni's result cache (/var/lib/cni/results, not configurable in containerd 1.6): our
+    # networks' entries, and the loopback entries of our sandboxes.
+    local id
+    for ((i = 0; i < NET_NODES; i++)); do
+        rm -f /var/lib/cni/results/"otter$NET_SLOT-n$i"-* 2>/dev/null || true
+        for id in "$RUN_DIR/nodes/$i/containerd/state/io.containerd.grpc.v1.cri/sandboxes"/*; do
+            [[ -e $id ]] && rm -f "/var/lib/cni/results/cni-loopback-$(basename "$id")-lo"
+        done
+    done
     unmount_under "$RUN_DIR/"
     for ((i = 0; i < NET_NODES; i++)); do
         remove_cgroup "$(node_cgroup "$i")"
         ip netns del "$(node_ns "$i")" 2>/dev/null || true
         ip link del "otv${NET_SLOT}n$i" 2>/dev/null || true
-        # containerd's CNI result cache (libcni's default dir, not configurable in 1.6).
-        rm -f /var/lib/cni/results/"otter$NET_SLOT-n$i"-* 2>/dev/null || true
     done
     ip link del "$NET_BRIDGE" 2>/dev/null || true
     if [[ -f $RUN_DIR/sysctl.saved ]]; then
