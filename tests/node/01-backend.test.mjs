@@ -8,7 +8,7 @@ import { launch, openPage, joinCall, expectMediaEverywhere, firstFrameMs, peerSt
 import { roomToken } from '../../examples/room-tokens/mint.mjs';
 import {
   env, kubectl, getJson, waitFor, otterCondition, rolledOut, condition,
-  startGapSampler, resetGap, readGap, record,
+  startGapSampler, resetGap, readGap, record, forwardLocal,
 } from './lib.mjs';
 
 const NS = 'calls';
@@ -63,6 +63,7 @@ before(async () => {
 
 after(async () => {
   await state.browser?.close().catch(() => {});
+  state.forward?.close();
 });
 
 test('an OtterDeployment becomes Ready from real pods', async () => {
@@ -77,8 +78,12 @@ test('an OtterDeployment becomes Ready from real pods', async () => {
   const svc = (await getJson(['get', 'services', '-n', NS, '-l', `app.kubernetes.io/instance=${NAME},app.kubernetes.io/component=signaling`])).items
     .find((s) => s.spec.type === 'NodePort');
   assert.ok(svc, 'a NodePort signaling Service');
-  state.url = `http://${nodeIps[0]}:${svc.spec.ports[0].nodePort}`;
-  await waitFor(`${state.url}/readyz`, async () => (await fetch(`${state.url}/readyz`)).ok || '!not ready');
+  const nodePort = `http://${nodeIps[0]}:${svc.spec.ports[0].nodePort}`;
+  await waitFor(`${nodePort}/readyz`, async () => (await fetch(`${nodePort}/readyz`)).ok || '!not ready');
+  // The pages load from 127.0.0.1 (a secure context, so getUserMedia exists), forwarded to
+  // the NodePort: every byte still goes through kube-proxy on a node to a signaling pod.
+  state.forward = await forwardLocal(nodeIps[0], svc.spec.ports[0].nodePort);
+  state.url = `http://127.0.0.1:${state.forward.port}`;
 });
 
 async function call(room, policy) {

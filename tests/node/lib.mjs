@@ -1,6 +1,7 @@
 // Helpers of the node suite: kubectl against the test cluster, waiting on conditions, and a
 // media-gap sampler that runs inside the call pages.
 import { execFile } from 'node:child_process';
+import { createServer, connect } from 'node:net';
 import { promisify } from 'node:util';
 import { writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -110,4 +111,21 @@ export function record(key, value) {
   const dir = process.env.OTTER_E2E_LOGS || '.';
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, 'node-bench.json'), JSON.stringify(results, null, 2));
+}
+
+/**
+ * A TCP forwarder from 127.0.0.1:<free port> to HOST:PORT (like kubectl port-forward, to a
+ * NodePort). Pages must be on 127.0.0.1: on a node address the page is not a secure context
+ * and navigator.mediaDevices is undefined. Resolves { port, close }.
+ */
+export async function forwardLocal(host, port) {
+  const server = createServer((client) => {
+    const upstream = connect(port, host);
+    client.pipe(upstream).pipe(client);
+    const end = () => { client.destroy(); upstream.destroy(); };
+    client.on('error', end);
+    upstream.on('error', end);
+  });
+  await new Promise((resolve, reject) => { server.once('error', reject); server.listen(0, '127.0.0.1', resolve); });
+  return { port: server.address().port, close: () => server.close() };
 }
