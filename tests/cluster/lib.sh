@@ -12,6 +12,11 @@ KWOK_BIN_DIR=$OTTER_CACHE/kwok/$KWOK_VERSION/bin
 ETCD_BIN_DIR=$OTTER_CACHE/etcd/$ETCD_VERSION/bin
 DEFAULT_RUN_DIR=$OTTER_CACHE/cluster/run
 K8S_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+# Real nodes (up --nodes N): their own directories, so they build beside the control plane.
+K8S_NODE_BIN_DIR=$OTTER_CACHE/k8s-node/$K8S_VERSION/bin
+K8S_NODE_BINARIES=(kubelet kube-proxy)
+COREDNS_BIN_DIR=$OTTER_CACHE/coredns/$COREDNS_VERSION/bin
+REGISTRY_BIN_DIR=$OTTER_CACHE/registry/$REGISTRY_VERSION/bin
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -27,6 +32,9 @@ cached_bin() {
     case $name in
         kwok) dir=$KWOK_BIN_DIR ;;
         etcd) dir=$ETCD_BIN_DIR ;;
+        kubelet|kube-proxy) dir=$K8S_NODE_BIN_DIR ;;
+        coredns) dir=$COREDNS_BIN_DIR ;;
+        registry) dir=$REGISTRY_BIN_DIR ;;
         *) dir=$K8S_BIN_DIR ;;
     esac
     [[ -x $dir/$name ]] || die "$dir/$name is missing; run tests/cluster/install first"
@@ -34,6 +42,8 @@ cached_bin() {
 }
 
 KWOK_STAGES=$OTTER_CACHE/kwok/$KWOK_VERSION/stages.yaml
+# The sandbox image real nodes use, built by tests/cluster/images (tag = its source's version).
+PAUSE_TAG=3.10-otter1
 
 # parse_dir_arg "$@": sets RUN_DIR from --dir DIR (default DEFAULT_RUN_DIR); --help calls usage.
 parse_dir_arg() {
@@ -71,7 +81,17 @@ start_component() {
     mkdir -p "$RUN_DIR/pids" "$RUN_DIR/logs" "$RUN_DIR/cmd"
     printf '%s\0' "$@" >"$RUN_DIR/cmd/$name"
     setsid "$@" </dev/null >>"$RUN_DIR/logs/$name.log" 2>&1 &
-    echo $! >"$RUN_DIR/pids/$name.pid"
+    local pid=$!
+    echo "$pid" >"$RUN_DIR/pids/$name.pid"
+    # Until the forked shell has exec'd the command, its command line is this script's, and
+    # pid_alive (which wants RUN_DIR in it) would call the component dead. Under load that
+    # takes long enough for a quick first health probe to lose the race: wait for the exec.
+    local i
+    for ((i = 0; i < 500; i++)); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF -- "$RUN_DIR/" && return 0
+        sleep 0.01
+    done
 }
 
 # signal_component SIGNAL NAME: send SIGNAL if NAME runs; true when it did.
@@ -110,18 +130,24 @@ healthy() {
         kube-controller-manager) curl -fsSk "https://127.0.0.1:$OTTER_KCM_PORT/healthz" ;;
         kube-scheduler) curl -fsSk "https://127.0.0.1:$OTTER_SCHEDULER_PORT/healthz" ;;
         kwok) curl -fsS "http://127.0.0.1:$OTTER_KWOK_PORT/healthz" ;;
+        registry) curl -fsS "http://$OTTER_REGISTRY/v2/" ;;
+        coredns) curl -fsS "http://127.0.0.1:$OTTER_COREDNS_READY_PORT/ready" ;;
         *) die "unknown component $1" ;;
     esac
 }
 
 # wait_for NAME WHAT CMD...: retry CMD until it succeeds; fail when NAME dies or after TIMEOUT
-# seconds (default 60), showing the end of NAME's log.
+# seconds (default 60), showing the end of NAME's log (with WAIT_SOFT=1, return 1 when NAME dies).
 wait_for() {
     local name=$1 what=$2; shift 2
     local deadline=$((SECONDS + ${TIMEOUT:-60}))
     until "$@" >/dev/null 2>&1; do
         if ! pid_alive "$RUN_DIR/pids/$name.pid"; then
+            # The end of its log now, on stderr: a caller may delete DIR right after.
+            log "$name exited while waiting for $what; the end of $RUN_DIR/logs/$name.log:"
             tail -n 30 "$RUN_DIR/logs/$name.log" >&2 || true
+            # WAIT_SOFT=1: the caller decides (start_retrying retries a lost port).
+            [[ -z ${WAIT_SOFT:-} ]] || return 1
             die "$name exited while waiting for $what; log: $RUN_DIR/logs/$name.log"
         fi
         if ((SECONDS > deadline)); then

@@ -62,7 +62,9 @@ pub const BUILTIN_DENIED_RANGES: &[&str] = &[
     "198.18.0.0/15",
     "224.0.0.0/4",
     "240.0.0.0/4",
-    "::/128",
+    // Not "::/128": coturn 4.6 reads the range "::-::" as matching every IPv4 peer, which
+    // denied all relaying (found on real nodes: "A peer IP 198.51.100.11 denied in the range:
+    // ::-::"). The unspecified address is never a reachable peer anyway.
     "::1/128",
     "::ffff:0:0/96",
     "fc00::/7",

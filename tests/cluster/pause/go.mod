@@ -1,0 +1,3 @@
+module otter.local/pause
+
+go 1.24

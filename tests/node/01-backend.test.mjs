@@ -1,0 +1,210 @@
+// One OtterDeployment on real nodes: Ready from real pods, a relayed and a direct call through
+// what the operator built, faults during a live call with the media gap measured, bad input
+// on the live cluster, and deletion. The tests run in order and share the deployment.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { launch, openPage, joinCall, expectMediaEverywhere, firstFrameMs, peerStats } from '../e2e/lib/browser.mjs';
+import { roomToken } from '../../examples/room-tokens/mint.mjs';
+import {
+  env, kubectl, getJson, waitFor, otterCondition, rolledOut, condition,
+  startGapSampler, resetGap, readGap, record, forwardLocal,
+} from './lib.mjs';
+
+const NS = 'calls';
+const NAME = 'otter';
+const nodeIps = env('OTTER_NODE_IPS').split(' ');
+const tokenSecret = randomBytes(24).toString('hex');
+const state = {};
+
+function otterYaml({ authSecret = 'room-tokens', realm = 'otter.test' } = {}) {
+  return `apiVersion: otter.dev/v1alpha1
+kind: OtterDeployment
+metadata: {name: ${NAME}, namespace: ${NS}}
+spec:
+  signaling:
+    image: ${env('OTTER_SIGNALING_IMAGE')}
+    service: {type: NodePort}
+    auth:
+      enabled: true
+      secretRef: {name: ${authSecret}, key: token-secret}
+  turn:
+    image: ${env('OTTER_TURN_IMAGE')}
+    realm: ${realm}
+  redis:
+    managed:
+      image: ${env('OTTER_REDIS_IMAGE')}
+`;
+}
+
+const pods = async (component) => (await getJson(['get', 'pods', '-n', NS, '-l', `app.kubernetes.io/instance=${NAME},app.kubernetes.io/component=${component}`])).items;
+
+/** Seconds from each pod's creation to its Ready condition. */
+async function podStartToReady(component) {
+  return (await pods(component)).map((p) => {
+    const ready = condition(p, 'Ready');
+    return (Date.parse(ready.lastTransitionTime) - Date.parse(p.metadata.creationTimestamp)) / 1000;
+  });
+}
+
+async function backendWhole() {
+  await waitFor('OtterDeployment Ready', () => otterCondition(NS, NAME, 'Ready'));
+}
+
+before(async () => {
+  for (const ip of nodeIps) assert.match(ip, /^\d+\.\d+\.\d+\.\d+$/);
+  const nodes = (await getJson(['get', 'nodes'])).items.map((n) => n.metadata.name);
+  state.nodes = nodes;
+  for (const n of nodes) await kubectl(['label', 'node', n, 'otter.dev/turn=true', '--overwrite']);
+  await kubectl(['create', 'namespace', NS]);
+  await kubectl(['create', 'secret', 'generic', 'room-tokens', '-n', NS, `--from-literal=token-secret=${tokenSecret}`]);
+  state.browser = await launch();
+});
+
+after(async () => {
+  await state.browser?.close().catch(() => {});
+  state.forward?.close();
+});
+
+test('an OtterDeployment becomes Ready from real pods', async () => {
+  state.applied = Date.now();
+  await kubectl(['apply', '-f', '-'], { input: otterYaml() });
+  const o = await waitFor('OtterDeployment Ready', () => otterCondition(NS, NAME, 'Ready'), { timeoutMs: 300000 });
+  record('apply_to_ready_s', (Date.now() - state.applied) / 1000);
+  for (const c of ['signaling', 'turn', 'redis']) record(`pod_start_to_ready_s.${c}`, await podStartToReady(c));
+  // TURN on every labelled node, published with the node's address.
+  assert.equal(o.status.turn.ready, state.nodes.length, JSON.stringify(o.status.turn));
+  for (const ip of nodeIps) assert.ok(o.status.turnUris.some((u) => u.includes(ip)), `${ip} in ${o.status.turnUris}`);
+  const svc = (await getJson(['get', 'services', '-n', NS, '-l', `app.kubernetes.io/instance=${NAME},app.kubernetes.io/component=signaling`])).items
+    .find((s) => s.spec.type === 'NodePort');
+  assert.ok(svc, 'a NodePort signaling Service');
+  const nodePort = `http://${nodeIps[0]}:${svc.spec.ports[0].nodePort}`;
+  await waitFor(`${nodePort}/readyz`, async () => (await fetch(`${nodePort}/readyz`)).ok || '!not ready');
+  // The pages load from 127.0.0.1 (a secure context, so getUserMedia exists), forwarded to
+  // the NodePort: every byte still goes through kube-proxy on a node to a signaling pod.
+  state.forward = await forwardLocal(nodeIps[0], svc.spec.ports[0].nodePort);
+  state.url = `http://127.0.0.1:${state.forward.port}`;
+});
+
+async function call(room, policy) {
+  const a = await openPage(state.browser, state.url, `A-${room}`);
+  const b = await openPage(state.browser, state.url, `B-${room}`);
+  const opts = policy ? { iceTransportPolicy: policy } : {};
+  await joinCall(a, { room, name: 'Alice', token: roomToken(tokenSecret, room, { ttlSeconds: 3600 }), ...opts });
+  await joinCall(b, { room, name: 'Bob', token: roomToken(tokenSecret, room, { ttlSeconds: 3600 }), ...opts });
+  const ms = await firstFrameMs(b, { timeoutMs: 30000 });
+  assert.ok(ms !== null, `B decoded no frame\n${[...a.logs, ...b.logs].join('\n')}`);
+  return { a, b, ms };
+}
+
+test('a relayed call goes through the coturn pods, on the published node addresses', async () => {
+  const { a, b, ms } = await call('relay', 'relay');
+  record('apply_to_first_relay_frame_s', (Date.now() - state.applied) / 1000);
+  record('join_to_first_relay_frame_ms', Math.round(ms));
+  const stats = await expectMediaEverywhere([a, b], { timeoutMs: 30000 });
+  for (const [label, peers] of Object.entries(stats)) {
+    for (const s of Object.values(peers)) {
+      assert.equal(s.pair?.local, 'relay', `${label} ${JSON.stringify(s.pair)}`);
+      assert.ok(nodeIps.some((ip) => s.pair.localAddress.startsWith(`${ip}:`)), `${label} relays through ${s.pair.localAddress}, not a node address ${nodeIps}`);
+    }
+  }
+  const ice = await a.evaluate(() => window.call.peers.values().next().value.pc.getConfiguration().iceServers);
+  const urls = ice.flatMap((s) => [].concat(s.urls));
+  for (const ip of nodeIps) assert.ok(urls.some((u) => u.startsWith(`turn:${ip}:`)), `turn URI of ${ip} in ${urls}`);
+  state.relay = { a, b };
+  for (const p of [a, b]) await startGapSampler(p);
+});
+
+test('a direct call works too', async () => {
+  const { a, b } = await call('direct');
+  const stats = await expectMediaEverywhere([a, b], { timeoutMs: 30000 });
+  for (const peers of Object.values(stats)) for (const s of Object.values(peers)) assert.notEqual(s.pair?.local, 'relay');
+  for (const p of [a, b]) await p.context().close();
+});
+
+/** Run FAULT during the relayed call; wait for RECOVERED and media both ways; record the gap. */
+async function survive(key, fault, recovered) {
+  const { a, b } = state.relay;
+  await Promise.all([resetGap(a), resetGap(b)]);
+  const t0 = Date.now();
+  await fault();
+  await recovered();
+  await expectMediaEverywhere([a, b], { timeoutMs: 60000 });
+  const gap = Math.max(await readGap(a), await readGap(b));
+  record(`media_gap_ms.${key}`, gap);
+  record(`recovered_s.${key}`, (Date.now() - t0) / 1000);
+}
+
+test('the call survives deleting a signaling pod', async () => {
+  const [victim] = await pods('signaling');
+  await survive('signaling_pod_deleted',
+    () => kubectl(['delete', 'pod', '-n', NS, victim.metadata.name, '--wait=false']),
+    async () => {
+      await waitFor('signaling rolled out', () => rolledOut(NS, 'deployment', `${NAME}-signaling`));
+      await backendWhole();
+    });
+  // Both pages are in the room with each other again.
+  for (const p of [state.relay.a, state.relay.b]) {
+    await waitFor(`${p.label} joined with one peer`, () => p.evaluate(() => window.call.state === 'joined' && window.call.peers.size === 1) || '!not whole');
+  }
+});
+
+test('the call survives deleting the Redis pod', async () => {
+  const [victim] = await pods('redis');
+  await survive('redis_pod_deleted',
+    () => kubectl(['delete', 'pod', '-n', NS, victim.metadata.name, '--wait=false']),
+    async () => {
+      await waitFor('redis pod replaced', async () => ((await pods('redis')).some((p) => p.metadata.uid !== victim.metadata.uid && condition(p, 'Ready')?.status === 'True')) || '!old pod');
+      await backendWhole();
+    });
+});
+
+test('the call survives a TURN DaemonSet roll (ICE restart)', async () => {
+  const before = (await pods('turn')).map((p) => p.metadata.uid);
+  await survive('turn_daemonset_rolled',
+    () => kubectl(['apply', '-f', '-'], { input: otterYaml({ realm: 'rolled.otter.test' }) }),
+    async () => {
+      await waitFor('every TURN pod replaced', async () => {
+        const now = await pods('turn');
+        return (now.length === before.length && now.every((p) => !before.includes(p.metadata.uid) && condition(p, 'Ready')?.status === 'True')) || `!${now.length} pods`;
+      });
+      await backendWhole();
+    });
+});
+
+test('with two nodes, the call moves off a node whose TURN pod is deleted', { skip: nodeIps.length < 2 && 'one node' }, async () => {
+  const stats = await peerStats(state.relay.a);
+  const relayIp = Object.values(stats)[0].pair.localAddress.split(':')[0];
+  const node = (await getJson(['get', 'nodes'])).items.find((n) => n.status.addresses.some((x) => x.address === relayIp));
+  const victim = (await pods('turn')).find((p) => p.spec.nodeName === node.metadata.name);
+  await survive('turn_pod_deleted',
+    () => kubectl(['delete', 'pod', '-n', NS, victim.metadata.name, '--wait=false']),
+    () => waitFor('TURN DaemonSet whole', () => rolledOut(NS, 'daemonset', `${NAME}-turn`)));
+});
+
+test('an invalid OtterDeployment is refused with its CEL message', async () => {
+  const bad = otterYaml().replace('realm: otter.test', 'realm: otter.test\n    relayPortRange: {min: 60000, max: 50000}').replace(`name: ${NAME},`, 'name: bad,');
+  const r = await kubectl(['apply', '-f', '-'], { input: bad, allowFail: true });
+  assert.ok(r.failed, 'the API server accepted an invalid relayPortRange');
+  assert.match(r.stderr, /turn\.relayPortRange\.min must be lower than turn\.relayPortRange\.max/);
+});
+
+test('a missing Secret makes it Degraded naming the Secret; creating it recovers', async () => {
+  await kubectl(['apply', '-f', '-'], { input: otterYaml({ authSecret: 'late-tokens', realm: 'rolled.otter.test' }) });
+  const o = await waitFor('Degraded', () => otterCondition(NS, NAME, 'Degraded'));
+  const c = condition(o, 'Degraded');
+  assert.match(`${c.reason} ${c.message}`, /late-tokens/, JSON.stringify(c));
+  await kubectl(['create', 'secret', 'generic', 'late-tokens', '-n', NS, `--from-literal=token-secret=${tokenSecret}`]);
+  await waitFor('Ready again', () => otterCondition(NS, NAME, 'Ready'));
+});
+
+test('deleting the OtterDeployment removes every child and keeps user Secrets', async () => {
+  for (const p of [state.relay.a, state.relay.b]) await p.context().close();
+  await kubectl(['delete', 'otterdeployment', NAME, '-n', NS, '--wait=true', '--timeout=120s']);
+  const kinds = 'deployments,statefulsets,daemonsets,services,configmaps,secrets,networkpolicies,poddisruptionbudgets,pods';
+  await waitFor('children gone', async () => {
+    const left = (await getJson(['get', kinds, '-n', NS, '-l', `app.kubernetes.io/instance=${NAME}`])).items;
+    return left.length === 0 || `!${left.map((o) => `${o.kind}/${o.metadata.name}`).join(' ')}`;
+  });
+  for (const s of ['room-tokens', 'late-tokens']) await kubectl(['get', 'secret', s, '-n', NS]);
+});
