@@ -9,8 +9,10 @@ export function useCallEnv(opts = {}) {
     env.turn = await startCoturn();
     env.server = await startSignaling({ turn: env.turn, ...opts.signaling });
     env.browser = await launch();
-    env.page = async (label, path) => {
-      const p = await openPage(env.browser, env.server.url, label, path);
+    // `base`: the origin the page loads from. A page whose signaling goes through a test
+    // proxy loads through it too: the demo page's CSP allows connections to its own origin only.
+    env.page = async (label, path, base = env.server.url) => {
+      const p = await openPage(env.browser, base, label, path);
       env.pages.push(p);
       return p;
     };
