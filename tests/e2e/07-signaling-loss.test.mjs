@@ -73,6 +73,10 @@ test('an offer made while the other side\'s signaling was down is made again', a
     const { peerId: aId } = await joinCall(a, { room, url: proxy.url });
     const { peerId: bId } = await joinCall(b, { room });
     await expectMediaEverywhere([a, b]);
+    // Counted before and after, not assumed: the check is that the new track raises an event,
+    // whatever B sent at first (a run under load once saw 2 events in all where 3 were assumed).
+    const tracksOfB = async () => (await a.evaluate(() => window.events.filter((e) => e.type === 'track').map((e) => e.peer))).filter((p) => p === bId);
+    const before = (await tracksOfB()).length;
     proxy.cut();
     await a.waitForFunction(() => window.call.state === 'reconnecting', null, { timeout: 5000 });
     // B renegotiates now: its offer reaches the server, which cannot deliver it to A.
@@ -99,8 +103,8 @@ test('an offer made while the other side\'s signaling was down is made again', a
       stats.forEach((x) => { if (x.type === 'inbound-rtp' && x.kind === 'video' && mids.has(x.mid) && x.framesDecoded > 0) n++; });
       return n >= 2;
     }, bId, { timeout: 20000, polling: 250 });
-    const tracks = await a.evaluate(() => window.events.filter((e) => e.type === 'track').map((e) => e.peer));
-    assert.ok(tracks.filter((p) => p === bId).length >= 3, `A got a track event for the new track: ${JSON.stringify(tracks)} ${bId}`);
+    const after = (await tracksOfB()).length;
+    assert.ok(after > before, `A got a track event for the new track: ${before} before, ${after} after`);
     await expectMediaEverywhere([a, b]);
   } finally {
     await proxy.close();
