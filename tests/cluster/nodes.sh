@@ -371,9 +371,13 @@ nodes_down() {
     for ((i = 0; i < NET_NODES; i++)); do
         rm -f /var/lib/cni/results/"otter$NET_SLOT-n$i"-* 2>/dev/null || true
         for id in "$RUN_DIR/nodes/$i/containerd/state/io.containerd.grpc.v1.cri/sandboxes"/*; do
-            [[ -e $id ]] && rm -f "/var/lib/cni/results/cni-loopback-$(basename "$id")-lo"
+            [[ -e $id ]] || continue
+            rm -f "/var/lib/cni/results/cni-loopback-$(basename "$id")-lo"
+            rm -f "$(shim_socket "$i" "$(basename "$id")")"
         done
     done
+    # The shims' socket directory, if only ours were in it.
+    rmdir /run/containerd/s /run/containerd 2>/dev/null || true
     unmount_under "$RUN_DIR/"
     for ((i = 0; i < NET_NODES; i++)); do
         remove_cgroup "$(node_cgroup "$i")"
@@ -387,6 +391,15 @@ nodes_down() {
     fi
     rm -f "$RUN_DIR/net"
     log "nodes removed: netns, bridge $NET_BRIDGE, cgroups, mounts"
+}
+
+# shim_socket I SANDBOX: the socket a killed runc shim of node I left behind. containerd 1.6
+# puts it at /run/containerd/s/sha256(<containerd address>/k8s.io/<sandbox id>) whatever its
+# state dir, and only a shim that exits cleanly removes it.
+shim_socket() {
+    local sum
+    sum=$(printf '%s' "$RUN_DIR/nodes/$1/containerd.sock/k8s.io/$2" | sha256sum)
+    printf '/run/containerd/s/%s\n' "${sum%% *}"
 }
 
 # unmount_under PREFIX: every mount point below PREFIX, deepest first (lazily if busy).

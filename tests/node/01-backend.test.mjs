@@ -8,7 +8,7 @@ import { launch, openPage, joinCall, expectMediaEverywhere, firstFrameMs, peerSt
 import { roomToken } from '../../examples/room-tokens/mint.mjs';
 import {
   env, kubectl, getJson, waitFor, otterCondition, rolledOut, condition,
-  startGapSampler, resetGap, readGap, record, forwardLocal,
+  startGapSampler, resetGap, readGap, record, forwardLocal, podMetric,
 } from './lib.mjs';
 
 const NS = 'calls';
@@ -135,18 +135,41 @@ async function survive(key, fault, recovered) {
   record(`recovered_s.${key}`, (Date.now() - t0) / 1000);
 }
 
+/** Open WebSocket connections per signaling pod, from each pod's /metrics. */
+async function signalingConnections() {
+  const out = {};
+  for (const p of await pods('signaling')) out[p.metadata.name] = await podMetric(NS, p.metadata.name, 9090, 'otter_signaling_connections');
+  return out;
+}
+
+/** Resolves when the pod with uid UID is gone from the API (its containers have ended). */
+const podGone = (component, uid) => waitFor(`${component} pod ${uid} gone`, async () => (await pods(component)).every((p) => p.metadata.uid !== uid) || '!still there');
+
 test('the call survives deleting a signaling pod', async () => {
-  const [victim] = await pods('signaling');
+  const { a, b } = state.relay;
+  // Delete the pod that holds (some of) the call's WebSockets, so the SDK has to resume.
+  const conns = await waitFor('the two relay pages are the only connections', async () => {
+    const c = await signalingConnections();
+    return Object.values(c).reduce((x, y) => x + y, 0) === 2 ? c : `!${JSON.stringify(c)}`;
+  });
+  const victimName = Object.keys(conns).sort((x, y) => conns[y] - conns[x])[0];
+  const victim = (await pods('signaling')).find((p) => p.metadata.name === victimName);
+  const seen = await Promise.all([a, b].map((p) => p.evaluate(() => window.events.length)));
   await survive('signaling_pod_deleted',
-    () => kubectl(['delete', 'pod', '-n', NS, victim.metadata.name, '--wait=false']),
+    () => kubectl(['delete', 'pod', '-n', NS, victimName, '--wait=false']),
     async () => {
+      await podGone('signaling', victim.metadata.uid);
       await waitFor('signaling rolled out', () => rolledOut(NS, 'deployment', `${NAME}-signaling`));
       await backendWhole();
+      // Both pages are in the room with each other again.
+      for (const p of [a, b]) {
+        await waitFor(`${p.label} joined with one peer`, () => p.evaluate(() => window.call.state === 'joined' && window.call.peers.size === 1) || '!not whole');
+      }
     });
-  // Both pages are in the room with each other again.
-  for (const p of [state.relay.a, state.relay.b]) {
-    await waitFor(`${p.label} joined with one peer`, () => p.evaluate(() => window.call.state === 'joined' && window.call.peers.size === 1) || '!not whole');
-  }
+  const states = await Promise.all([a, b].map((p, i) => p.evaluate((n) => window.events.slice(n).filter((e) => e.type === 'state').map((e) => e.state), seen[i])));
+  assert.ok(states.some((s) => s.includes('reconnecting') && s.at(-1) === 'joined'), `no page resumed after ${victimName} (${conns[victimName]} connections) went: ${JSON.stringify(states)}`);
+  const after = await signalingConnections();
+  assert.equal(Object.values(after).reduce((x, y) => x + y, 0), 2, JSON.stringify(after));
 });
 
 test('the call survives deleting the Redis pod', async () => {
@@ -172,14 +195,30 @@ test('the call survives a TURN DaemonSet roll (ICE restart)', async () => {
     });
 });
 
-test('with two nodes, the call moves off a node whose TURN pod is deleted', { skip: nodeIps.length < 2 && 'one node' }, async () => {
-  const stats = await peerStats(state.relay.a);
+test('with two nodes, the call survives deleting the TURN pod it relays through', { skip: nodeIps.length < 2 && 'one node' }, async () => {
+  const { a, b } = state.relay;
+  const stats = await peerStats(a);
   const relayIp = Object.values(stats)[0].pair.localAddress.split(':')[0];
   const node = (await getJson(['get', 'nodes'])).items.find((n) => n.status.addresses.some((x) => x.address === relayIp));
+  assert.ok(node, `a node with the relay address ${relayIp}`);
   const victim = (await pods('turn')).find((p) => p.spec.nodeName === node.metadata.name);
   await survive('turn_pod_deleted',
     () => kubectl(['delete', 'pod', '-n', NS, victim.metadata.name, '--wait=false']),
-    () => waitFor('TURN DaemonSet whole', () => rolledOut(NS, 'daemonset', `${NAME}-turn`)));
+    async () => {
+      // Gone from the API means its coturn has ended: the call's relay allocation with it.
+      await podGone('turn', victim.metadata.uid);
+      await waitFor('TURN DaemonSet whole', () => rolledOut(NS, 'daemonset', `${NAME}-turn`));
+    });
+  // Still relayed, through a node address; which node ICE picked is recorded, not asserted: the
+  // DaemonSet's new pod on the same node is often Ready before the ICE restart gathers.
+  const now = await expectMediaEverywhere([a, b], { timeoutMs: 60000 });
+  for (const [label, peers] of Object.entries(now)) {
+    for (const s of Object.values(peers)) {
+      assert.equal(s.pair?.local, 'relay', `${label} ${JSON.stringify(s.pair)}`);
+      assert.ok(nodeIps.some((ip) => s.pair.localAddress.startsWith(`${ip}:`)), `${label} relays through ${s.pair.localAddress}`);
+    }
+  }
+  record('turn_pod_deleted.relay_before_after', [relayIp, Object.values(now[a.label])[0].pair.localAddress.split(':')[0]]);
 });
 
 test('an invalid OtterDeployment is refused with its CEL message', async () => {

@@ -1,6 +1,6 @@
 // Helpers of the node suite: kubectl against the test cluster, waiting on conditions, and a
 // media-gap sampler that runs inside the call pages.
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { createServer, connect } from 'node:net';
 import { promisify } from 'node:util';
 import { writeFileSync, mkdirSync } from 'node:fs';
@@ -119,13 +119,43 @@ export function record(key, value) {
  * and navigator.mediaDevices is undefined. Resolves { port, close }.
  */
 export async function forwardLocal(host, port) {
+  const open = new Set();
   const server = createServer((client) => {
     const upstream = connect(port, host);
     client.pipe(upstream).pipe(client);
-    const end = () => { client.destroy(); upstream.destroy(); };
-    client.on('error', end);
-    upstream.on('error', end);
+    // Either side gone ends both: an upstream connect to a deleted NodePort can otherwise sit
+    // in SYN-SENT for minutes and keep the test process alive after its last test.
+    const end = () => { client.destroy(); upstream.destroy(); open.delete(end); };
+    open.add(end);
+    for (const s of [client, upstream]) { s.on('error', end); s.on('close', end); }
   });
   await new Promise((resolve, reject) => { server.once('error', reject); server.listen(0, '127.0.0.1', resolve); });
-  return { port: server.address().port, close: () => server.close() };
+  return { port: server.address().port, close: () => { server.close(); for (const end of [...open]) end(); } };
+}
+
+/**
+ * The value of the Prometheus gauge or counter NAME (no labels) that pod POD serves on PORT at
+ * /metrics, read through `kubectl port-forward` (the host cannot route to pod addresses).
+ */
+export async function podMetric(ns, pod, port, name) {
+  const child = spawn(env('OTTER_KUBECTL'), ['port-forward', '-n', ns, `pod/${pod}`, `:${port}`, '--address', '127.0.0.1'], { env: process.env });
+  try {
+    const local = await new Promise((resolve, reject) => {
+      let out = '';
+      let err = '';
+      child.stdout.on('data', (d) => {
+        out += d;
+        const m = out.match(/Forwarding from 127\.0\.0\.1:(\d+)/);
+        if (m) resolve(Number(m[1]));
+      });
+      child.stderr.on('data', (d) => { err += d; });
+      child.once('exit', (code) => reject(new Error(`kubectl port-forward ${pod}: exited ${code}: ${err}`)));
+    });
+    const text = await (await fetch(`http://127.0.0.1:${local}/metrics`)).text();
+    const m = text.match(new RegExp(`^${name} (\\S+)$`, 'm'));
+    if (!m) throw new Error(`${name} not in ${pod}'s /metrics`);
+    return Number(m[1]);
+  } finally {
+    child.kill();
+  }
 }

@@ -377,6 +377,11 @@ pub fn build_daemonset(
         spec: Some(PodSpec {
             host_network: Some(true),
             dns_policy: Some("ClusterFirstWithHostNet".to_string()),
+            // coturn installs no SIGTERM handler, and a signal without one is ignored by PID 1:
+            // each deleted pod held its node's host port for the whole grace period (30 s per
+            // node in a roll, found on real nodes). With the pause container as PID 1, SIGTERM
+            // ends coturn at once.
+            share_process_namespace: Some(true),
             init_containers: Some(vec![init]),
             containers: vec![coturn],
             volumes: Some(volumes),
@@ -446,6 +451,11 @@ mod tests {
         let p = pod(&ds);
         assert_eq!(p.host_network, Some(true));
         assert_eq!(p.dns_policy.as_deref(), Some("ClusterFirstWithHostNet"));
+        assert_eq!(
+            p.share_process_namespace,
+            Some(true),
+            "coturn must not be PID 1"
+        );
         assert_eq!(p.node_selector.unwrap()["otter.dev/turn"], "true");
         let owner = &ds.metadata.owner_references.unwrap()[0];
         assert_eq!(
