@@ -431,6 +431,14 @@ mod tests {
         ds.spec.clone().unwrap().template.spec.unwrap()
     }
 
+    /// The Secret name and key the init container reads the TURN secret from.
+    fn turn_secret_ref(ds: &DaemonSet) -> (String, String) {
+        let env = pod(ds).init_containers.unwrap()[0].env.clone().unwrap();
+        let secret = env.iter().find(|e| e.name == "OTTER_TURN_SECRET").unwrap();
+        let key_ref = secret.value_from.clone().unwrap().secret_key_ref.unwrap();
+        (key_ref.name, key_ref.key)
+    }
+
     fn annotation(ds: &DaemonSet) -> String {
         ds.spec
             .clone()
@@ -513,15 +521,9 @@ mod tests {
             None,
             "coturn itself gets no secret env"
         );
-        let env = pod(&ds).init_containers.clone().unwrap()[0]
-            .env
-            .clone()
-            .unwrap();
-        let secret = env.iter().find(|e| e.name == "OTTER_TURN_SECRET").unwrap();
-        let key_ref = secret.value_from.clone().unwrap().secret_key_ref.unwrap();
         assert_eq!(
-            (key_ref.name.as_str(), key_ref.key.as_str()),
-            ("demo-turn-secret", "turn-secret")
+            turn_secret_ref(&ds),
+            ("demo-turn-secret".into(), "turn-secret".into())
         );
     }
 
@@ -744,16 +746,7 @@ mod tests {
             key: Some("shared".into()),
         });
         let ds = build_daemonset(&cr, &observed(), &[]).unwrap().unwrap();
-        let env = pod(&ds).init_containers.clone().unwrap()[0]
-            .env
-            .clone()
-            .unwrap();
-        let secret = env.iter().find(|e| e.name == "OTTER_TURN_SECRET").unwrap();
-        let key_ref = secret.value_from.clone().unwrap().secret_key_ref.unwrap();
-        assert_eq!(
-            (key_ref.name.as_str(), key_ref.key.as_str()),
-            ("mine", "shared")
-        );
+        assert_eq!(turn_secret_ref(&ds), ("mine".into(), "shared".into()));
     }
 
     #[test]
