@@ -266,6 +266,22 @@ fn gone<K>() -> impl Condition<K> {
     |o: Option<&K>| o.is_none()
 }
 
+/// Wait until garbage collection has removed the named child of kind `K`.
+async fn collected<K>(client: &Client, ns: &str, name: &str, within: Duration)
+where
+    K: Resource<Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug + Send + 'static,
+    K::DynamicType: Default,
+{
+    wait_until(
+        &ns_api::<K>(client, ns),
+        name,
+        "garbage collection",
+        within,
+        gone(),
+    )
+    .await;
+}
+
 /// A test's namespace with RBAC, the CRD, a running operator, and an admin client.
 async fn setup(prefix: &str) -> (&'static Cluster, Client, String, Operator) {
     let c = cluster::shared();
@@ -706,46 +722,11 @@ async fn deleting_the_otterdeployment_collects_children_but_not_user_secrets() {
     let within = Duration::from_secs(60);
     wait_until(&crs, "otter", "the OtterDeployment to go", within, gone()).await;
     let what = "garbage collection";
-    wait_until(
-        &ns_api::<ConfigMap>(&client, &ns),
-        "otter-signaling",
-        what,
-        within,
-        gone(),
-    )
-    .await;
-    wait_until(
-        &ns_api::<Service>(&client, &ns),
-        "otter-signaling",
-        what,
-        within,
-        gone(),
-    )
-    .await;
-    wait_until(
-        &ns_api::<Deployment>(&client, &ns),
-        "otter-signaling",
-        what,
-        within,
-        gone(),
-    )
-    .await;
-    wait_until(
-        &ns_api::<DaemonSet>(&client, &ns),
-        "otter-turn",
-        what,
-        within,
-        gone(),
-    )
-    .await;
-    wait_until(
-        &ns_api::<StatefulSet>(&client, &ns),
-        "otter-redis",
-        what,
-        within,
-        gone(),
-    )
-    .await;
+    collected::<ConfigMap>(&client, &ns, "otter-signaling", within).await;
+    collected::<Service>(&client, &ns, "otter-signaling", within).await;
+    collected::<Deployment>(&client, &ns, "otter-signaling", within).await;
+    collected::<DaemonSet>(&client, &ns, "otter-turn", within).await;
+    collected::<StatefulSet>(&client, &ns, "otter-redis", within).await;
     wait_until(&secrets, "otter-redis-url", what, within, gone()).await;
     let survived = secrets
         .get("my-turn")
