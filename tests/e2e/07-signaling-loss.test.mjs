@@ -73,8 +73,9 @@ test('an offer made while the other side\'s signaling was down is made again', a
     const { peerId: aId } = await joinCall(a, { room, url: proxy.url });
     const { peerId: bId } = await joinCall(b, { room });
     await expectMediaEverywhere([a, b]);
-    // Counted before and after, not assumed: the check is that the new track raises an event,
-    // whatever B sent at first (a run under load once saw 2 events in all where 3 were assumed).
+    // Counted before and after: the check is that the new track raises an event, whatever B
+    // sent at first. Known open bug: under a full CPU hog A sometimes decodes the new track
+    // without any `track` event for it (2 before, 2 after); see the closing note of stop 12.
     const tracksOfB = async () => (await a.evaluate(() => window.events.filter((e) => e.type === 'track').map((e) => e.peer))).filter((p) => p === bId);
     const before = (await tracksOfB()).length;
     proxy.cut();
