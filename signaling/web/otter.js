@@ -468,7 +468,8 @@ class Peer {
 
   /** Offer (perfect negotiation: any side, any time). */
   async negotiate() {
-    if (this.closed || this.awaitOffer) return;
+    // One offer at a time: negotiationneeded comes again in stable if this offer misses a change.
+    if (this.closed || this.awaitOffer || this.makingOffer) return;
     try {
       this.makingOffer = true;
       await this.pc.setLocalDescription();
