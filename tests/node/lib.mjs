@@ -1,11 +1,11 @@
 // Helpers of the node suite: kubectl against the test cluster, waiting on conditions, and a
 // media-gap sampler that runs inside the call pages.
 import { execFile, spawn } from 'node:child_process';
-import { createServer, connect } from 'node:net';
 import { promisify } from 'node:util';
 import { writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { startProxy } from '../e2e/lib/proxy.mjs';
 
 const run = promisify(execFile);
 
@@ -116,22 +116,9 @@ export function record(key, value) {
 /**
  * A TCP forwarder from 127.0.0.1:<free port> to HOST:PORT (like kubectl port-forward, to a
  * NodePort). Pages must be on 127.0.0.1: on a node address the page is not a secure context
- * and navigator.mediaDevices is undefined. Resolves { port, close }.
+ * and navigator.mediaDevices is undefined. Resolves the e2e proxy ({ port, url, close, ... }).
  */
-export async function forwardLocal(host, port) {
-  const open = new Set();
-  const server = createServer((client) => {
-    const upstream = connect(port, host);
-    client.pipe(upstream).pipe(client);
-    // Either side gone ends both: an upstream connect to a deleted NodePort can otherwise sit
-    // in SYN-SENT for minutes and keep the test process alive after its last test.
-    const end = () => { client.destroy(); upstream.destroy(); open.delete(end); };
-    open.add(end);
-    for (const s of [client, upstream]) { s.on('error', end); s.on('close', end); }
-  });
-  await new Promise((resolve, reject) => { server.once('error', reject); server.listen(0, '127.0.0.1', resolve); });
-  return { port: server.address().port, close: () => { server.close(); for (const end of [...open]) end(); } };
-}
+export const forwardLocal = (host, port) => startProxy(port, host);
 
 /**
  * The value of the Prometheus gauge or counter NAME (no labels) that pod POD serves on PORT at
