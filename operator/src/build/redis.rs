@@ -71,18 +71,10 @@ pub fn redis_args(cr: &OtterDeployment) -> Vec<String> {
     args
 }
 
-/// `<name>-redis` StatefulSet, when Redis is managed.
-pub fn build_statefulset(
-    cr: &OtterDeployment,
-    obs: &Observed,
-    _built: &[Secret],
-) -> Result<Option<StatefulSet>, BuildError> {
-    let spec = &cr.spec.redis;
-    if spec.mode != RedisMode::Managed {
-        return Ok(None);
-    }
-    let m = &spec.managed;
-    let container = Container {
+/// The redis-server container: password from the Secret, probes without a shell.
+fn redis_container(cr: &OtterDeployment, obs: &Observed) -> Container {
+    let m = &cr.spec.redis.managed;
+    Container {
         name: "redis".to_string(),
         image: Some(m.image.clone().unwrap_or_else(|| obs.images.redis.clone())),
         args: Some(redis_args(cr)),
@@ -123,9 +115,17 @@ pub fn build_statefulset(
             ..Default::default()
         }]),
         ..Default::default()
-    };
-    let password = redis_password(cr, obs);
-    let (volumes, claims) = if m.persistence.enabled {
+    }
+}
+
+/// The pod's volumes and the StatefulSet's claim templates.
+type DataStorage = (Option<Vec<Volume>>, Option<Vec<PersistentVolumeClaim>>);
+
+/// Storage for `/data`: a PersistentVolumeClaim per replica when persistence is on, else an
+/// emptyDir (room state is short-lived).
+fn data_storage(cr: &OtterDeployment) -> DataStorage {
+    let m = &cr.spec.redis.managed;
+    if m.persistence.enabled {
         let claim = PersistentVolumeClaim {
             metadata: ObjectMeta {
                 name: Some("data".to_string()),
@@ -154,7 +154,20 @@ pub fn build_statefulset(
             ..Default::default()
         };
         (Some(vec![data]), None)
-    };
+    }
+}
+
+/// `<name>-redis` StatefulSet, when Redis is managed.
+pub fn build_statefulset(
+    cr: &OtterDeployment,
+    obs: &Observed,
+    _built: &[Secret],
+) -> Result<Option<StatefulSet>, BuildError> {
+    if cr.spec.redis.mode != RedisMode::Managed {
+        return Ok(None);
+    }
+    let password = redis_password(cr, obs);
+    let (volumes, claims) = data_storage(cr);
     Ok(Some(StatefulSet {
         metadata: child_meta(cr, child_name(cr, "redis"), Component::Redis)?,
         spec: Some(StatefulSetSpec {
@@ -171,7 +184,7 @@ pub fn build_statefulset(
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
-                    containers: vec![container],
+                    containers: vec![redis_container(cr, obs)],
                     volumes,
                     security_context: Some(pod_security_context(REDIS_UID)),
                     automount_service_account_token: Some(false),
