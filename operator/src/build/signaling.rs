@@ -11,8 +11,9 @@ use k8s_openapi::api::autoscaling::v2::{
     MetricTarget, ResourceMetricSource,
 };
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction, PodSpec,
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, HTTPGetAction, PodSpec,
     PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec, TopologySpreadConstraint, Volume,
+    VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -24,7 +25,8 @@ use crate::build::pod::{
     secret_volume,
 };
 use crate::build::secrets::{
-    redis_url_source, resolved_value, token_secret_source, turn_secret_source,
+    SecretSource, TOKEN_SECRET_KEY, TURN_SECRET_KEY, redis_url_source, resolved_value,
+    token_secret_source, turn_secret_source,
 };
 use crate::crd::OtterDeployment;
 use crate::error::BuildError;
@@ -161,19 +163,11 @@ fn http_probe(path: &str, period: i32, failure_threshold: i32) -> Probe {
     }
 }
 
-/// `<name>-signaling` Deployment. `built` are the generated Secrets of this reconcile (their
-/// values feed the checksum annotation).
-pub fn build_deployment(
-    cr: &OtterDeployment,
-    obs: &Observed,
-    built: &[Secret],
-) -> Result<Deployment, BuildError> {
+/// The signaling server's environment, from the spec (the Secret-backed parts come from
+/// [`SecretFiles`]).
+fn signaling_env(cr: &OtterDeployment) -> Vec<EnvVar> {
     let spec = &cr.spec.signaling;
-    let grace = duration_secs("signaling.shutdownGracePeriod", &spec.shutdown_grace_period)?;
-    // Validated here so a bad value fails the reconcile visibly instead of crashing signaling.
-    duration_secs("turn.credentialTtl", &cr.spec.turn.credential_ttl)?;
-
-    let mut env_vars = vec![
+    let mut vars = vec![
         env("OTTER_LISTEN", format!("0.0.0.0:{CONTAINER_PORT}")),
         env("OTTER_METRICS_LISTEN", format!("0.0.0.0:{METRICS_PORT}")),
         env("OTTER_ICE_CONFIG", format!("{CONFIG_DIR}/{ICE_CONFIG_KEY}")),
@@ -186,58 +180,77 @@ pub fn build_deployment(
         env("OTTER_SHUTDOWN_GRACE", spec.shutdown_grace_period.clone()),
     ];
     if !spec.allowed_origins.is_empty() {
-        env_vars.push(env("OTTER_ALLOWED_ORIGINS", spec.allowed_origins.join(",")));
+        vars.push(env("OTTER_ALLOWED_ORIGINS", spec.allowed_origins.join(",")));
     }
     if let Some(url) = &spec.public_url {
-        env_vars.push(env("OTTER_PUBLIC_URL", url.clone()));
+        vars.push(env("OTTER_PUBLIC_URL", url.clone()));
     }
     if spec.relay_only {
-        env_vars.push(env("OTTER_RELAY_ONLY", "true"));
+        vars.push(env("OTTER_RELAY_ONLY", "true"));
     }
-    let mut volumes = vec![Volume {
-        name: "config".to_string(),
-        config_map: Some(ConfigMapVolumeSource {
-            name: child_name(cr, "signaling"),
+    vars
+}
+
+/// What the pod reads from files and Secrets: the ICE config (ConfigMap), the TURN and token
+/// secrets (files, so that they never show in the pod spec or `ps`), the Redis URL (env).
+#[derive(Default)]
+struct SecretFiles {
+    env: Vec<EnvVar>,
+    volumes: Vec<Volume>,
+    mounts: Vec<VolumeMount>,
+}
+
+impl SecretFiles {
+    fn of(cr: &OtterDeployment) -> Self {
+        let mut files = SecretFiles {
+            volumes: vec![Volume {
+                name: "config".to_string(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: child_name(cr, "signaling"),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            mounts: vec![mount("config", CONFIG_DIR, true)],
             ..Default::default()
-        }),
-        ..Default::default()
-    }];
-    let mut mounts = vec![mount("config", CONFIG_DIR, true)];
-    if let Some(src) = turn_secret_source(cr) {
-        env_vars.push(env(
-            "OTTER_TURN_SECRET_FILE",
-            format!(
-                "{TURN_SECRET_DIR}/{}",
-                crate::build::secrets::TURN_SECRET_KEY
-            ),
-        ));
-        volumes.push(secret_volume(
-            "turn-secret",
-            &src,
-            crate::build::secrets::TURN_SECRET_KEY,
-        ));
-        mounts.push(mount("turn-secret", TURN_SECRET_DIR, true));
-    }
-    if let Some(src) = token_secret_source(cr) {
-        env_vars.push(env(
-            "OTTER_TOKEN_SECRET_FILE",
-            format!(
-                "{TOKEN_SECRET_DIR}/{}",
-                crate::build::secrets::TOKEN_SECRET_KEY
-            ),
-        ));
-        volumes.push(secret_volume(
-            "token-secret",
-            &src,
-            crate::build::secrets::TOKEN_SECRET_KEY,
-        ));
-        mounts.push(mount("token-secret", TOKEN_SECRET_DIR, true));
-    }
-    if let Some(src) = redis_url_source(cr) {
-        env_vars.push(env_from_secret("OTTER_REDIS_URL", &src));
+        };
+        if let Some(src) = turn_secret_source(cr) {
+            files.secret_file(
+                "OTTER_TURN_SECRET_FILE",
+                "turn-secret",
+                &src,
+                TURN_SECRET_DIR,
+                TURN_SECRET_KEY,
+            );
+        }
+        if let Some(src) = token_secret_source(cr) {
+            files.secret_file(
+                "OTTER_TOKEN_SECRET_FILE",
+                "token-secret",
+                &src,
+                TOKEN_SECRET_DIR,
+                TOKEN_SECRET_KEY,
+            );
+        }
+        if let Some(src) = redis_url_source(cr) {
+            files.env.push(env_from_secret("OTTER_REDIS_URL", &src));
+        }
+        files
     }
 
-    let container = Container {
+    /// Secret key `key` of `src` as file `dir/key`, its path in env `var`.
+    fn secret_file(&mut self, var: &str, volume: &str, src: &SecretSource, dir: &str, key: &str) {
+        self.env.push(env(var, format!("{dir}/{key}")));
+        self.volumes.push(secret_volume(volume, src, key));
+        self.mounts.push(mount(volume, dir, true));
+    }
+}
+
+fn signaling_container(cr: &OtterDeployment, obs: &Observed, files: SecretFiles) -> Container {
+    let spec = &cr.spec.signaling;
+    let mut env_vars = signaling_env(cr);
+    env_vars.extend(files.env);
+    Container {
         name: "signaling".to_string(),
         image: Some(
             spec.image
@@ -268,14 +281,28 @@ pub fn build_deployment(
             "256Mi",
         )),
         security_context: Some(container_security_context(Vec::new())),
-        volume_mounts: Some(mounts),
+        volume_mounts: Some(files.mounts),
         ..Default::default()
-    };
+    }
+}
 
-    let pod_labels = crate::meta::labels(cr, Component::Signaling);
+/// `<name>-signaling` Deployment. `built` are the generated Secrets of this reconcile (their
+/// values feed the checksum annotation).
+pub fn build_deployment(
+    cr: &OtterDeployment,
+    obs: &Observed,
+    built: &[Secret],
+) -> Result<Deployment, BuildError> {
+    let spec = &cr.spec.signaling;
+    let grace = duration_secs("signaling.shutdownGracePeriod", &spec.shutdown_grace_period)?;
+    // Validated here so a bad value fails the reconcile visibly instead of crashing signaling.
+    duration_secs("turn.credentialTtl", &cr.spec.turn.credential_ttl)?;
+    let mut files = SecretFiles::of(cr);
+    let volumes = std::mem::take(&mut files.volumes);
+
     let pod = PodTemplateSpec {
         metadata: Some(ObjectMeta {
-            labels: Some(pod_labels),
+            labels: Some(crate::meta::labels(cr, Component::Signaling)),
             annotations: Some(BTreeMap::from([(
                 CHECKSUM_ANNOTATION.to_string(),
                 signaling_checksum(cr, obs, built),
@@ -283,7 +310,7 @@ pub fn build_deployment(
             ..Default::default()
         }),
         spec: Some(PodSpec {
-            containers: vec![container],
+            containers: vec![signaling_container(cr, obs, files)],
             volumes: Some(volumes),
             security_context: Some(pod_security_context(RUN_AS)),
             automount_service_account_token: Some(false),
