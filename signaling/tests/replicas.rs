@@ -331,7 +331,7 @@ async fn a_peer_that_resumes_on_another_replica_is_reached_there_and_cut_off_her
         .await;
     c.send(json!({"type":"offer","to":b.peer_id,"sdp":"from c"}))
         .await;
-    let mut got = vec![b2.recv().await, b2.recv().await];
+    let mut got = [b2.recv().await, b2.recv().await];
     got.sort_by_key(|m| m["sdp"].to_string());
     assert_eq!(
         (got[0]["sdp"].as_str(), got[1]["sdp"].as_str()),

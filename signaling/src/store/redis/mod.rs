@@ -126,7 +126,7 @@ impl RedisStore {
             view: view::View::new(Arc::clone(&replica)),
             replica,
             lease,
-            scripts: scripts::Scripts::new(),
+            scripts: scripts::Scripts::default(),
             local,
             leased: AtomicBool::new(false),
             subscribed: AtomicBool::new(false),

@@ -22,8 +22,8 @@ pub struct Scripts {
     pub reap: Script,
 }
 
-impl Scripts {
-    pub fn new() -> Scripts {
+impl Default for Scripts {
+    fn default() -> Scripts {
         Scripts {
             join: Script::from_lua(JOIN),
             resume: Script::from_lua(RESUME),
@@ -118,7 +118,7 @@ mod tests {
     #[tokio::test]
     async fn join_caps_the_room_and_returns_the_seats_already_there() {
         let redis = RedisServer::start();
-        let (c, s) = (client(&redis).await, Scripts::new());
+        let (c, s) = (client(&redis).await, Scripts::default());
         assert_eq!(join(&c, &s, "r", "a", "R1", 2).await, ["ok"]);
         let second = join(&c, &s, "r", "b", "R2", 2).await;
         assert_eq!(second.len(), 2);
@@ -134,7 +134,7 @@ mod tests {
     #[tokio::test]
     async fn broadcast_sends_one_record_per_other_replica_with_the_frame_as_is() {
         let redis = RedisServer::start();
-        let (c, s) = (client(&redis).await, Scripts::new());
+        let (c, s) = (client(&redis).await, Scripts::default());
         let (_r2, mut r2) = subscriber(&redis, "R2").await;
         for (id, rep) in [
             ("a", "R1"),
@@ -173,7 +173,7 @@ mod tests {
     #[tokio::test]
     async fn resume_moves_the_seat_and_tells_the_replica_it_left() {
         let redis = RedisServer::start();
-        let (c, s) = (client(&redis).await, Scripts::new());
+        let (c, s) = (client(&redis).await, Scripts::default());
         let (_old, mut old) = subscriber(&redis, "R1").await;
         join(&c, &s, "r", "a", "R1", 10).await;
         let resumed: Option<String> = s
@@ -224,7 +224,7 @@ mod tests {
     #[tokio::test]
     async fn send_routes_by_the_room_hash_and_leave_respects_the_epoch() {
         let redis = RedisServer::start();
-        let (c, s) = (client(&redis).await, Scripts::new());
+        let (c, s) = (client(&redis).await, Scripts::default());
         let (_r2, mut r2) = subscriber(&redis, "R2").await;
         join(&c, &s, "r", "a", "R1", 10).await;
         join(&c, &s, "r", "b", "R2", 10).await;
@@ -269,7 +269,7 @@ mod tests {
     #[tokio::test]
     async fn the_seats_of_a_replica_whose_lease_ran_out_are_reaped() {
         let redis = RedisServer::start();
-        let (c, s) = (client(&redis).await, Scripts::new());
+        let (c, s) = (client(&redis).await, Scripts::default());
         join(&c, &s, "r", "a", "R1", 10).await;
         join(&c, &s, "r", "b", "R2", 10).await;
         let keys = || vec![format!("{P}replicas"), format!("{P}replica-peers:R1")];
