@@ -153,29 +153,35 @@ fn side_by_side(s: &mut String, reports: &[Report], group: &str, title: &str) {
                 );
             }
         }
-        let multi: Vec<&&Report> = compare.iter().filter(|r| r.procs.len() > 1).collect();
-        if !multi.is_empty() {
+        per_process(s, &compare, group);
+    }
+}
+
+/// Each process of the multi-process setups (Redis mode) in one group of runs.
+fn per_process(s: &mut String, compare: &[&Report], group: &str) {
+    let multi: Vec<&&Report> = compare.iter().filter(|r| r.procs.len() > 1).collect();
+    if multi.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "\n### Redis mode, per process ({group})\n\n\
+         | k | process | RSS idle MiB | RSS joined MiB | KiB/conn | CPU s (whole run) | CPU s (exchange) |\n\
+         |---|---|---|---|---|---|---|"
+    );
+    for r in multi {
+        for p in r.procs.iter().chain(std::iter::once(&r.total)) {
             let _ = writeln!(
                 s,
-                "\n### Redis mode, per process ({group})\n\n\
-                 | k | process | RSS idle MiB | RSS joined MiB | KiB/conn | CPU s (whole run) | CPU s (exchange) |\n\
-                 |---|---|---|---|---|---|---|"
+                "| {} | {} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} |",
+                r.room_size,
+                p.name,
+                mib(p.before.rss_kib),
+                mib(p.joined.rss_kib),
+                p.kib_per_conn,
+                p.total_cpu_s,
+                p.exchange_cpu_s
             );
-            for r in multi {
-                for p in r.procs.iter().chain(std::iter::once(&r.total)) {
-                    let _ = writeln!(
-                        s,
-                        "| {} | {} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} |",
-                        r.room_size,
-                        p.name,
-                        mib(p.before.rss_kib),
-                        mib(p.joined.rss_kib),
-                        p.kib_per_conn,
-                        p.total_cpu_s,
-                        p.exchange_cpu_s
-                    );
-                }
-            }
         }
     }
 }
