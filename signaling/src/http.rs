@@ -22,6 +22,11 @@ use crate::conn::{self, ConnLimits};
 use crate::hub::Hub;
 use crate::protocol::{ErrorCode, SUBPROTOCOL};
 
+/// Initial read buffer of a WebSocket connection (it grows for larger frames).
+const READ_BUFFER_BYTES: usize = 1024;
+/// Pending output that makes tungstenite write to the socket before the flush.
+const WRITE_BUFFER_BYTES: usize = 16 * 1024;
+
 /// The browser SDK and the demo page, compiled into the binary.
 #[derive(RustEmbed)]
 #[folder = "web/"]
@@ -118,12 +123,16 @@ async fn ws(State(app): State<AppState>, mut req: Request) -> Response {
                 return;
             }
         };
-        // tungstenite reserves 128 KiB per connection by default; signaling frames are small,
-        // and that buffer was 95% of the memory per connection in the benchmark.
+        // Buffers sized to typical frames, grown on demand: tungstenite reserves (and zeroes)
+        // a 128 KiB read buffer per connection by default, 95% of the memory per connection in
+        // the first benchmark; a join or a candidate fits in 1 KiB, and the buffer grows for an
+        // SDP. Writes go out once 16 KiB are pending (a burst still leaves in a few writes),
+        // so the write buffer does not keep a whole burst's capacity.
         let config = WebSocketConfig::default()
             .max_message_size(Some(limits.max_message_bytes))
             .max_frame_size(Some(limits.max_message_bytes))
-            .read_buffer_size(8 * 1024);
+            .read_buffer_size(READ_BUFFER_BYTES)
+            .write_buffer_size(WRITE_BUFFER_BYTES);
         let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
         conn::serve(ws, hub, limits, over).await;
     });

@@ -14,7 +14,9 @@ use crate::protocol::{
     ErrorCode, Join, LeaveReason, Limits, PeerInfo, ProtoError, RelayKind, ServerMsg, VERSION,
     valid_room_id,
 };
-use crate::store::{Cutoff, LocalConn, LocalPeers, Outbox, PeerRecord, RoomStore, StoreError};
+use crate::store::{
+    Cutoff, LocalConn, LocalPeers, Outbox, PeerRecord, Presence, RoomStore, StoreError,
+};
 
 /// A joined connection's place: which room, which seat, which epoch of that seat.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -236,7 +238,11 @@ impl Hub {
         };
         let info = rec.info();
         let announce: Arc<str> = ServerMsg::PeerJoined { peer: &info }.to_text().into();
-        if let Err(e) = self.store.broadcast(&room, &rec.id, announce).await {
+        if let Err(e) = self
+            .store
+            .broadcast(&room, &rec.id, Presence::Joined, announce)
+            .await
+        {
             tracing::warn!(error = %e, room, "could not announce a join");
         }
         self.room_entered(&room);
@@ -343,7 +349,10 @@ impl Hub {
                 }
                 .to_text()
                 .into();
-                if let Err(e) = self.store.broadcast(&s.room, &s.peer_id, frame).await {
+                let left = self
+                    .store
+                    .broadcast(&s.room, &s.peer_id, Presence::Left, frame);
+                if let Err(e) = left.await {
                     tracing::warn!(error = %e, room = s.room, "could not announce a departure");
                 }
                 tracing::info!(room = s.room, peer = s.peer_id, ?reason, "peer left");

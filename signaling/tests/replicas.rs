@@ -21,7 +21,10 @@ impl Cluster {
         let url = redis.url();
         let mut replicas = Vec::new();
         for _ in 0..n {
-            let mut args = vec!["--redis-url", url.as_str(), "--replica-lease", LEASE];
+            let mut args = vec!["--redis-url", url.as_str()];
+            if !extra.contains(&"--replica-lease") {
+                args.extend(["--replica-lease", LEASE]);
+            }
             args.extend_from_slice(extra);
             replicas.push(Signaling::start(BIN, &args));
         }
@@ -293,4 +296,96 @@ async fn tls_and_an_acl_user_like_elasticache() {
     let untrusted = Signaling::start(BIN, &["--redis-url", &url]);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(!untrusted.ready().await, "must not trust an unknown CA");
+}
+
+/// Calls of one Redis command so far (`INFO commandstats`).
+fn calls(redis: &RedisServer, command: &str) -> u64 {
+    let prefix = format!("cmdstat_{command}:calls=");
+    redis
+        .cli(&["INFO", "commandstats"])
+        .iter()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_peer_that_resumes_on_another_replica_is_reached_there_and_cut_off_here() {
+    let cluster = Cluster::start(3, &[]).await;
+    let (mut a, _) = Client::join(&cluster.replicas[0], "move", "a").await;
+    let (mut b, _) = Client::join(&cluster.replicas[1], "move", "b").await;
+    let (mut c, _) = Client::join(&cluster.replicas[2], "move", "c").await;
+    drain_presence(&mut a, 2).await;
+    drain_presence(&mut b, 1).await;
+    // b's network changed: it resumes on replica 2 while its old socket on replica 1 is open.
+    let mut b2 = Client::connect(&cluster.replicas[2]).await;
+    let joined = b2
+        .join_msg(json!({"type":"join","room":"move","resume":b.resume_token}))
+        .await;
+    assert_eq!(joined["peerId"], b.peer_id.as_str(), "{joined}");
+    let frame = b.expect_close().await.expect("close frame");
+    assert_eq!(u16::from(frame.code), 4001, "superseded across replicas");
+    // Everyone reaches b where it is now: from another replica, and from its new one.
+    a.send(json!({"type":"offer","to":b.peer_id,"sdp":"from a"}))
+        .await;
+    c.send(json!({"type":"offer","to":b.peer_id,"sdp":"from c"}))
+        .await;
+    let mut got = [b2.recv().await, b2.recv().await];
+    got.sort_by_key(|m| m["sdp"].to_string());
+    assert_eq!(
+        (got[0]["sdp"].as_str(), got[1]["sdp"].as_str()),
+        (Some("from a"), Some("from c"))
+    );
+    b2.send(json!({"type":"answer","to":a.peer_id,"sdp":"from b"}))
+        .await;
+    assert_eq!(a.recv().await["sdp"], "from b");
+    // The old connection's end gave up nothing: nobody hears b leave.
+    a.expect_silence(Duration::from_millis(300)).await;
+    c.expect_silence(Duration::from_millis(10)).await;
+}
+
+#[tokio::test]
+async fn frames_between_peers_of_one_replica_never_go_through_redis() {
+    // A longer lease: the lease loop's own two scripts run every 2 s, not per frame.
+    let cluster = Cluster::start(2, &["--replica-lease", "8s"]).await;
+    let (mut a, _) = Client::join(&cluster.replicas[0], "local", "a").await;
+    let (mut b, _) = Client::join(&cluster.replicas[0], "local", "b").await;
+    let (mut far, _) = Client::join(&cluster.replicas[1], "local", "far").await;
+    drain_presence(&mut a, 2).await;
+    drain_presence(&mut b, 1).await;
+    let before = (
+        calls(&cluster.redis, "evalsha"),
+        calls(&cluster.redis, "publish"),
+    );
+    for i in 0..100 {
+        a.send(json!({"type":"candidate","to":b.peer_id,"candidate":{"candidate":i}}))
+            .await;
+    }
+    for i in 0..100 {
+        assert_eq!(b.recv().await["candidate"]["candidate"], i);
+    }
+    let after = (
+        calls(&cluster.redis, "evalsha"),
+        calls(&cluster.redis, "publish"),
+    );
+    // At most one lease tick may fall in the window (two scripts): never one per frame.
+    assert!(
+        after.0 - before.0 <= 2 && after.1 == before.1,
+        "{before:?} -> {after:?}"
+    );
+    // Frames to another replica arrive complete and in order (from b: a's rate budget is
+    // spent above).
+    for i in 0..150 {
+        b.send(json!({"type":"candidate","to":far.peer_id,"candidate":{"candidate":i}}))
+            .await;
+    }
+    for i in 0..150 {
+        assert_eq!(far.recv().await["candidate"]["candidate"], i);
+    }
+    let published = calls(&cluster.redis, "publish") - after.1;
+    assert!(
+        (1..=150).contains(&published),
+        "{published} messages for 150 frames"
+    );
 }

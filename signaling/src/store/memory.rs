@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
-use super::{LocalPeers, PeerRecord, RoomStore, StoreError};
+use super::{LocalPeers, PeerRecord, Presence, RoomStore, StoreError};
 use crate::protocol::PeerInfo;
 
 pub struct MemoryStore {
@@ -136,7 +136,13 @@ impl RoomStore for MemoryStore {
         Ok(member)
     }
 
-    async fn broadcast(&self, room: &str, except: &str, frame: Arc<str>) -> Result<(), StoreError> {
+    async fn broadcast(
+        &self,
+        room: &str,
+        except: &str,
+        _: Presence,
+        frame: Arc<str>,
+    ) -> Result<(), StoreError> {
         for id in self.recipients(room, Some(except))? {
             self.local.deliver(&id, Arc::clone(&frame));
         }

@@ -48,6 +48,14 @@ pub enum StoreError {
     Unavailable(String),
 }
 
+/// What a broadcast tells a room about its subject (the Redis store keeps its view of the
+/// room by it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    Joined,
+    Left,
+}
+
 #[async_trait]
 pub trait RoomStore: Send + Sync + 'static {
     /// Take a seat, unless the room already has `max` peers. Returns the peers already there.
@@ -74,8 +82,14 @@ pub trait RoomStore: Send + Sync + 'static {
     async fn leave(&self, room: &str, peer: &str, epoch: Option<u64>) -> Result<bool, StoreError>;
     /// Send a frame to one peer of the room. False if it is not a member.
     async fn send(&self, room: &str, to: &str, frame: Arc<str>) -> Result<bool, StoreError>;
-    /// Send a frame to every peer of the room but one.
-    async fn broadcast(&self, room: &str, except: &str, frame: Arc<str>) -> Result<(), StoreError>;
+    /// Tell every peer of the room but `subject` that `subject` joined or left (`frame`).
+    async fn broadcast(
+        &self,
+        room: &str,
+        subject: &str,
+        presence: Presence,
+        frame: Arc<str>,
+    ) -> Result<(), StoreError>;
     /// Whether the store can serve (for `/readyz`).
     fn ready(&self) -> bool;
 }
@@ -252,6 +266,20 @@ impl LocalPeers {
         if let Ok(mut m) = self.conns.lock()
             && let Some(old) = m.insert(peer.to_owned(), conn)
         {
+            old.kill.superseded();
+        }
+    }
+
+    /// The peer's seat was resumed on another replica, at `epoch`: cut off a connection of an
+    /// older epoch here, if any (a newer one is a resume back to this replica since).
+    pub fn supersede(&self, peer: &str, epoch: u64) {
+        let old = self.conns.lock().ok().and_then(|mut m| {
+            m.get(peer)
+                .is_some_and(|c| c.epoch < epoch)
+                .then(|| m.remove(peer))
+                .flatten()
+        });
+        if let Some(old) = old {
             old.kill.superseded();
         }
     }

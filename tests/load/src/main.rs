@@ -76,7 +76,12 @@ enum Cmd {
         threads: usize,
     },
     /// Markdown tables from every *.json report in DIR.
-    Report { dir: PathBuf },
+    Report {
+        dir: PathBuf,
+        /// Also write the charts' data files (tests/bench/charts.gp reads them) here.
+        #[arg(long)]
+        charts: Option<PathBuf>,
+    },
 }
 
 fn parse_pid(s: &str) -> Result<(String, u32)> {
@@ -89,7 +94,7 @@ fn parse_pid(s: &str) -> Result<(String, u32)> {
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
-        Cmd::Report { dir } => {
+        Cmd::Report { dir, charts } => {
             let mut reports = Vec::new();
             let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
                 .with_context(|| format!("read {}", dir.display()))?
@@ -105,6 +110,15 @@ fn main() -> Result<()> {
                 reports.push(r);
             }
             print!("{}", report::markdown(&reports));
+            if let Some(out) = charts {
+                std::fs::create_dir_all(&out)
+                    .with_context(|| format!("create {}", out.display()))?;
+                for (name, text) in report::chart_data(&reports) {
+                    let path = out.join(name);
+                    std::fs::write(&path, text)
+                        .with_context(|| format!("write {}", path.display()))?;
+                }
+            }
             Ok(())
         }
         Cmd::Run {

@@ -78,17 +78,16 @@ fn ratio(a: f64, b: f64) -> String {
     }
 }
 
-/// The markdown tables for docs/benchmarks.md.
-pub fn markdown(reports: &[Report]) -> String {
-    let mut s = String::new();
-    let compare: Vec<&Report> = reports.iter().filter(|r| r.group == "compare").collect();
+/// The side-by-side, ratio and per-process tables of one group of runs.
+fn side_by_side(s: &mut String, reports: &[Report], group: &str, title: &str) {
+    let compare: Vec<&Report> = reports.iter().filter(|r| r.group == group).collect();
     let mut ks: Vec<usize> = compare.iter().map(|r| r.room_size).collect();
     ks.sort();
     ks.dedup();
     if !compare.is_empty() {
         let _ = writeln!(
             s,
-            "### Side by side\n\n\
+            "\n### {title}\n\n\
              Join = TCP connect to `joined` (PeerJS: `OPEN`). Relay = send to receive of each \
              offer/answer/candidate. CPU and memory are the server side (for Redis mode: the three \
              replicas plus redis-server). KiB/conn = (RSS with every peer joined − RSS idle) / peers.\n"
@@ -121,7 +120,7 @@ pub fn markdown(reports: &[Report]) -> String {
         }
         let _ = writeln!(
             s,
-            "\n### Ratios (same run): the other server's figure divided by Otter's (in-memory store)\n\n\
+            "\n### Ratios ({group}): the other server's figure divided by Otter's (in-memory store)\n\n\
              Above 1× means Otter is better for latency, CPU and memory; below 1× means Otter is better for msgs/s.\n"
         );
         let _ = writeln!(
@@ -154,31 +153,49 @@ pub fn markdown(reports: &[Report]) -> String {
                 );
             }
         }
-        let multi: Vec<&&Report> = compare.iter().filter(|r| r.procs.len() > 1).collect();
-        if !multi.is_empty() {
+        per_process(s, &compare, group);
+    }
+}
+
+/// Each process of the multi-process setups (Redis mode) in one group of runs.
+fn per_process(s: &mut String, compare: &[&Report], group: &str) {
+    let multi: Vec<&&Report> = compare.iter().filter(|r| r.procs.len() > 1).collect();
+    if multi.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "\n### Redis mode, per process ({group})\n\n\
+         | k | process | RSS idle MiB | RSS joined MiB | KiB/conn | CPU s (whole run) | CPU s (exchange) |\n\
+         |---|---|---|---|---|---|---|"
+    );
+    for r in multi {
+        for p in r.procs.iter().chain(std::iter::once(&r.total)) {
             let _ = writeln!(
                 s,
-                "\n### Redis mode, per process\n\n\
-                 | k | process | RSS idle MiB | RSS joined MiB | KiB/conn | CPU s (whole run) | CPU s (exchange) |\n\
-                 |---|---|---|---|---|---|---|"
+                "| {} | {} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} |",
+                r.room_size,
+                p.name,
+                mib(p.before.rss_kib),
+                mib(p.joined.rss_kib),
+                p.kib_per_conn,
+                p.total_cpu_s,
+                p.exchange_cpu_s
             );
-            for r in multi {
-                for p in r.procs.iter().chain(std::iter::once(&r.total)) {
-                    let _ = writeln!(
-                        s,
-                        "| {} | {} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} |",
-                        r.room_size,
-                        p.name,
-                        mib(p.before.rss_kib),
-                        mib(p.joined.rss_kib),
-                        p.kib_per_conn,
-                        p.total_cpu_s,
-                        p.exchange_cpu_s
-                    );
-                }
-            }
         }
     }
+}
+
+/// The markdown tables for docs/benchmarks.md.
+pub fn markdown(reports: &[Report]) -> String {
+    let mut s = String::new();
+    side_by_side(&mut s, reports, "compare", "Side by side");
+    side_by_side(
+        &mut s,
+        reports,
+        "pinned",
+        "Side by side, pinned: every server process on CPU 0, the generator on CPU 1 (`taskset`)",
+    );
     let scale: Vec<&Report> = reports.iter().filter(|r| r.group == "scale").collect();
     if !scale.is_empty() {
         let _ = writeln!(
@@ -247,4 +264,70 @@ pub fn markdown(reports: &[Report]) -> String {
         }
     }
     s
+}
+
+/// Data for the charts (`tests/bench/charts.gp`): file name and tab-separated rows.
+/// `scale-SERVER.tsv`: connections, KiB/conn, RSS joined MiB, CPU µs/msg;
+/// `relay-kK.tsv`: server, relay p50, p99, p99.9 ms (side by side, unpinned);
+/// `cpu.tsv`: server, CPU µs/msg at k=2 and k=6 unpinned, then pinned (0 when not run).
+pub fn chart_data(reports: &[Report]) -> Vec<(String, String)> {
+    let mut files = Vec::new();
+    let mut servers: Vec<&str> = reports.iter().map(|r| r.server.as_str()).collect();
+    servers.sort_unstable();
+    servers.dedup();
+    for server in &servers {
+        let mut rows: Vec<&Report> = reports
+            .iter()
+            .filter(|r| r.group == "scale" && r.server == *server)
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        rows.sort_by_key(|r| r.peers);
+        let mut t = String::from("# connections\tKiB/conn\tRSS joined MiB\tCPU us/msg\n");
+        for r in rows {
+            let _ = writeln!(
+                t,
+                "{}\t{:.2}\t{:.1}\t{:.2}",
+                r.connected,
+                r.total.kib_per_conn,
+                mib(r.total.joined.rss_kib),
+                r.cpu_us_per_message
+            );
+        }
+        files.push((format!("scale-{server}.tsv"), t));
+    }
+    let find = |group: &str, server: &str, k: usize| {
+        reports
+            .iter()
+            .find(|r| r.group == group && r.server == server && r.room_size == k)
+    };
+    for k in [2, 6] {
+        let mut t = String::from("# server\tp50 ms\tp99 ms\tp99.9 ms\n");
+        for server in &servers {
+            if let Some(r) = find("compare", server, k) {
+                let p = &r.relay;
+                let _ = writeln!(
+                    t,
+                    "{server}\t{:.2}\t{:.2}\t{:.2}",
+                    p.p50_ms, p.p99_ms, p.p999_ms
+                );
+            }
+        }
+        files.push((format!("relay-k{k}.tsv"), t));
+    }
+    let mut t = String::from("# server\tk=2\tk=6\tk=2 pinned\tk=6 pinned\n");
+    for server in &servers {
+        let cpu = |g: &str, k: usize| find(g, server, k).map_or(0.0, |r| r.cpu_us_per_message);
+        let _ = writeln!(
+            t,
+            "{server}\t{:.2}\t{:.2}\t{:.2}\t{:.2}",
+            cpu("compare", 2),
+            cpu("compare", 6),
+            cpu("pinned", 2),
+            cpu("pinned", 6)
+        );
+    }
+    files.push(("cpu.tsv".to_owned(), t));
+    files
 }

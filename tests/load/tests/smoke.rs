@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use otter_testkit::{Signaling, free_port};
+use otter_testkit::{RedisServer, Signaling, free_port, wait_until};
 use serde_json::Value;
 
 fn workspace_root() -> PathBuf {
@@ -93,6 +93,35 @@ fn otter_memory_store() {
             &pid,
         ]);
         assert_clean(&r, peers, k.parse().expect("k"));
+    }
+}
+
+/// The production topology: three replicas sharing one real redis-server, clients spread
+/// round robin, so most frames cross replicas.
+#[test]
+fn otter_redis_three_replicas() {
+    let bin = signaling_bin();
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let replicas: Vec<Signaling> = (0..3)
+        .map(|_| Signaling::start(&bin, &["--redis-url", &url]))
+        .collect();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    for r in &replicas {
+        rt.block_on(wait_until("replica ready", Duration::from_secs(20), || {
+            r.ready()
+        }));
+    }
+    let mut args: Vec<String> = vec!["--protocol".into(), "otter".into()];
+    for r in &replicas {
+        args.extend(["--url".into(), r.ws_url()]);
+        args.extend(["--pid".into(), format!("signaling={}", r.child.id())]);
+    }
+    for (n, k) in [(20, 2), (18, 6)] {
+        let mut a = args.clone();
+        a.extend(["-n".into(), n.to_string(), "-k".into(), k.to_string()]);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        assert_clean(&otter_load(&a), n, k);
     }
 }
 
