@@ -4,7 +4,9 @@
 //! user database on every request, so a rotation needs no restart. Proven here: after the
 //! Secret file changes, a credential of the new secret is accepted at once, one of the old
 //! secret too until the agent drops it; an allocation made with the old secret keeps refreshing
-//! after that; a fresh credential of the dropped secret is refused.
+//! after that; a fresh credential of the dropped secret is refused. And the TURN pods' drain
+//! hook (`build::turn::DRAIN_SCRIPT`) waits while coturn holds a relay allocation, and returns
+//! as soon as the last one is released.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -13,7 +15,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use otter_operator::build::turn::{SECRETS_AGENT_SCRIPT, SECRETS_INIT_SCRIPT};
+use std::io::{BufRead, BufReader};
+
+use otter_operator::build::turn::{DRAIN_SCRIPT, SECRETS_AGENT_SCRIPT, SECRETS_INIT_SCRIPT};
 use sha1::Sha1;
 
 const REALM: &str = "otter";
@@ -171,6 +175,11 @@ impl Client {
         self.authenticated(0x0004, &[(0x000D, 600u32.to_be_bytes().to_vec())])
     }
 
+    /// Release the allocation (a Refresh with lifetime 0, what a closing browser sends).
+    fn release(&mut self) -> u16 {
+        self.authenticated(0x0004, &[(0x000D, 0u32.to_be_bytes().to_vec())])
+    }
+
     fn authenticated(&mut self, kind: u16, attrs: &[(u16, Vec<u8>)]) -> u16 {
         let (_, mut code) = self.roundtrip(kind, attrs, true);
         if code == 438 {
@@ -188,14 +197,22 @@ fn free_udp_port() -> u16 {
         .expect("free port")
 }
 
-fn start_coturn(dir: &Path, db: &Path) -> (Proc, SocketAddr) {
+/// The relay range of the drain test's coturn: narrow, off coturn's default range and off the
+/// other test's, so that the drain hook (which counts every UDP socket of the host in the range)
+/// sees only that coturn's relays.
+const RELAY_MIN: u16 = 45100;
+const RELAY_MAX: u16 = 45199;
+
+fn start_coturn(dir: &Path, db: &Path, relay: (u16, u16)) -> (Proc, SocketAddr) {
     for _ in 0..5 {
         let port = free_udp_port();
         let log = std::fs::File::create(dir.join("turnserver.log")).expect("log");
         let child = Command::new(need("turnserver"))
             .args(["-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1"])
             .arg(format!("--listening-port={port}"))
-            .args(["--min-port=50000", "--max-port=50999", "--realm", REALM])
+            .arg(format!("--min-port={}", relay.0))
+            .arg(format!("--max-port={}", relay.1))
+            .args(["--realm", REALM])
             .args(["--use-auth-secret", "--no-cli", "--no-tls", "--no-dtls"])
             .args([
                 "--log-file=stdout",
@@ -260,7 +277,7 @@ fn a_rotation_keeps_old_allocations_and_drops_the_old_secret_without_a_restart()
         .status()
         .expect("run the init script");
     assert!(seeded.success());
-    let (coturn, server) = start_coturn(&dir, &db);
+    let (coturn, server) = start_coturn(&dir, &db, (45200, 45299));
     // Keep the old secret 3 seconds after the change; poll every second.
     let _agent = Proc(
         Command::new("/bin/sh")
@@ -305,5 +322,61 @@ fn a_rotation_keeps_old_allocations_and_drops_the_old_secret_without_a_restart()
     let (user, pass) = credential("new-secret", "erin");
     assert_eq!(Client::new(server, user, &pass).allocate(), 0);
     drop(coturn);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_drain_hook_waits_for_the_last_allocation_and_no_longer() {
+    need("turnadmin");
+    let dir = std::env::temp_dir().join(format!("otter-coturn-drain-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let db = dir.join("turndb");
+    let seeded = Command::new("/bin/sh")
+        .args(["-c", SECRETS_INIT_SCRIPT, "init"])
+        .env("OTTER_TURN_SECRET", "s")
+        .env("OTTER_TURN_DB", &db)
+        .env("OTTER_TURN_REALM", REALM)
+        .status()
+        .expect("run the init script");
+    assert!(seeded.success());
+    let (_coturn, server) = start_coturn(&dir, &db, (RELAY_MIN, RELAY_MAX));
+    let (user, pass) = credential("s", "alice");
+    let mut alice = Client::new(server, user, &pass);
+    assert_eq!(alice.allocate(), 0);
+
+    // A 60 s bound: the hook must return long before it, when the allocation is released.
+    let mut hook = Proc(
+        Command::new("/bin/sh")
+            .args(["-c", DRAIN_SCRIPT, "drain", "60"])
+            .args([RELAY_MIN.to_string(), RELAY_MAX.to_string()])
+            // No coturn pidfile: the hook tells on its own stdout, which the test reads.
+            .env("OTTER_TURN_PIDFILE", dir.join("no-such-pidfile"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the drain hook"),
+    );
+    let mut lines = BufReader::new(hook.0.stdout.take().expect("stdout")).lines();
+    let first = lines.next().expect("a first line").expect("utf8");
+    assert!(
+        first.contains("draining: 1 relay allocation(s)"),
+        "the hook counts the allocation: {first}"
+    );
+    assert!(
+        hook.0.try_wait().expect("wait").is_none(),
+        "the hook must wait while an allocation is left"
+    );
+    let released = Instant::now();
+    assert_eq!(alice.release(), 0);
+    let last = lines.next().expect("a last line").expect("utf8");
+    assert!(last.contains(": 0 relay allocation(s) left"), "{last}");
+    assert!(
+        released.elapsed() < Duration::from_secs(30),
+        "the hook returned {:?} after the release",
+        released.elapsed()
+    );
+    let status = hook.0.wait().expect("hook exit");
+    assert!(status.success());
     let _ = std::fs::remove_dir_all(&dir);
 }

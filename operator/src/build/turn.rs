@@ -341,7 +341,8 @@ count() {
   echo "$n"
 }
 # A hook's output is not logged: tell through coturn's own stdout (the pod log).
-say() { echo "otter: $*" > "/proc/$(cat /var/tmp/turnserver.pid)/fd/1" 2>/dev/null || echo "otter: $*"; }
+pidfile="${OTTER_TURN_PIDFILE:-/var/tmp/turnserver.pid}"
+say() { echo "otter: $*" > "/proc/$(cat "$pidfile" 2>/dev/null)/fd/1" 2>/dev/null || echo "otter: $*"; }
 waited=0
 left=$(count)
 say "draining: $left relay allocation(s), waiting up to ${timeout}s"
