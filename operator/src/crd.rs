@@ -318,6 +318,13 @@ pub struct TurnSpec {
     /// 512Mi memory limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// How long a TURN pod that is going away (rollout, node unlabelled, CR deleted) keeps
+    /// relaying the calls it carries: its node leaves the ICE servers at once, then the pod
+    /// waits until its relay allocations are gone or this much time has passed.
+    #[serde(default = "default_drain_timeout")]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
+    #[x_kube(validation = Rule::new("!self.contains('d') && !self.contains('ms') && duration(self) <= duration('24h')").message("turn.drainTimeout must be whole seconds, minutes or hours up to 24h, such as 15m or 1h30m"))]
+    pub drain_timeout: String,
 }
 
 impl Default for TurnSpec {
@@ -335,6 +342,7 @@ impl Default for TurnSpec {
             secret_ref: None,
             tls: TurnTlsSpec::default(),
             resources: None,
+            drain_timeout: default_drain_timeout(),
         }
     }
 }
@@ -492,6 +500,23 @@ pub struct OtterDeploymentStatus {
     /// The STUN/TURN URIs handed to clients.
     #[serde(default)]
     pub turn_uris: Vec<String>,
+    /// TURN nodes whose pod is going away: left out of `turnUris`, relaying the calls they
+    /// still carry until `turn.drainTimeout`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub turn_draining: Vec<DrainingTurnNode>,
+}
+
+/// A TURN node whose pod is draining.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DrainingTurnNode {
+    /// Node name.
+    pub node: String,
+    /// The terminating TURN pod.
+    pub pod: String,
+    /// When the pod exits at the latest (its deletion time plus the grace period), RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<String>,
 }
 
 /// Ready and desired pod counts of one component.
@@ -550,6 +575,9 @@ fn default_realm() -> String {
 }
 fn default_credential_ttl() -> String {
     "6h".into()
+}
+fn default_drain_timeout() -> String {
+    "15m".into()
 }
 fn default_persistence_size() -> String {
     "1Gi".into()

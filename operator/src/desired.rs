@@ -77,9 +77,7 @@ impl Desired {
                 .into_iter()
                 .collect(),
             deployments: vec![signaling::build_deployment(cr, obs, &secrets)?],
-            daemon_sets: turn::build_daemonset(cr, obs, &secrets)?
-                .into_iter()
-                .collect(),
+            daemon_sets: turn::build_daemonset(cr, obs)?.into_iter().collect(),
             hpas: signaling::build_hpa(cr, obs)?.into_iter().collect(),
             pdbs: signaling::build_pdb(cr, obs)?.into_iter().collect(),
             secrets,

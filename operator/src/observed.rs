@@ -67,6 +67,20 @@ impl TurnNode {
     }
 }
 
+/// A TURN node whose pod is terminating: no longer published, still relaying what it carries.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DrainingNode {
+    /// Node name.
+    pub node: String,
+    /// Its published address while it still matches the TURN selector (kept in the node
+    /// address ConfigMap, so the replacement pod finds it at once).
+    pub address: Option<IpAddr>,
+    /// The terminating pod.
+    pub pod: String,
+    /// When the pod exits at the latest: its deletion time plus its grace period.
+    pub deadline: Option<k8s_openapi::jiff::Timestamp>,
+}
+
 /// Secret values generated for this reconcile, used only when the Secret does not exist yet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FreshSecrets {
@@ -99,8 +113,11 @@ impl FreshSecrets {
 pub struct Observed {
     /// Default images.
     pub images: Images,
-    /// Ready nodes matching `spec.turn.nodeSelector`, sorted by name.
+    /// Ready nodes matching `spec.turn.nodeSelector` and not draining, sorted by name: the
+    /// nodes published to clients.
     pub turn_nodes: Vec<TurnNode>,
+    /// Nodes whose TURN pod is terminating (and that have no other TURN pod), sorted by name.
+    pub draining_turn_nodes: Vec<DrainingNode>,
     /// Secrets that exist in the namespace, by name (generated ones and the user's).
     pub secrets: BTreeMap<String, Secret>,
     /// Values for generated Secrets that do not exist yet.

@@ -32,6 +32,7 @@ pub fn observed() -> Observed {
                 public_ip: "2001:db8::5".parse().unwrap(),
             },
         ],
+        draining_turn_nodes: Vec::new(),
         secrets: BTreeMap::new(),
         fresh: FreshSecrets {
             turn: "fresh-turn".into(),

@@ -324,6 +324,20 @@ fn cel_rules_accept_good_input() {
     }
 }
 
+#[test]
+fn turn_drain_timeout_is_a_bounded_duration() {
+    for good in ["15m", "90s", "1h30m", "24h"] {
+        let spec = json!({"turn": {"drainTimeout": good}});
+        validate(&with_spec(spec.clone())).unwrap_or_else(|e| panic!("{spec} refused: {e:?}"));
+    }
+    for bad in ["25h", "2d", "500ms", "1440m1s"] {
+        refused_with(
+            json!({"turn": {"drainTimeout": bad}}),
+            "turn.drainTimeout must be whole seconds, minutes or hours up to 24h",
+        );
+    }
+}
+
 /// Every rule has a message and passes kube-cel's static analysis (scope, cost estimate). The
 /// estimate is coarse: the real apiserver check of the cost budget is the cluster test's job;
 /// lists and strings under rules carry maxItems/maxLength so the budget holds.

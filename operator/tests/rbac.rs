@@ -67,6 +67,7 @@ fn the_documented_rbac_is_what_the_owned_kinds_need() {
         ("otter.dev", "otterdeployments/status"),
         ("otter.dev", "otterdeployments/finalizers"),
         ("", "nodes"),
+        ("", "pods"),
         ("events.k8s.io", "events"),
     ]
     .into_iter()

@@ -31,6 +31,8 @@ spec:
   turn:
     image: ${env('OTTER_TURN_IMAGE')}
     realm: ${realm}
+    # The calls here outlive every TURN roll: a short drain keeps the faults quick (02 tests it).
+    drainTimeout: 30s
   redis:
     managed:
       image: ${env('OTTER_REDIS_IMAGE')}

@@ -120,7 +120,15 @@ fn generated_secret(
     })
 }
 
-/// `<name>-turn-secret`, when TURN is on and the user names no Secret.
+/// Annotation on the OtterDeployment asking for a new generated TURN secret: any new value
+/// (e.g. the date) rotates it once.
+pub const ROTATE_TURN_SECRET_ANNOTATION: &str = "otter.dev/rotate-turn-secret";
+/// Annotation on the generated TURN Secret: the rotation request its value answers.
+pub const ROTATED_FOR_ANNOTATION: &str = "otter.dev/rotated-for";
+
+/// `<name>-turn-secret`, when TURN is on and the user names no Secret. Its value is kept until
+/// the resource carries a [`ROTATE_TURN_SECRET_ANNOTATION`] this Secret has not answered yet;
+/// then it gets a fresh value (the TURN pods accept both for a while: `build::turn`).
 pub fn build_turn_secret(
     cr: &OtterDeployment,
     obs: &Observed,
@@ -128,8 +136,30 @@ pub fn build_turn_secret(
     let Some(src) = turn_secret_source(cr).filter(|s| s.generated) else {
         return Ok(None);
     };
-    let value = kept_or_fresh(obs, &src.name, &src.key, &obs.fresh.turn);
-    generated_secret(cr, &src.name, BTreeMap::from([(src.key.clone(), value)])).map(Some)
+    let asked = cr
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ROTATE_TURN_SECRET_ANNOTATION));
+    let existing = obs.secrets.get(&src.name);
+    let answered = existing
+        .and_then(|s| s.metadata.annotations.as_ref())
+        .and_then(|a| a.get(ROTATED_FOR_ANNOTATION));
+    let rotate = existing.is_some() && asked.is_some() && asked != answered;
+    let value = if rotate {
+        obs.fresh.turn.as_bytes().to_vec()
+    } else {
+        kept_or_fresh(obs, &src.name, &src.key, &obs.fresh.turn)
+    };
+    let mut secret = generated_secret(cr, &src.name, BTreeMap::from([(src.key.clone(), value)]))?;
+    // Once answered, the annotation stays on the Secret so the same request never rotates twice.
+    if let Some(asked) = asked.or(answered) {
+        secret.metadata.annotations = Some(BTreeMap::from([(
+            ROTATED_FOR_ANNOTATION.to_string(),
+            asked.clone(),
+        )]));
+    }
+    Ok(Some(secret))
 }
 
 /// `<name>-token-secret`, when room tokens are on and the user names no Secret.
@@ -299,6 +329,45 @@ mod tests {
     use super::*;
     use crate::crd::{ExternalRedisSpec, SecretKeyRef};
     use crate::testing::{cr, observed, secret};
+
+    #[test]
+    fn the_rotate_annotation_replaces_a_generated_turn_secret_once() {
+        let mut cr = cr();
+        let mut obs = observed();
+        obs.secrets.insert(
+            "demo-turn-secret".into(),
+            secret("demo-turn-secret", &[("turn-secret", "old")]),
+        );
+        let value = |s: &Secret| s.data.clone().unwrap()["turn-secret"].0.clone();
+        let kept = build_turn_secret(&cr, &obs).unwrap().unwrap();
+        assert_eq!(value(&kept), b"old");
+        assert_eq!(kept.metadata.annotations, None);
+
+        cr.metadata.annotations = Some(BTreeMap::from([(
+            ROTATE_TURN_SECRET_ANNOTATION.to_string(),
+            "2026-12-01".to_string(),
+        )]));
+        let rotated = build_turn_secret(&cr, &obs).unwrap().unwrap();
+        assert_eq!(value(&rotated), b"fresh-turn");
+        assert_eq!(
+            rotated.metadata.annotations.clone().unwrap()[ROTATED_FOR_ANNOTATION],
+            "2026-12-01"
+        );
+        // The next reconcile sees the rotated Secret: the same request keeps its value.
+        let mut next = observed();
+        next.fresh.turn = "another".into();
+        next.secrets
+            .insert("demo-turn-secret".into(), rotated.clone());
+        assert_eq!(
+            value(&build_turn_secret(&cr, &next).unwrap().unwrap()),
+            b"fresh-turn"
+        );
+        // The annotation removed from the resource: the value and the answer stay.
+        cr.metadata.annotations = None;
+        let after = build_turn_secret(&cr, &next).unwrap().unwrap();
+        assert_eq!(value(&after), b"fresh-turn");
+        assert_eq!(after.metadata.annotations, rotated.metadata.annotations);
+    }
 
     #[test]
     fn generates_turn_secret_from_fresh_value_when_none_exists() {

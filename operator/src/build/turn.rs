@@ -18,16 +18,19 @@ use k8s_openapi::api::apps::v1::{
     DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet,
 };
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, PodSpec,
-    PodTemplateSpec, Probe, Secret, SecretKeySelector, SecretVolumeSource, TCPSocketAction, Volume,
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, ExecAction,
+    Lifecycle, LifecycleHandler, PodSpec, PodTemplateSpec, Probe, SecretKeySelector,
+    SecretVolumeSource, TCPSocketAction, Volume,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::ObjectMeta;
 
+use crate::build::pod::secret_volume;
 use crate::build::pod::{
     container_security_context, empty_dir, field_env, mount, pod_security_context, resources_or,
 };
-use crate::build::secrets::{resolved_value, turn_secret_source};
+use crate::build::secrets::{SecretSource, TURN_SECRET_KEY, turn_secret_source};
+use crate::build::signaling::duration_secs;
 use crate::crd::OtterDeployment;
 use crate::error::BuildError;
 use crate::meta::{
@@ -138,9 +141,11 @@ pub fn coturn_args(cr: &OtterDeployment) -> Result<Vec<String>, BuildError> {
         format!("--min-port={}", t.relay_port_range.min),
         format!("--max-port={}", t.relay_port_range.max),
         format!("--realm={}", t.realm),
-        // The shared secret is in the config file the init container writes: on the command
-        // line it would show in the host's process list (TURN runs on host networking).
+        // The shared secrets live in coturn's SQLite database, read on every request: the
+        // secrets agent rotates them there without a restart (and they stay off the command
+        // line, which the host's process list shows).
         "--use-auth-secret".to_string(),
+        format!("--userdb={TURN_DB}"),
         "--fingerprint".to_string(),
         "--no-cli".to_string(),
         "--no-multicast-peers".to_string(),
@@ -185,13 +190,94 @@ if [ "$ip" = "$HOST_IP" ]; then
 else
   echo "external-ip=$ip/$HOST_IP" > "$conf"
 fi
-case "$OTTER_TURN_SECRET" in
-  *"
-"*) echo "otter: the TURN shared secret must be one line" >&2; exit 1 ;;
-esac
-# printf is a shell builtin: the secret is never in a process's arguments.
-printf 'static-auth-secret=%s\n' "$OTTER_TURN_SECRET" >> "$conf"
 echo "otter: node $NODE_NAME relays as $ip (local $HOST_IP)"
+"##;
+
+/// Where coturn's SQLite user database lives (the `data` emptyDir): it holds only the TURN REST
+/// API secrets, which coturn reads from it on every request.
+pub const TURN_DB: &str = "/var/lib/coturn/turndb";
+/// Where the TURN secret is mounted for the secrets agent (a Secret volume: the kubelet updates
+/// it in place when the Secret changes).
+pub const SECRET_DIR: &str = "/etc/otter/turn-secret";
+/// How often the secrets agent looks at the mounted secret.
+pub const AGENT_POLL_SECONDS: u64 = 5;
+/// How long the previous secret stays accepted beyond the credential TTL: covers the kubelet's
+/// delay in updating mounted Secrets and the signaling rollout that starts minting with the new
+/// one (credentials minted just before it stay valid for a whole TTL).
+pub const ROTATION_MARGIN_SECONDS: u64 = 600;
+
+/// Seeds coturn's user database with the TURN secret (env `OTTER_TURN_SECRET`) before coturn
+/// starts. Run after [`INIT_SCRIPT`] by the init container; env `OTTER_TURN_DB`,
+/// `OTTER_TURN_REALM`. `turnadmin` takes the secret as an argument: only root on the node and
+/// the pod's own processes can read it there, for the instant turnadmin runs.
+pub const SECRETS_INIT_SCRIPT: &str = r##"set -eu
+case "$OTTER_TURN_SECRET" in
+  ""|*"
+"*) echo "otter: the TURN shared secret must be one non-empty line" >&2; exit 1 ;;
+esac
+turnadmin --delete-all-secrets -r "$OTTER_TURN_REALM" -b "$OTTER_TURN_DB" >/dev/null 2>&1 || true
+if ! turnadmin -s "$OTTER_TURN_SECRET" -r "$OTTER_TURN_REALM" -b "$OTTER_TURN_DB" >/dev/null 2>&1; then
+  echo "otter: turnadmin could not store the TURN secret in $OTTER_TURN_DB" >&2
+  exit 1
+fi
+echo "otter: TURN secret stored in $OTTER_TURN_DB"
+"##;
+
+/// The secrets agent beside coturn: when the mounted secret changes, it adds the new value to
+/// coturn's database at once and drops the previous one `keep` seconds later, so credentials of
+/// both are accepted meanwhile and coturn never restarts. Arguments: the secret file, keep and
+/// poll seconds; env `OTTER_TURN_DB`, `OTTER_TURN_REALM`. A second rotation within `keep` drops
+/// the oldest value at once.
+pub const SECRETS_AGENT_SCRIPT: &str = r##"file="$1"; keep="$2"; poll="$3"
+admin() { turnadmin "$@" -r "$OTTER_TURN_REALM" -b "$OTTER_TURN_DB" >/dev/null 2>&1; }
+# Values to drop when the timer runs out, one per line.
+old=""
+left=0
+drop_old() {
+  while IFS= read -r v; do
+    [ -z "$v" ] || admin -X "$v" || echo "otter: could not drop a previous TURN secret" >&2
+  done <<EOF
+$old
+EOF
+  old=""
+}
+cur="$(cat "$file" 2>/dev/null || true)"
+[ -z "$cur" ] || admin -s "$cur" || echo "otter: could not store the TURN secret" >&2
+# The init container stored the value of the pod's start; if the file is newer, that value
+# is a previous one: accepted for `keep` seconds more, like any other.
+stored="$(turnadmin -S -r "$OTTER_TURN_REALM" -b "$OTTER_TURN_DB" 2>/dev/null || true)"
+while IFS= read -r line; do
+  v="${line%"[$OTTER_TURN_REALM]"}"
+  if [ "$v" != "$line" ] && [ -n "$v" ] && [ "$v" != "$cur" ]; then
+    old="$old$v
+"
+    left="$keep"
+  fi
+done <<EOF
+$stored
+EOF
+while :; do
+  sleep "$poll"
+  new="$(cat "$file" 2>/dev/null || true)"
+  if [ -n "$new" ] && [ "$new" != "$cur" ]; then
+    case "$new" in *"
+"*) echo "otter: ignoring a TURN secret of more than one line" >&2; continue ;; esac
+    if ! admin -s "$new"; then echo "otter: could not store the new TURN secret" >&2; continue; fi
+    # A rotation while a previous value is still kept drops that one now.
+    drop_old
+    old="$cur
+"
+    cur="$new"
+    left="$keep"
+    echo "otter: TURN secret rotated; the previous one stays accepted for ${keep}s"
+  elif [ -n "$old" ]; then
+    left=$((left - poll))
+    if [ "$left" -le 0 ]; then
+      drop_old
+      echo "otter: previous TURN secret dropped"
+    fi
+  fi
+done
 "##;
 
 /// `<name>-turn` ConfigMap: node name → published address, read by the init container.
@@ -202,10 +288,16 @@ pub fn build_nodes_config_map(
     if !cr.spec.turn.enabled {
         return Ok(None);
     }
+    // A draining node keeps its entry: the pod that replaces it in a rollout reads it at start.
+    let draining = obs
+        .draining_turn_nodes
+        .iter()
+        .filter_map(|d| Some((d.node.clone(), d.address?.to_string())));
     let data: BTreeMap<String, String> = obs
         .turn_nodes
         .iter()
         .map(|n| (n.name.clone(), n.public_ip.to_string()))
+        .chain(draining)
         .collect();
     Ok(Some(ConfigMap {
         metadata: child_meta(cr, child_name(cr, "turn"), Component::Turn)?,
@@ -214,12 +306,9 @@ pub fn build_nodes_config_map(
     }))
 }
 
-/// The checksum on the TURN pod template: the shared secret and the TLS key pair, which coturn
-/// reads only at start.
-pub fn turn_checksum(cr: &OtterDeployment, obs: &Observed, built: &[Secret]) -> String {
-    let secret = turn_secret_source(cr)
-        .and_then(|s| resolved_value(&s, built, obs))
-        .unwrap_or_default();
+/// The checksum on the TURN pod template: the TLS key pair, which coturn reads only at start.
+/// The shared secret is not in it: the secrets agent rotates it without a restart.
+pub fn turn_checksum(cr: &OtterDeployment, obs: &Observed) -> String {
     let (crt, key) = match (cr.spec.turn.tls.enabled, &cr.spec.turn.tls.secret_name) {
         (true, Some(name)) => (
             obs.secret_value(name, "tls.crt").unwrap_or_default(),
@@ -227,11 +316,68 @@ pub fn turn_checksum(cr: &OtterDeployment, obs: &Observed, built: &[Secret]) -> 
         ),
         _ => (&[][..], &[][..]),
     };
-    checksum([
-        ("turn-secret", secret.as_slice()),
-        ("tls.crt", crt),
-        ("tls.key", key),
-    ])
+    checksum([("tls.crt", crt), ("tls.key", key)])
+}
+
+/// The coturn container's preStop hook: wait until no relay allocation is left on this node, or
+/// the drain timeout has passed; the kubelet sends SIGTERM only after the hook returns. An
+/// allocation is a relay socket: a UDP socket bound in the relay port range, counted in the
+/// node's `/proc/net` tables (the pod is on host networking). TCP is left out: the default relay
+/// range overlaps the kernel's ephemeral ports, and every outgoing TCP connection of the node
+/// (kubelet to the API server) would count; browsers relay over UDP allocations anyway.
+/// Arguments: timeout in seconds, relay range min and max.
+pub const DRAIN_SCRIPT: &str = r##"timeout="$1"; min="$2"; max="$3"
+count() {
+  n=0
+  for t in /proc/net/udp /proc/net/udp6; do
+    [ -r "$t" ] || continue
+    while read -r _ local _; do
+      port="${local##*:}"
+      case "$port" in *[!0-9A-Fa-f]*|"") continue ;; esac
+      p=$((0x$port))
+      if [ "$p" -ge "$min" ] && [ "$p" -le "$max" ]; then n=$((n + 1)); fi
+    done < "$t"
+  done
+  echo "$n"
+}
+# A hook's output is not logged: tell through coturn's own stdout (the pod log).
+pidfile="${OTTER_TURN_PIDFILE:-/var/tmp/turnserver.pid}"
+say() { echo "otter: $*" > "/proc/$(cat "$pidfile" 2>/dev/null)/fd/1" 2>/dev/null || echo "otter: $*"; }
+waited=0
+left=$(count)
+say "draining: $left relay allocation(s), waiting up to ${timeout}s"
+while [ "$left" -gt 0 ] && [ "$waited" -lt "$timeout" ]; do
+  sleep 2
+  waited=$((waited + 2))
+  left=$(count)
+done
+say "drained after ${waited}s: $left relay allocation(s) left"
+"##;
+
+/// Seconds the kubelet waits after the drain before it kills coturn: SIGTERM ends coturn at
+/// once (see `share_process_namespace`), this only covers a slow exit.
+pub const DRAIN_MARGIN_SECONDS: i64 = 30;
+
+fn pre_stop(cr: &OtterDeployment) -> Result<Lifecycle, BuildError> {
+    let t = &cr.spec.turn;
+    let timeout = duration_secs("turn.drainTimeout", &t.drain_timeout)?;
+    Ok(Lifecycle {
+        pre_stop: Some(LifecycleHandler {
+            exec: Some(ExecAction {
+                command: Some(vec![
+                    "/bin/sh".to_string(),
+                    "-c".to_string(),
+                    DRAIN_SCRIPT.to_string(),
+                    "drain".to_string(),
+                    timeout.to_string(),
+                    t.relay_port_range.min.to_string(),
+                    t.relay_port_range.max.to_string(),
+                ]),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
 }
 
 fn tcp_probe(port: i32, period: i32) -> Probe {
@@ -247,11 +393,89 @@ fn tcp_probe(port: i32, period: i32) -> Probe {
     }
 }
 
+/// The init container: this node's external-ip mapping into coturn's config file, the TURN
+/// secret into coturn's database.
+fn init_container(cr: &OtterDeployment, image: &str, secret: &SecretSource) -> Container {
+    Container {
+        name: "external-ip".to_string(),
+        image: Some(image.to_string()),
+        command: Some(vec![
+            "/bin/sh".to_string(),
+            "-c".to_string(),
+            format!("{INIT_SCRIPT}{SECRETS_INIT_SCRIPT}"),
+        ]),
+        env: Some(vec![
+            field_env("NODE_NAME", "spec.nodeName"),
+            field_env("HOST_IP", "status.hostIP"),
+            EnvVar {
+                name: TURN_SECRET_ENV.to_string(),
+                value_from: Some(EnvVarSource {
+                    secret_key_ref: Some(SecretKeySelector {
+                        name: secret.name.clone(),
+                        key: secret.key.clone(),
+                        optional: Some(false),
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            plain_env("OTTER_TURN_DB", TURN_DB),
+            plain_env("OTTER_TURN_REALM", &cr.spec.turn.realm),
+        ]),
+        resources: Some(resources_or(None, "10m", "16Mi", "32Mi")),
+        security_context: Some(container_security_context(Vec::new())),
+        volume_mounts: Some(vec![
+            mount("nodes", NODES_DIR, true),
+            mount("run", RUN_DIR, false),
+            mount("data", "/var/lib/coturn", false),
+        ]),
+        ..Default::default()
+    }
+}
+
+/// The secrets agent container (see [`SECRETS_AGENT_SCRIPT`]): the previous secret stays
+/// accepted for the credential TTL plus [`ROTATION_MARGIN_SECONDS`].
+fn secrets_agent(cr: &OtterDeployment, image: &str) -> Result<Container, BuildError> {
+    let ttl = duration_secs("turn.credentialTtl", &cr.spec.turn.credential_ttl)?;
+    let keep = ttl.saturating_add(ROTATION_MARGIN_SECONDS);
+    Ok(Container {
+        name: "secrets".to_string(),
+        image: Some(image.to_string()),
+        command: Some(vec![
+            "/bin/sh".to_string(),
+            "-c".to_string(),
+            SECRETS_AGENT_SCRIPT.to_string(),
+            "secrets".to_string(),
+            format!("{SECRET_DIR}/{TURN_SECRET_KEY}"),
+            keep.to_string(),
+            AGENT_POLL_SECONDS.to_string(),
+        ]),
+        env: Some(vec![
+            plain_env("OTTER_TURN_DB", TURN_DB),
+            plain_env("OTTER_TURN_REALM", &cr.spec.turn.realm),
+        ]),
+        resources: Some(resources_or(None, "10m", "16Mi", "32Mi")),
+        security_context: Some(container_security_context(Vec::new())),
+        volume_mounts: Some(vec![
+            mount("data", "/var/lib/coturn", false),
+            mount("turn-secret", SECRET_DIR, true),
+        ]),
+        ..Default::default()
+    })
+}
+
+fn plain_env(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value: Some(value.to_string()),
+        ..Default::default()
+    }
+}
+
 /// `<name>-turn` DaemonSet of coturn on the selected nodes, on host networking.
 pub fn build_daemonset(
     cr: &OtterDeployment,
     obs: &Observed,
-    built: &[Secret],
 ) -> Result<Option<DaemonSet>, BuildError> {
     let t = &cr.spec.turn;
     let Some(secret) = turn_secret_source(cr) else {
@@ -330,47 +554,19 @@ pub fn build_daemonset(
         resources: Some(resources_or(t.resources.as_ref(), "100m", "64Mi", "512Mi")),
         security_context: Some(container_security_context(caps)),
         volume_mounts: Some(mounts),
+        lifecycle: Some(pre_stop(cr)?),
         ..Default::default()
     };
-    let init = Container {
-        name: "external-ip".to_string(),
-        image: Some(image),
-        command: Some(vec![
-            "/bin/sh".to_string(),
-            "-c".to_string(),
-            INIT_SCRIPT.to_string(),
-        ]),
-        env: Some(vec![
-            field_env("NODE_NAME", "spec.nodeName"),
-            field_env("HOST_IP", "status.hostIP"),
-            EnvVar {
-                name: TURN_SECRET_ENV.to_string(),
-                value_from: Some(EnvVarSource {
-                    secret_key_ref: Some(SecretKeySelector {
-                        name: secret.name.clone(),
-                        key: secret.key.clone(),
-                        optional: Some(false),
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-        ]),
-        resources: Some(resources_or(None, "10m", "16Mi", "32Mi")),
-        security_context: Some(container_security_context(Vec::new())),
-        volume_mounts: Some(vec![
-            mount("nodes", NODES_DIR, true),
-            mount("run", RUN_DIR, false),
-        ]),
-        ..Default::default()
-    };
+    let init = init_container(cr, &image, &secret);
+    let agent = secrets_agent(cr, &image)?;
+    volumes.push(secret_volume("turn-secret", &secret, TURN_SECRET_KEY));
 
     let pod = PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(labels(cr, Component::Turn)),
             annotations: Some(BTreeMap::from([(
                 CHECKSUM_ANNOTATION.to_string(),
-                turn_checksum(cr, obs, built),
+                turn_checksum(cr, obs),
             )])),
             ..Default::default()
         }),
@@ -383,14 +579,19 @@ pub fn build_daemonset(
             // ends coturn at once.
             share_process_namespace: Some(true),
             init_containers: Some(vec![init]),
-            containers: vec![coturn],
+            containers: vec![coturn, agent],
             volumes: Some(volumes),
             node_selector: Some(t.node_selector.clone()),
             tolerations: (!t.tolerations.is_empty()).then(|| t.tolerations.clone()),
             security_context: Some(pod_security_context(COTURN_UID)),
             automount_service_account_token: Some(false),
             enable_service_links: Some(false),
-            termination_grace_period_seconds: Some(30),
+            // The drain, then a margin for coturn's exit.
+            termination_grace_period_seconds: Some(
+                i64::try_from(duration_secs("turn.drainTimeout", &t.drain_timeout)?)
+                    .unwrap_or(i64::MAX / 2)
+                    .saturating_add(DRAIN_MARGIN_SECONDS),
+            ),
             priority_class_name: None,
             ..Default::default()
         }),
@@ -418,13 +619,11 @@ pub fn build_daemonset(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::secrets::build_turn_secret;
     use crate::crd::SecretKeyRef;
     use crate::testing::{cr, observed, secret};
 
     fn daemonset(cr: &OtterDeployment, obs: &Observed) -> DaemonSet {
-        let built: Vec<Secret> = build_turn_secret(cr, obs).unwrap().into_iter().collect();
-        build_daemonset(cr, obs, &built).unwrap().unwrap()
+        build_daemonset(cr, obs).unwrap().unwrap()
     }
 
     fn pod(ds: &DaemonSet) -> PodSpec {
@@ -490,7 +689,8 @@ mod tests {
                 .flatten()
                 .any(|e| e.name == "OTTER_TURN_SECRET" && e.value_from.is_some())
         );
-        assert!(INIT_SCRIPT.contains("printf 'static-auth-secret=%s\\n' \"$OTTER_TURN_SECRET\""));
+        assert!(SECRETS_INIT_SCRIPT.contains("turnadmin -s \"$OTTER_TURN_SECRET\""));
+        assert!(args.contains(&"--userdb=/var/lib/coturn/turndb".to_string()));
         for expected in [
             "--use-auth-secret",
             "--realm=otter",
@@ -718,7 +918,11 @@ mod tests {
             "demo-turn-secret".into(),
             secret("demo-turn-secret", &[("turn-secret", "new")]),
         );
-        assert_ne!(annotation(&daemonset(&cr, &rotated)), base);
+        assert_eq!(
+            annotation(&daemonset(&cr, &rotated)),
+            base,
+            "a new TURN secret must not restart coturn: the secrets agent rotates it"
+        );
 
         cr.spec.turn.tls.enabled = true;
         cr.spec.turn.tls.secret_name = Some("tls".into());
@@ -745,15 +949,91 @@ mod tests {
             name: "mine".into(),
             key: Some("shared".into()),
         });
-        let ds = build_daemonset(&cr, &observed(), &[]).unwrap().unwrap();
+        let ds = build_daemonset(&cr, &observed()).unwrap().unwrap();
         assert_eq!(turn_secret_ref(&ds), ("mine".into(), "shared".into()));
+    }
+
+    #[test]
+    fn coturn_drains_before_it_stops() {
+        let mut cr = cr();
+        cr.spec.turn.drain_timeout = "20m".into();
+        let p = pod(&daemonset(&cr, &observed()));
+        assert_eq!(p.termination_grace_period_seconds, Some(1200 + 30));
+        let hook = p.containers[0].lifecycle.clone().unwrap().pre_stop.unwrap();
+        let cmd = hook.exec.unwrap().command.unwrap();
+        assert_eq!(cmd[2], DRAIN_SCRIPT);
+        assert_eq!(&cmd[3..], ["drain", "1200", "49152", "65535"]);
+        cr.spec.turn.drain_timeout = "forever".into();
+        assert!(build_daemonset(&cr, &observed()).is_err());
+    }
+
+    #[test]
+    fn a_draining_node_keeps_its_address_for_the_pod_that_replaces_it() {
+        let cr = cr();
+        let mut obs = observed();
+        let node = obs.turn_nodes.remove(0);
+        obs.draining_turn_nodes.push(crate::observed::DrainingNode {
+            node: node.name.clone(),
+            address: Some(node.public_ip),
+            pod: "demo-turn-x".into(),
+            deadline: None,
+        });
+        let data = build_nodes_config_map(&cr, &obs)
+            .unwrap()
+            .unwrap()
+            .data
+            .unwrap();
+        assert_eq!(data["node-a"], "203.0.113.7");
+        assert_eq!(data["node-b"], "2001:db8::5");
+    }
+
+    #[test]
+    fn the_secrets_agent_follows_the_mounted_secret() {
+        let mut cr = cr();
+        cr.spec.turn.credential_ttl = "1h".into();
+        cr.spec.turn.secret_ref = Some(SecretKeyRef {
+            name: "mine".into(),
+            key: Some("shared".into()),
+        });
+        let p = pod(&daemonset(&cr, &observed()));
+        let agent = p.containers.iter().find(|c| c.name == "secrets").unwrap();
+        let cmd = agent.command.clone().unwrap();
+        assert_eq!(cmd[2], SECRETS_AGENT_SCRIPT);
+        // The previous secret stays for the credential TTL plus the margin.
+        let keep = (3600 + ROTATION_MARGIN_SECONDS).to_string();
+        assert_eq!(
+            &cmd[3..],
+            [
+                "secrets",
+                "/etc/otter/turn-secret/turn-secret",
+                keep.as_str(),
+                "5"
+            ]
+        );
+        let volume = p
+            .volumes
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == "turn-secret")
+            .unwrap()
+            .secret
+            .unwrap();
+        assert_eq!(volume.secret_name.as_deref(), Some("mine"));
+        assert_eq!(volume.items.unwrap()[0].key, "shared");
+        let mounts = agent.volume_mounts.clone().unwrap();
+        assert!(mounts.iter().any(|m| m.mount_path == SECRET_DIR));
+        assert!(mounts.iter().any(|m| m.mount_path == "/var/lib/coturn"));
+        assert_eq!(
+            agent.env.clone().unwrap()[1].value.as_deref(),
+            Some("otter")
+        );
     }
 
     #[test]
     fn nothing_when_turn_is_off() {
         let mut cr = cr();
         cr.spec.turn.enabled = false;
-        assert!(build_daemonset(&cr, &observed(), &[]).unwrap().is_none());
+        assert!(build_daemonset(&cr, &observed()).unwrap().is_none());
         assert!(build_nodes_config_map(&cr, &observed()).unwrap().is_none());
     }
 }

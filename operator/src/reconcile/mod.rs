@@ -11,6 +11,7 @@
 //! [`watch`] wires the controller: the resource, every owned kind, the Nodes.
 
 pub mod apply;
+pub mod drain;
 pub mod events;
 pub mod observe;
 pub mod ports;
@@ -233,7 +234,9 @@ async fn write_status(
         .await
         .map_err(|e| Error::Status(request(format!("writing status of {ns}/{name}"), e)))?;
     ctx.metrics.status_writes.inc();
-    for event in events::status_events(cr.status.as_ref(), status) {
+    let old = cr.status.as_ref();
+    let drains = drain::draining_events(old, status);
+    for event in events::status_events(old, status).into_iter().chain(drains) {
         events::publish(&ctx.recorder, cr, event).await;
     }
     Ok(())

@@ -3,14 +3,16 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Node, Secret};
+use k8s_openapi::api::core::v1::{Node, Pod, Secret};
 use kube::api::ListParams;
 use kube::{Api, Client};
 
 use crate::build::secrets::{generated_secret_names, user_secret_names};
 use crate::crd::OtterDeployment;
 use crate::error::{Error, request};
+use crate::meta::{Component, labels};
 use crate::observed::{FreshSecrets, Images, Observed, TurnNode};
+use crate::reconcile::drain::split_nodes;
 
 /// `k=v,k2=v2` for a label map.
 pub fn selector_string(labels: &BTreeMap<String, String>) -> String {
@@ -28,15 +30,16 @@ pub async fn observe(
     cr: &OtterDeployment,
     ns: &str,
 ) -> Result<Observed, Error> {
-    let mut turn_nodes = Vec::new();
+    let (mut turn_nodes, mut draining_turn_nodes) = (Vec::new(), Vec::new());
     if cr.spec.turn.enabled {
         let params = ListParams::default().labels(&selector_string(&cr.spec.turn.node_selector));
         let nodes = Api::<Node>::all(client.clone())
             .list(&params)
             .await
             .map_err(|e| Error::Observe(request("listing TURN nodes", e)))?;
-        turn_nodes = nodes.items.iter().filter_map(TurnNode::from_node).collect();
-        turn_nodes.sort();
+        let mut ready: Vec<TurnNode> = nodes.items.iter().filter_map(TurnNode::from_node).collect();
+        ready.sort();
+        (turn_nodes, draining_turn_nodes) = split_nodes(ready, &turn_pods(client, cr, ns).await?);
     }
     let api = Api::<Secret>::namespaced(client.clone(), ns);
     let mut secrets = BTreeMap::new();
@@ -56,9 +59,20 @@ pub async fn observe(
     Ok(Observed {
         images: images.clone(),
         turn_nodes,
+        draining_turn_nodes,
         secrets,
         fresh: FreshSecrets::generate(),
     })
+}
+
+/// The TURN pods of this resource (by their labels), terminating ones included.
+async fn turn_pods(client: &Client, cr: &OtterDeployment, ns: &str) -> Result<Vec<Pod>, Error> {
+    let params = ListParams::default().labels(&selector_string(&labels(cr, Component::Turn)));
+    let pods = Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&params)
+        .await
+        .map_err(|e| Error::Observe(request(format!("listing TURN pods in {ns}"), e)))?;
+    Ok(pods.items)
 }
 
 #[cfg(test)]

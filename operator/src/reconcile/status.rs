@@ -431,6 +431,7 @@ pub fn compute_status(
         redis: redis.counts,
         signaling_url: signaling_url(cr, applied),
         turn_uris: ice.all(),
+        turn_draining: crate::reconcile::drain::status_entries(&obs.draining_turn_nodes),
     }
 }
 

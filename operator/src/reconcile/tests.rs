@@ -108,6 +108,10 @@ fn answer(world: &mut World, call: &Call) -> (u16, Value) {
             200,
             json!({"apiVersion": "v1", "kind": "NodeList", "metadata": {}, "items": [ready_node()]}),
         ),
+        "GET" if call.path.ends_with("/pods") => (
+            200,
+            json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
+        ),
         "GET" if call.query.contains("labelSelector") => {
             let resource = call.path.rsplit('/').next().unwrap_or_default();
             let items: Vec<Value> = world
@@ -347,7 +351,12 @@ async fn at_rest_nothing_is_listed_for_pruning() {
         ..Default::default()
     });
     let (_, calls) = run(&cr, World::default()).await;
-    assert!(!calls.iter().any(|c| c.query.contains("labelSelector=app")));
+    // Only the TURN pods are listed (to find draining nodes), never a child kind.
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.query.contains("labelSelector=app") && !c.path.ends_with("/pods"))
+    );
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -19,6 +19,18 @@ use crate::reconcile::{Context, error_policy, reconcile};
 
 /// Label every child carries; owned-object watches select on it.
 pub const MANAGED_BY_SELECTOR: &str = "app.kubernetes.io/managed-by=otter-operator";
+
+/// Label selector of the TURN pods of every OtterDeployment.
+pub const TURN_PODS_SELECTOR: &str =
+    "app.kubernetes.io/managed-by=otter-operator,app.kubernetes.io/component=turn";
+
+/// The OtterDeployment a TURN pod belongs to (its instance label): a pod that starts
+/// terminating must leave the published TURN URIs at once, not at the next resync.
+pub fn turn_pod_owner(pod: &Pod) -> Option<ObjectRef<OtterDeployment>> {
+    let name = pod.labels().get("app.kubernetes.io/instance")?;
+    let ns = pod.namespace()?;
+    Some(ObjectRef::new(name).within(&ns))
+}
 
 /// Whether a Node event concerns this resource: it matches the TURN selector now, or it is one
 /// the status still publishes (so a node that lost its label or went away is dropped at once).
@@ -99,18 +111,24 @@ fn controller(ctx: &Context, namespace: Option<&str>) -> Controller<OtterDeploym
     let controller = Kind::ALL
         .into_iter()
         .fold(controller, |c, kind| kind.visit(&mut owns)(c));
-    controller.watches(
-        Api::<Node>::all(client.clone()),
-        watcher::Config::default(),
-        move |node: Node| {
-            store
-                .state()
-                .into_iter()
-                .filter(|cr| node_concerns(cr, &node))
-                .map(|cr| ObjectRef::from_obj(&*cr))
-                .collect::<Vec<_>>()
-        },
-    )
+    controller
+        .watches(
+            scoped::<Pod>(client, namespace),
+            watcher::Config::default().labels(TURN_PODS_SELECTOR),
+            |pod: Pod| turn_pod_owner(&pod),
+        )
+        .watches(
+            Api::<Node>::all(client.clone()),
+            watcher::Config::default(),
+            move |node: Node| {
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|cr| node_concerns(cr, &node))
+                    .map(|cr| ObjectRef::from_obj(&*cr))
+                    .collect::<Vec<_>>()
+            },
+        )
 }
 
 /// Run the controller until `shutdown` resolves. `namespace`: watch one namespace, else all.
@@ -141,6 +159,21 @@ pub async fn run(
 mod tests {
     use super::*;
     use crate::testing::{cr, node};
+
+    #[test]
+    fn a_turn_pod_event_reaches_its_otter_deployment() {
+        let mut pod = Pod::default();
+        assert!(turn_pod_owner(&pod).is_none());
+        pod.metadata.namespace = Some("calls".into());
+        pod.metadata.labels = Some(
+            [("app.kubernetes.io/instance".to_string(), "demo".to_string())]
+                .into_iter()
+                .collect(),
+        );
+        let owner = turn_pod_owner(&pod).unwrap();
+        assert_eq!(owner.name, "demo");
+        assert_eq!(owner.namespace.as_deref(), Some("calls"));
+    }
 
     #[test]
     fn node_events_reach_resources_selecting_or_publishing_the_node() {

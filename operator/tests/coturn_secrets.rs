@@ -1,0 +1,382 @@
+//! Secret rotation against the real coturn (`turnserver` and `turnadmin` from Debian's coturn
+//! package), driven by the very agent script the TURN pods run
+//! (`build::turn::SECRETS_AGENT_SCRIPT`): coturn reads the TURN REST API secrets from its SQLite
+//! user database on every request, so a rotation needs no restart. Proven here: after the
+//! Secret file changes, a credential of the new secret is accepted at once, one of the old
+//! secret too until the agent drops it; an allocation made with the old secret keeps refreshing
+//! after that; a fresh credential of the dropped secret is refused. And the TURN pods' drain
+//! hook (`build::turn::DRAIN_SCRIPT`) waits while coturn holds a relay allocation, and returns
+//! as soon as the last one is released.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use std::io::{BufRead, BufReader};
+
+use otter_operator::build::turn::{DRAIN_SCRIPT, SECRETS_AGENT_SCRIPT, SECRETS_INIT_SCRIPT};
+use sha1::Sha1;
+
+const REALM: &str = "otter";
+const COOKIE: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
+
+/// Kills the child when dropped, so a failed assertion leaves no process behind.
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn need(bin: &str) -> PathBuf {
+    let p = PathBuf::from("/usr/bin").join(bin);
+    assert!(
+        p.exists(),
+        "{bin} not found: install Debian's coturn package (tests/install-deps)"
+    );
+    p
+}
+
+/// A TURN REST API credential, as the signaling server mints it.
+fn credential(secret: &str, id: &str) -> (String, String) {
+    let expiry = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 3600;
+    let username = format!("{expiry}:{id}");
+    let mut mac = <Hmac<Sha1> as Mac>::new_from_slice(secret.as_bytes()).expect("any key");
+    mac.update(username.as_bytes());
+    let password = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    (username, password)
+}
+
+/// A STUN/TURN message: type, transaction id, attributes (type, value).
+fn message(kind: u16, txid: &[u8; 12], attrs: &[(u16, Vec<u8>)], key: Option<&[u8]>) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (t, v) in attrs {
+        body.extend(t.to_be_bytes());
+        body.extend((v.len() as u16).to_be_bytes());
+        body.extend(v);
+        body.resize(body.len().div_ceil(4) * 4, 0);
+    }
+    let mut msg = Vec::new();
+    msg.extend(kind.to_be_bytes());
+    // MESSAGE-INTEGRITY covers the header with the length counting the attribute itself.
+    let len = body.len() + if key.is_some() { 24 } else { 0 };
+    msg.extend((len as u16).to_be_bytes());
+    msg.extend(COOKIE);
+    msg.extend(txid);
+    msg.extend(body);
+    if let Some(key) = key {
+        let mut mac = <Hmac<Sha1> as Mac>::new_from_slice(key).expect("any key");
+        mac.update(&msg);
+        msg.extend(0x0008u16.to_be_bytes());
+        msg.extend(20u16.to_be_bytes());
+        msg.extend(mac.finalize().into_bytes());
+    }
+    msg
+}
+
+/// (type, attributes) of a response.
+fn parse(buf: &[u8]) -> (u16, Vec<(u16, Vec<u8>)>) {
+    assert!(buf.len() >= 20, "short STUN message");
+    let kind = u16::from_be_bytes([buf[0], buf[1]]);
+    let mut attrs = Vec::new();
+    let mut i = 20;
+    while i + 4 <= buf.len() {
+        let t = u16::from_be_bytes([buf[i], buf[i + 1]]);
+        let l = usize::from(u16::from_be_bytes([buf[i + 2], buf[i + 3]]));
+        let end = (i + 4 + l).min(buf.len());
+        attrs.push((t, buf[i + 4..end].to_vec()));
+        i += 4 + l.div_ceil(4) * 4;
+    }
+    (kind, attrs)
+}
+
+fn attr(attrs: &[(u16, Vec<u8>)], t: u16) -> Option<Vec<u8>> {
+    attrs.iter().find(|(k, _)| *k == t).map(|(_, v)| v.clone())
+}
+
+/// The error code of an error response (e.g. 401), 0 for a success.
+fn error_code(attrs: &[(u16, Vec<u8>)]) -> u16 {
+    attr(attrs, 0x0009).map_or(0, |v| u16::from(v[2]) * 100 + u16::from(v[3]))
+}
+
+/// A TURN client session on one UDP socket: long-term credentials, nonce handling.
+struct Client {
+    sock: UdpSocket,
+    server: SocketAddr,
+    username: String,
+    key: [u8; 16],
+    nonce: Vec<u8>,
+    seq: u8,
+}
+
+impl Client {
+    fn new(server: SocketAddr, username: String, password: &str) -> Self {
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        sock.set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        let key = md5::compute(format!("{username}:{REALM}:{password}")).0;
+        Self {
+            sock,
+            server,
+            username,
+            key,
+            nonce: Vec::new(),
+            seq: 0,
+        }
+    }
+
+    fn roundtrip(&mut self, kind: u16, extra: &[(u16, Vec<u8>)], auth: bool) -> (u16, u16) {
+        self.seq += 1;
+        let txid = [self.seq; 12];
+        let mut attrs = extra.to_vec();
+        if auth {
+            attrs.push((0x0006, self.username.clone().into_bytes()));
+            attrs.push((0x0014, REALM.as_bytes().to_vec()));
+            attrs.push((0x0015, self.nonce.clone()));
+        }
+        let msg = message(kind, &txid, &attrs, auth.then_some(&self.key[..]));
+        let mut buf = [0u8; 1500];
+        // UDP may lose a datagram even on loopback under load: resend a few times.
+        for _ in 0..5 {
+            self.sock.send_to(&msg, self.server).expect("send");
+            if let Ok((n, _)) = self.sock.recv_from(&mut buf) {
+                if buf[8..20] != txid {
+                    continue;
+                }
+                let (kind, attrs) = parse(&buf[..n]);
+                if let Some(nonce) = attr(&attrs, 0x0015) {
+                    self.nonce = nonce;
+                }
+                return (kind, error_code(&attrs));
+            }
+        }
+        panic!("no answer from coturn at {}", self.server);
+    }
+
+    /// Allocate a UDP relay; the error code on failure (0: allocated).
+    fn allocate(&mut self) -> u16 {
+        let transport = vec![(0x0019, vec![17, 0, 0, 0])];
+        // The first, unauthenticated request gets the nonce (401).
+        let (_, code) = self.roundtrip(0x0003, &transport, false);
+        assert_eq!(code, 401, "an unauthenticated Allocate must be challenged");
+        self.authenticated(0x0003, &transport)
+    }
+
+    /// Refresh the allocation for ten minutes; the error code (0: refreshed).
+    fn refresh(&mut self) -> u16 {
+        self.authenticated(0x0004, &[(0x000D, 600u32.to_be_bytes().to_vec())])
+    }
+
+    /// Release the allocation (a Refresh with lifetime 0, what a closing browser sends).
+    fn release(&mut self) -> u16 {
+        self.authenticated(0x0004, &[(0x000D, 0u32.to_be_bytes().to_vec())])
+    }
+
+    fn authenticated(&mut self, kind: u16, attrs: &[(u16, Vec<u8>)]) -> u16 {
+        let (_, mut code) = self.roundtrip(kind, attrs, true);
+        if code == 438 {
+            // Stale nonce: the answer carried a new one.
+            code = self.roundtrip(kind, attrs, true).1;
+        }
+        code
+    }
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// The relay range of the drain test's coturn: narrow, off coturn's default range and off the
+/// other test's, so that the drain hook (which counts every UDP socket of the host in the range)
+/// sees only that coturn's relays.
+const RELAY_MIN: u16 = 45100;
+const RELAY_MAX: u16 = 45199;
+
+fn start_coturn(dir: &Path, db: &Path, relay: (u16, u16)) -> (Proc, SocketAddr) {
+    for _ in 0..5 {
+        let port = free_udp_port();
+        let log = std::fs::File::create(dir.join("turnserver.log")).expect("log");
+        let child = Command::new(need("turnserver"))
+            .args(["-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1"])
+            .arg(format!("--listening-port={port}"))
+            .arg(format!("--min-port={}", relay.0))
+            .arg(format!("--max-port={}", relay.1))
+            .args(["--realm", REALM])
+            .args(["--use-auth-secret", "--no-cli", "--no-tls", "--no-dtls"])
+            .args([
+                "--log-file=stdout",
+                "--simple-log",
+                "--allow-loopback-peers",
+            ])
+            .arg(format!("--userdb={}", db.display()))
+            .arg(format!("--pidfile={}", dir.join("pid").display()))
+            .stdout(log)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start turnserver");
+        let proc = Proc(child);
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        // Ready when it answers a Binding request; another process on the port: next one.
+        let probe = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        probe
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let _ = probe.send_to(&message(0x0001, &[7; 12], &[], None), addr);
+            let mut buf = [0u8; 512];
+            if probe.recv_from(&mut buf).is_ok() {
+                return (proc, addr);
+            }
+        }
+    }
+    panic!(
+        "turnserver did not answer; its log:\n{}",
+        std::fs::read_to_string(dir.join("turnserver.log")).unwrap_or_default()
+    );
+}
+
+/// Wait until `f` holds, polling; the agent acts within a poll interval.
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("timed out waiting until {what}");
+}
+
+#[test]
+fn a_rotation_keeps_old_allocations_and_drops_the_old_secret_without_a_restart() {
+    need("turnadmin");
+    let dir = std::env::temp_dir().join(format!("otter-coturn-secrets-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (secret_file, db) = (dir.join("turn-secret"), dir.join("turndb"));
+    std::fs::write(&secret_file, "old-secret").expect("write");
+
+    // The init container seeds the database before coturn starts.
+    let seeded = Command::new("/bin/sh")
+        .args(["-c", SECRETS_INIT_SCRIPT, "init"])
+        .env("OTTER_TURN_SECRET", "old-secret")
+        .env("OTTER_TURN_DB", &db)
+        .env("OTTER_TURN_REALM", REALM)
+        .status()
+        .expect("run the init script");
+    assert!(seeded.success());
+    let (coturn, server) = start_coturn(&dir, &db, (45200, 45299));
+    // Keep the old secret 3 seconds after the change; poll every second.
+    let _agent = Proc(
+        Command::new("/bin/sh")
+            .args(["-c", SECRETS_AGENT_SCRIPT, "agent"])
+            .args([secret_file.to_str().expect("utf8"), "3", "1"])
+            .env("OTTER_TURN_DB", &db)
+            .env("OTTER_TURN_REALM", REALM)
+            .spawn()
+            .expect("start the agent"),
+    );
+
+    let (user, pass) = credential("old-secret", "alice");
+    let mut alice = Client::new(server, user, &pass);
+    assert_eq!(alice.allocate(), 0, "the seeded secret allocates");
+    let (user, pass) = credential("new-secret", "early");
+    assert_eq!(
+        Client::new(server, user, &pass).allocate(),
+        401,
+        "a secret nobody set is refused"
+    );
+
+    std::fs::write(&secret_file, "new-secret").expect("rotate");
+    eventually("the new secret is accepted", || {
+        let (user, pass) = credential("new-secret", "bob");
+        Client::new(server, user, &pass).allocate() == 0
+    });
+    let (user, pass) = credential("old-secret", "carol");
+    assert_eq!(
+        Client::new(server, user, &pass).allocate(),
+        0,
+        "the old secret is still accepted right after the rotation"
+    );
+    eventually("the old secret is dropped", || {
+        let (user, pass) = credential("old-secret", "dave");
+        Client::new(server, user, &pass).allocate() == 401
+    });
+    assert_eq!(
+        alice.refresh(),
+        0,
+        "an allocation made with the dropped secret keeps refreshing"
+    );
+    let (user, pass) = credential("new-secret", "erin");
+    assert_eq!(Client::new(server, user, &pass).allocate(), 0);
+    drop(coturn);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_drain_hook_waits_for_the_last_allocation_and_no_longer() {
+    need("turnadmin");
+    let dir = std::env::temp_dir().join(format!("otter-coturn-drain-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let db = dir.join("turndb");
+    let seeded = Command::new("/bin/sh")
+        .args(["-c", SECRETS_INIT_SCRIPT, "init"])
+        .env("OTTER_TURN_SECRET", "s")
+        .env("OTTER_TURN_DB", &db)
+        .env("OTTER_TURN_REALM", REALM)
+        .status()
+        .expect("run the init script");
+    assert!(seeded.success());
+    let (_coturn, server) = start_coturn(&dir, &db, (RELAY_MIN, RELAY_MAX));
+    let (user, pass) = credential("s", "alice");
+    let mut alice = Client::new(server, user, &pass);
+    assert_eq!(alice.allocate(), 0);
+
+    // A 60 s bound: the hook must return long before it, when the allocation is released.
+    let mut hook = Proc(
+        Command::new("/bin/sh")
+            .args(["-c", DRAIN_SCRIPT, "drain", "60"])
+            .args([RELAY_MIN.to_string(), RELAY_MAX.to_string()])
+            // No coturn pidfile: the hook tells on its own stdout, which the test reads.
+            .env("OTTER_TURN_PIDFILE", dir.join("no-such-pidfile"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the drain hook"),
+    );
+    let mut lines = BufReader::new(hook.0.stdout.take().expect("stdout")).lines();
+    let first = lines.next().expect("a first line").expect("utf8");
+    assert!(
+        first.contains("draining: 1 relay allocation(s)"),
+        "the hook counts the allocation: {first}"
+    );
+    assert!(
+        hook.0.try_wait().expect("wait").is_none(),
+        "the hook must wait while an allocation is left"
+    );
+    let released = Instant::now();
+    assert_eq!(alice.release(), 0);
+    let last = lines.next().expect("a last line").expect("utf8");
+    assert!(last.contains(": 0 relay allocation(s) left"), "{last}");
+    assert!(
+        released.elapsed() < Duration::from_secs(30),
+        "the hook returned {:?} after the release",
+        released.elapsed()
+    );
+    let status = hook.0.wait().expect("hook exit");
+    assert!(status.success());
+    let _ = std::fs::remove_dir_all(&dir);
+}

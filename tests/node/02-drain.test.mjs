@@ -1,0 +1,166 @@
+// TURN drain on real nodes (issue 17): a TURN pod that is going away leaves the ICE servers at
+// once, keeps relaying the calls it carries, and exits as soon as they end (long before
+// turn.drainTimeout); a new call meanwhile goes through the other node; a call whose TURN node
+// goes away for good moves to the other node by ICE restart. Its own OtterDeployment, on its
+// own TURN port and relay range, so 01's TURN pods (still draining after its deletion) cannot
+// collide with it. Needs two real nodes.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { launch, openPage, joinCall, expectMediaEverywhere, firstFrameMs, peerStats } from '../e2e/lib/browser.mjs';
+import { roomToken } from '../../examples/room-tokens/mint.mjs';
+import { env, kubectl, getJson, waitFor, otterCondition, rolledOut, record, forwardLocal } from './lib.mjs';
+
+const NS = 'drain';
+const NAME = 'drain';
+const nodeIps = env('OTTER_NODE_IPS').split(' ');
+const tokenSecret = randomBytes(24).toString('hex');
+const state = { pages: [] };
+const two = nodeIps.length < 2 && 'needs two nodes';
+
+const otterYaml = `apiVersion: otter.dev/v1alpha1
+kind: OtterDeployment
+metadata: {name: ${NAME}, namespace: ${NS}}
+spec:
+  signaling:
+    image: ${env('OTTER_SIGNALING_IMAGE')}
+    replicas: 1
+    service: {type: NodePort}
+    auth:
+      enabled: true
+      secretRef: {name: room-tokens, key: token-secret}
+  turn:
+    image: ${env('OTTER_TURN_IMAGE')}
+    realm: drain.otter.test
+    port: 3479
+    relayPortRange: {min: 40000, max: 40999}
+    drainTimeout: 10m
+  redis:
+    mode: Disabled
+`;
+
+const turnPods = async () => (await getJson(['get', 'pods', '-n', NS, '-l', `app.kubernetes.io/instance=${NAME},app.kubernetes.io/component=turn`])).items;
+const otter = () => getJson(['get', 'otterdeployment', NAME, '-n', NS]);
+const nodeOfIp = async (ip) => (await getJson(['get', 'nodes'])).items.find((n) => n.status.addresses.some((a) => a.address === ip));
+const relayIps = async (page) => Object.values(await peerStats(page)).map((s) => s.pair?.local === 'relay' && s.pair.localAddress.split(':')[0]);
+
+before(async () => {
+  if (two) return;
+  await kubectl(['create', 'namespace', NS]);
+  await kubectl(['create', 'secret', 'generic', 'room-tokens', '-n', NS, `--from-literal=token-secret=${tokenSecret}`]);
+  const nodes = (await getJson(['get', 'nodes'])).items.map((n) => n.metadata.name);
+  for (const n of nodes) await kubectl(['label', 'node', n, 'otter.dev/turn=true', '--overwrite']);
+  await kubectl(['apply', '-f', '-'], { input: otterYaml });
+  const o = await waitFor('OtterDeployment Ready', () => otterCondition(NS, NAME, 'Ready'), { timeoutMs: 300000 });
+  assert.equal(o.status.turn.ready, nodes.length, JSON.stringify(o.status.turn));
+  const svc = (await getJson(['get', 'services', '-n', NS, '-l', `app.kubernetes.io/instance=${NAME},app.kubernetes.io/component=signaling`])).items
+    .find((s) => s.spec.type === 'NodePort');
+  state.forward = await forwardLocal(nodeIps[0], svc.spec.ports[0].nodePort);
+  state.url = `http://127.0.0.1:${state.forward.port}`;
+  await waitFor('signaling ready', async () => (await fetch(`${state.url}/readyz`)).ok || '!not ready');
+  state.browser = await launch();
+});
+
+after(async () => {
+  await state.browser?.close().catch(() => {});
+  state.forward?.close();
+  if (!two) await kubectl(['delete', 'otterdeployment', NAME, '-n', NS, '--wait=false'], { allowFail: true });
+});
+
+async function relayCall(room) {
+  const token = () => roomToken(tokenSecret, room, { ttlSeconds: 3600 });
+  const a = await openPage(state.browser, state.url, `A-${room}`);
+  const b = await openPage(state.browser, state.url, `B-${room}`);
+  state.pages.push(a, b);
+  await joinCall(a, { room, name: 'Alice', token: token(), iceTransportPolicy: 'relay' });
+  await joinCall(b, { room, name: 'Bob', token: token(), iceTransportPolicy: 'relay' });
+  assert.ok((await firstFrameMs(b, { timeoutMs: 30000 })) !== null, `B decoded no frame\n${[...a.logs, ...b.logs].join('\n')}`);
+  await expectMediaEverywhere([a, b], { timeoutMs: 30000 });
+  return { a, b };
+}
+
+/** End a call the way a leaving browser does: close the peer connections (their TURN ports deallocate), then the pages. */
+async function hangUp({ a, b }) {
+  for (const p of [a, b]) {
+    await p.evaluate(() => { for (const peer of (window.otter?.call ?? window.call).peers.values()) peer.pc.close(); });
+    await p.context().close();
+  }
+}
+
+/** The TURN URIs signaling hands a new join right now. */
+async function iceUrls() {
+  const r = await fetch(`${state.url}/v1/ice-servers`, { headers: { authorization: `Bearer ${roomToken(tokenSecret, 'probe', { ttlSeconds: 600 })}` } });
+  assert.ok(r.ok, `GET /v1/ice-servers: ${r.status}`);
+  return (await r.json()).iceServers.flatMap((s) => [].concat(s.urls)).filter((u) => u.startsWith('turn'));
+}
+
+test('a deleted TURN pod drains: its node leaves the ICE servers, its call keeps flowing, a new call uses the other node, and it exits when its calls end', { skip: two }, async () => {
+  const first = await relayCall('drain-one');
+  const [ip] = await relayIps(first.a);
+  assert.ok(nodeIps.includes(ip), `relayed through ${ip}, not a node address ${nodeIps}`);
+  const other = nodeIps.find((x) => x !== ip);
+  const node = await nodeOfIp(ip);
+  const victim = (await turnPods()).find((p) => p.spec.nodeName === node.metadata.name);
+  const t0 = Date.now();
+  await kubectl(['delete', 'pod', '-n', NS, victim.metadata.name, '--wait=false']);
+
+  // The operator unpublishes the node as soon as the pod is terminating, and says so.
+  const o = await waitFor('node draining in status, gone from turnUris', async () => {
+    const cr = await otter();
+    const draining = (cr.status.turnDraining ?? []).some((d) => d.node === node.metadata.name && d.pod === victim.metadata.name);
+    const published = cr.status.turnUris.some((u) => u.includes(`:${ip}:`));
+    return (draining && !published && cr) || `!draining=${draining} published=${published}`;
+  });
+  record('drain.unpublished_s', (Date.now() - t0) / 1000);
+  assert.ok(o.status.turnUris.some((u) => u.includes(`:${other}:`)), `${other} still published: ${o.status.turnUris}`);
+  await waitFor('a TurnDraining Event', async () => {
+    const events = (await getJson(['get', 'events.events.k8s.io', '-n', NS, '--field-selector', 'reason=TurnDraining'])).items;
+    return events.some((e) => (e.note ?? '').includes(node.metadata.name)) || `!${events.length} events`;
+  });
+  // Signaling re-reads its ConfigMap (mounted: the kubelet updates it within about a minute).
+  await waitFor('signaling hands out the other node only', async () => {
+    const urls = await iceUrls();
+    return (urls.length > 0 && urls.every((u) => u.includes(`:${other}:`))) || `!${urls}`;
+  });
+  record('drain.ice_servers_updated_s', (Date.now() - t0) / 1000);
+
+  // The draining pod still relays the first call.
+  await expectMediaEverywhere([first.a, first.b], { timeoutMs: 30000 });
+  assert.deepEqual([...new Set(await relayIps(first.a))], [ip], 'the first call stays on its draining node');
+  assert.ok((await turnPods()).some((p) => p.metadata.uid === victim.metadata.uid), 'the draining pod is still there');
+
+  // A call made now goes through the other node.
+  const second = await relayCall('drain-two');
+  for (const page of [second.a, second.b]) assert.deepEqual([...new Set(await relayIps(page))], [other], `${page.label} relays through the other node`);
+
+  // Once its calls end, the pod exits: far sooner than drainTimeout (10m).
+  const ended = Date.now();
+  await hangUp(first);
+  await hangUp(second);
+  await waitFor('the drained pod exits', async () => !(await turnPods()).some((p) => p.metadata.uid === victim.metadata.uid) || '!still there', { timeoutMs: 240000, intervalMs: 1000 });
+  record('drain.pod_exit_after_calls_end_s', (Date.now() - ended) / 1000);
+  await waitFor('TURN DaemonSet whole again', () => rolledOut(NS, 'daemonset', `${NAME}-turn`));
+  await waitFor('node published again', async () => (await otter()).status.turnUris.some((u) => u.includes(`:${ip}:`)) || '!not yet');
+});
+
+test('a call whose TURN node goes away moves to the other node', { skip: two }, async () => {
+  const call = await relayCall('node-gone');
+  const [ip] = await relayIps(call.a);
+  const other = nodeIps.find((x) => x !== ip);
+  const node = await nodeOfIp(ip);
+  const victim = (await turnPods()).find((p) => p.spec.nodeName === node.metadata.name);
+  // The node leaves TURN (unlabelled, so no new pod comes back) and its coturn dies at once, as
+  // when a node is lost: no drain to wait out.
+  await kubectl(['label', 'node', node.metadata.name, 'otter.dev/turn-']);
+  await kubectl(['delete', 'pod', '-n', NS, victim.metadata.name, '--grace-period=1', '--wait=false']);
+  const t0 = Date.now();
+  await waitFor('the call relays through the other node', async () => {
+    const ips = [...new Set([...(await relayIps(call.a)), ...(await relayIps(call.b))])];
+    return (ips.length === 1 && ips[0] === other) || `!${ips}`;
+  }, { timeoutMs: 90000, intervalMs: 500 });
+  await expectMediaEverywhere([call.a, call.b], { timeoutMs: 60000 });
+  record('drain.node_gone_moved_s', (Date.now() - t0) / 1000);
+  await kubectl(['label', 'node', node.metadata.name, 'otter.dev/turn=true', '--overwrite']);
+  await waitFor('TURN DaemonSet whole again', () => rolledOut(NS, 'daemonset', `${NAME}-turn`));
+  await hangUp(call);
+});
