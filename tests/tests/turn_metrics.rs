@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use otter_testkit::process::{RedisServer, free_port, wait_until};
+use otter_testkit::{RedisServer, free_port, wait_until};
 
 const SECRET: &str = "turn-metrics-test-secret";
 /// Messages the client sends per allocation, and their size: the peer leg carries exactly this.
@@ -303,7 +303,8 @@ async fn survives_junk_and_a_redis_restart() {
     resynced(&exporter, 1.0).await;
 
     // Anything that can write to coturn's Redis can publish junk: counted, never a crash.
-    let huge = "x".repeat(512 * 1024);
+    // One argument of redis-cli holds at most 128 KiB (the kernel's MAX_ARG_STRLEN).
+    let huge = "x".repeat(100 * 1024);
     for (channel, payload) in [
         ("turn/user/u/allocation/1/traffic", "rcvp=-1, rcvb=x"),
         ("turn/user/u/allocation/1/status", "\u{ff}binary"),

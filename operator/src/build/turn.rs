@@ -365,6 +365,11 @@ pub fn build_daemonset(
         ..Default::default()
     };
 
+    let mut coturn = coturn;
+    let mut sidecars = Vec::new();
+    crate::build::turn_metrics::attach(cr, obs, &mut coturn, &mut sidecars);
+    let containers = [vec![coturn], sidecars].concat();
+
     let pod = PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(labels(cr, Component::Turn)),
@@ -383,7 +388,7 @@ pub fn build_daemonset(
             // ends coturn at once.
             share_process_namespace: Some(true),
             init_containers: Some(vec![init]),
-            containers: vec![coturn],
+            containers,
             volumes: Some(volumes),
             node_selector: Some(t.node_selector.clone()),
             tolerations: (!t.tolerations.is_empty()).then(|| t.tolerations.clone()),
