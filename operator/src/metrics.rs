@@ -127,6 +127,15 @@ impl Metrics {
             "TURN nodes of an OtterDeployment that clients can use (0: relayed calls fail)",
             turn_reachable_nodes.clone(),
         );
+        // Zero-valued series from the start, so the dashboard and alerts see every step.
+        for kind in crate::error::Error::STEPS {
+            let _ = errors.get_or_create(&ErrorLabels {
+                kind: kind.to_string(),
+            });
+        }
+        for result in [Outcome::Ok, Outcome::Error] {
+            let _ = reconciliations.get_or_create(&ReconcileLabels { result });
+        }
         Self {
             registry: Arc::new(root),
             reconciliations,

@@ -156,6 +156,7 @@ check "create: Ready=True for generation 1" eventually 90 ready_current
 scrape_operator() { curl -fsS "http://127.0.0.1:$port/metrics" >"$work/scrape-operator.txt"; }
 reachable_series() { scrape_operator && grep -qE '^otter_turn_reachable_nodes\{otterdeployment="calls/otter"\} [0-9]+$' "$work/scrape-operator.txt"; }
 check "create: otter_turn_reachable_nodes has a series for calls/otter" eventually 30 reachable_series
+cp "$work/scrape-operator.txt" "$work/scrape-operator-created.txt"
 check "create: signaling, TURN, Redis, Secrets, NetworkPolicy, PDB exist" all_exist \
   deployment/otter-signaling service/otter-signaling daemonset/otter-turn statefulset/otter-redis \
   service/otter-redis configmap/otter-signaling configmap/otter-turn secret/otter-turn-secret \
@@ -197,7 +198,8 @@ check "the operator wrote Events as the ServiceAccount" wrote_events
 stop_operator
 
 # --- the dashboard's and the alerts' metric names against the real binaries' scrapes ----------
-# The operator's scrape is the one taken above (it reconciled an OtterDeployment); the signaling
+# The operator's scrapes are the ones taken above (while it reconciled an OtterDeployment with
+# TURN, and after); the signaling
 # server and the TURN exporter (otter-signaling turn-exporter) are started here on free ports.
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 scrape_binary() { # NAME OUT ARGS...: run the binary with ARGS on a free port, save its /metrics
@@ -217,7 +219,7 @@ check "scrape of a running TURN exporter (otter-signaling turn-exporter)" \
   scrape_binary turn-exporter "$work/scrape-turn.txt" turn-exporter --redis-url "redis://127.0.0.1:$(free_port)"
 check "every metric the dashboard and the alerts use is exported by the operator, signaling or the TURN exporter" \
   python3 tests/helm/monitoring.py names "$work/monitoring/queries.txt" \
-  "$work/scrape-operator.txt" "$work/scrape-signaling.txt" "$work/scrape-turn.txt"
+  "$work/scrape-operator-created.txt" "$work/scrape-operator.txt" "$work/scrape-signaling.txt" "$work/scrape-turn.txt"
 if grep -qi 'forbidden' "$oplog"; then
   fail "no 'forbidden' in the operator's log (the chart's RBAC is complete)" "$(grep -i forbidden "$oplog" | head -5)"
 else
