@@ -23,7 +23,11 @@ use super::{CHANNEL_PATTERN, STATUS_KEY_PATTERN, TurnStats};
 /// `--redis-statsdb`): live allocations, allocations made and ended, relayed bytes and packets.
 /// No usernames or addresses in the labels.
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "otter-signaling turn-exporter", version)]
+#[command(
+    name = "otter-signaling turn-exporter",
+    bin_name = "otter-signaling turn-exporter",
+    version
+)]
 pub struct Args {
     /// The Redis coturn publishes to (`redis://host:port[/db]`, the same server and database as
     /// coturn's `--redis-statsdb`).
