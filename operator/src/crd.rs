@@ -271,6 +271,7 @@ impl Default for PodDisruptionBudgetSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[x_kube(validation = Rule::new("self.port < self.relayPortRange.min || self.port > self.relayPortRange.max").message("turn.port must lie outside turn.relayPortRange"))]
 #[x_kube(validation = Rule::new("!self.tls.enabled || (self.tls.port != self.port && (self.tls.port < self.relayPortRange.min || self.tls.port > self.relayPortRange.max))").message("turn.tls.port must differ from turn.port and lie outside turn.relayPortRange"))]
+#[x_kube(validation = Rule::new("!self.metrics.enabled || ([self.metrics.port, self.metrics.redisPort].all(r, r != self.port && (!self.tls.enabled || r != self.tls.port)))").message("turn.metrics.port and turn.metrics.redisPort must differ from turn.port and turn.tls.port"))]
 #[serde(rename_all = "camelCase")]
 pub struct TurnSpec {
     /// Run coturn. Off: clients only get what STUN-less direct connectivity gives them.
@@ -325,6 +326,9 @@ pub struct TurnSpec {
     #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
     #[x_kube(validation = Rule::new("!self.contains('d') && !self.contains('ms') && duration(self) <= duration('24h')").message("turn.drainTimeout must be whole seconds, minutes or hours up to 24h, such as 15m or 1h30m"))]
     pub drain_timeout: String,
+    /// Prometheus metrics of coturn (allocations, relayed traffic), from its Redis statistics.
+    #[serde(default)]
+    pub metrics: TurnMetricsSpec,
 }
 
 impl Default for TurnSpec {
@@ -343,8 +347,47 @@ impl Default for TurnSpec {
             tls: TurnTlsSpec::default(),
             resources: None,
             drain_timeout: default_drain_timeout(),
+            metrics: TurnMetricsSpec::default(),
         }
     }
+}
+
+/// TURN metrics: a Redis of the TURN pod's own that coturn publishes its statistics to, and
+/// `otter-signaling turn-exporter` serving them on `port` (docs/operations.md, "TURN metrics").
+/// Both ports are on the node (host network): the exporter's on all its addresses, the
+/// Redis on loopback only.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[x_kube(validation = Rule::new("self.port != self.redisPort").message("turn.metrics.port and turn.metrics.redisPort must differ"))]
+#[serde(rename_all = "camelCase")]
+pub struct TurnMetricsSpec {
+    /// Add the statistics Redis and the exporter to each TURN pod.
+    #[serde(default)]
+    pub enabled: bool,
+    /// The exporter's `/metrics` port on the node.
+    #[serde(default = "default_turn_metrics_port")]
+    #[schemars(range(min = 1024, max = 65535))]
+    pub port: i32,
+    /// The statistics Redis port on the node's loopback.
+    #[serde(default = "default_turn_stats_redis_port")]
+    #[schemars(range(min = 1024, max = 65535))]
+    pub redis_port: i32,
+}
+
+impl Default for TurnMetricsSpec {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            port: default_turn_metrics_port(),
+            redis_port: default_turn_stats_redis_port(),
+        }
+    }
+}
+
+fn default_turn_metrics_port() -> i32 {
+    9641
+}
+fn default_turn_stats_redis_port() -> i32 {
+    6390
 }
 
 /// A range of ports, both ends included.

@@ -56,6 +56,9 @@ pub enum Error {
 }
 
 impl Error {
+    /// Every value `step` returns (the metrics start each at zero).
+    pub const STEPS: [&'static str; 5] = ["observe", "build", "apply", "prune", "status"];
+
     /// The pipeline step that failed (`otter_operator_reconcile_errors_total{kind}`).
     pub fn step(&self) -> &'static str {
         match self {

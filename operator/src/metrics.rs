@@ -10,6 +10,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::crd::{OtterDeployment, OtterDeploymentStatus};
+
 /// Outcome of one reconcile.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 pub enum Outcome {
@@ -33,6 +35,14 @@ pub struct ErrorLabels {
     pub kind: String,
 }
 
+/// Labels of `otter_turn_reachable_nodes`: one series per OtterDeployment (`namespace/name`; a
+/// label of its own so it never clashes with the scrape's `namespace` target label).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeploymentLabels {
+    /// `namespace/name` of the OtterDeployment.
+    pub otterdeployment: String,
+}
+
 /// Every metric the operator exports.
 #[derive(Clone)]
 pub struct Metrics {
@@ -51,6 +61,8 @@ pub struct Metrics {
     pub leader: Gauge,
     /// Requests sent to the Kubernetes API (reads, writes, watches).
     pub api_requests: Counter,
+    /// TURN nodes clients can use, per OtterDeployment (see `set_turn_reachable`).
+    pub turn_reachable_nodes: Family<DeploymentLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -62,7 +74,8 @@ impl Default for Metrics {
 impl Metrics {
     /// Register every metric under the `otter_operator` prefix.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("otter_operator");
+        let mut root = Registry::default();
+        let registry = root.sub_registry_with_prefix("otter_operator");
         let reconciliations = Family::<ReconcileLabels, Counter>::default();
         registry.register(
             "reconciliations",
@@ -106,8 +119,25 @@ impl Metrics {
             "Requests the operator sent to the Kubernetes API (watches count once)",
             api_requests.clone(),
         );
+        // Named like the TURN exporter's metrics (otter_turn_*), which the dashboard and the
+        // alerts read beside it.
+        let turn_reachable_nodes = Family::<DeploymentLabels, Gauge>::default();
+        root.register(
+            "otter_turn_reachable_nodes",
+            "TURN nodes of an OtterDeployment that clients can use (0: relayed calls fail)",
+            turn_reachable_nodes.clone(),
+        );
+        // Zero-valued series from the start, so the dashboard and alerts see every step.
+        for kind in crate::error::Error::STEPS {
+            let _ = errors.get_or_create(&ErrorLabels {
+                kind: kind.to_string(),
+            });
+        }
+        for result in [Outcome::Ok, Outcome::Error] {
+            let _ = reconciliations.get_or_create(&ReconcileLabels { result });
+        }
         Self {
-            registry: Arc::new(registry),
+            registry: Arc::new(root),
             reconciliations,
             errors,
             duration,
@@ -115,6 +145,24 @@ impl Metrics {
             pruned,
             leader,
             api_requests,
+            turn_reachable_nodes,
+        }
+    }
+
+    /// Set the reachable TURN nodes of `namespace/name`; `None` (TURN off, resource deleted)
+    /// removes its series.
+    pub fn set_turn_reachable(&self, namespace: &str, name: &str, nodes: Option<usize>) {
+        let labels = DeploymentLabels {
+            otterdeployment: format!("{namespace}/{name}"),
+        };
+        match nodes {
+            Some(n) => {
+                let n = i64::try_from(n).unwrap_or(i64::MAX);
+                self.turn_reachable_nodes.get_or_create(&labels).set(n);
+            }
+            None => {
+                self.turn_reachable_nodes.remove(&labels);
+            }
         }
     }
 
@@ -147,9 +195,35 @@ impl Metrics {
     }
 }
 
+/// What `otter_turn_reachable_nodes` reports until a prober measures reachability: TURN nodes
+/// with a published address, bounded by the ready coturn pods; `None` with TURN off.
+pub fn turn_nodes_serving(
+    cr: &OtterDeployment,
+    published: usize,
+    status: &OtterDeploymentStatus,
+) -> Option<usize> {
+    cr.spec
+        .turn
+        .enabled
+        .then(|| published.min(usize::try_from(status.turn.ready).unwrap_or(0)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn turn_nodes_serving_needs_an_address_and_a_ready_pod() {
+        let mut cr = crate::testing::cr();
+        let mut status = OtterDeploymentStatus::default();
+        status.turn.ready = 2;
+        assert_eq!(turn_nodes_serving(&cr, 3, &status), Some(2));
+        assert_eq!(turn_nodes_serving(&cr, 1, &status), Some(1));
+        status.turn.ready = 0;
+        assert_eq!(turn_nodes_serving(&cr, 3, &status), Some(0));
+        cr.spec.turn.enabled = false;
+        assert_eq!(turn_nodes_serving(&cr, 3, &status), None);
+    }
 
     #[test]
     fn exposes_reconcile_counts_errors_durations_and_leadership() {
@@ -157,7 +231,11 @@ mod tests {
         m.observe(Duration::from_millis(20), None);
         m.observe(Duration::from_millis(40), Some("apply"));
         m.leader.set(1);
+        m.set_turn_reachable("ns", "a", Some(2));
+        m.set_turn_reachable("ns", "b", Some(1));
+        m.set_turn_reachable("ns", "b", None);
         let text = m.encode();
+        assert!(!text.contains("ns/b"), "{text}");
         for line in [
             "otter_operator_reconciliations_total{result=\"Ok\"} 1",
             "otter_operator_reconciliations_total{result=\"Error\"} 1",
@@ -165,6 +243,7 @@ mod tests {
             "otter_operator_reconcile_duration_seconds_count 2",
             "otter_operator_status_writes_total 0",
             "otter_operator_leader 1",
+            "otter_turn_reachable_nodes{otterdeployment=\"ns/a\"} 2",
             "# EOF",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");

@@ -378,3 +378,25 @@ fn cel_rules_have_messages_and_pass_static_analysis() {
     walk(&schema(), "", &mut warnings);
     assert!(warnings.is_empty(), "{warnings:#?}");
 }
+
+#[test]
+fn turn_metrics_ports_are_checked() {
+    refused_with(
+        json!({"turn": {"metrics": {"enabled": true, "port": 3478}}}),
+        "turn.metrics.port and turn.metrics.redisPort must differ from turn.port",
+    );
+    refused_with(
+        json!({"turn": {"metrics": {"enabled": true, "redisPort": 5349}, "tls": {"enabled": true, "secretName": "t"}}}),
+        "must differ from turn.port and turn.tls.port",
+    );
+    refused_with(
+        json!({"turn": {"metrics": {"port": 7000, "redisPort": 7000}}}),
+        "turn.metrics.port and turn.metrics.redisPort must differ",
+    );
+    for spec in [
+        json!({"turn": {"metrics": {"enabled": true}}}),
+        json!({"turn": {"metrics": {"enabled": false, "port": 3478}}}),
+    ] {
+        validate(&with_spec(spec.clone())).unwrap_or_else(|e| panic!("{spec} refused: {e:?}"));
+    }
+}

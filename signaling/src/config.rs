@@ -9,7 +9,8 @@ use clap::{Parser, ValueEnum};
 /// Otter's signaling server: WebSocket rooms for peer-to-peer WebRTC calls, short-lived TURN
 /// credentials, the browser SDK (`/otter.js`) and a demo call page (`/`).
 #[derive(Debug, Clone, Parser)]
-#[command(name = "otter-signaling", version, about, long_about = None)]
+#[command(name = "otter-signaling", version, about, long_about = None,
+    after_help = "Also: `otter-signaling turn-exporter --help`, Prometheus metrics of a coturn that publishes to Redis.")]
 pub struct Config {
     /// Address to listen on (HTTP, WebSocket, health; metrics too unless --metrics-listen).
     #[arg(long, env = "OTTER_LISTEN", default_value = "127.0.0.1:8080")]

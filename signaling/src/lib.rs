@@ -11,3 +11,4 @@ pub mod protocol;
 pub mod server;
 pub mod store;
 pub mod turn;
+pub mod turn_exporter;

@@ -37,14 +37,20 @@ echo
 echo "=== cluster: kubernetes $K8S_VERSION (tests/cluster) ==="
 tests/cluster/install >/dev/null 2>"$work/install.log" || { cat "$work/install.log" >&2; exit 1; }
 build_log=$work/cargo-build.log
-cargo build -q -p otter-operator 2>"$build_log" || { cat "$build_log" >&2; echo "tests/helm/test: cargo build failed" >&2; exit 1; }
+cargo build -q -p otter-operator -p otter-signaling 2>"$build_log" || { cat "$build_log" >&2; echo "tests/helm/test: cargo build failed" >&2; exit 1; }
 operator_bin=${CARGO_TARGET_DIR:-$root/target}/debug/otter-operator
+signaling_bin=${CARGO_TARGET_DIR:-$root/target}/debug/otter-signaling
 # The real ServiceMonitor CRD, so that the ServiceMonitor the chart renders is validated by its
 # schema (from the prometheus-operator Go module; PROMETHEUS_OPERATOR_VERSION).
 promop_dir=$(GOFLAGS=-mod=mod go mod download -json \
   "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" | jq -r .Dir)
 servicemonitor_crd=$promop_dir/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml
 [ -f "$servicemonitor_crd" ] || { echo "tests/helm/test: $servicemonitor_crd missing" >&2; exit 1; }
+monitoring_crds=()
+for crd in prometheusrules podmonitors; do
+  monitoring_crds+=(-f "$promop_dir/example/prometheus-operator-crd/monitoring.coreos.com_$crd.yaml")
+  [ -f "${monitoring_crds[-1]}" ] || { echo "tests/helm/test: ${monitoring_crds[-1]} missing" >&2; exit 1; }
+done
 up "$work/cluster1"
 # Restart kube-apiserver with an audit log (who asked what, and what was answered) and the
 # OwnerReferencesPermissionEnforcement admission plugin (which checks the operator may set
@@ -70,10 +76,11 @@ pass "control plane up, with audit log and OwnerReferencesPermissionEnforcement 
 k create namespace "$ns" >/dev/null
 k create namespace "$app_ns" >/dev/null
 apply_crds() {
-  k apply --server-side -f crds/otterdeployment.yaml -f "$servicemonitor_crd" &&
-    established otterdeployments.otter.dev servicemonitors.monitoring.coreos.com
+  k apply --server-side -f crds/otterdeployment.yaml -f "$servicemonitor_crd" "${monitoring_crds[@]}" &&
+    established otterdeployments.otter.dev servicemonitors.monitoring.coreos.com \
+      prometheusrules.monitoring.coreos.com podmonitors.monitoring.coreos.com
 }
-check "CRDs applied (OtterDeployment from crds/, ServiceMonitor from prometheus-operator)" apply_crds
+check "CRDs applied (OtterDeployment from crds/; ServiceMonitor, PodMonitor, PrometheusRule from prometheus-operator)" apply_crds
 for v in "${values_files[@]}"; do
   name=$(basename "$v" .yaml)
   [ -f "$work/$name.yaml" ] || continue
@@ -146,6 +153,10 @@ create_od() { # NAME
 }
 check "create: OtterDeployment otter (spec: {})" create_od otter
 check "create: Ready=True for generation 1" eventually 90 ready_current
+scrape_operator() { curl -fsS "http://127.0.0.1:$port/metrics" >"$work/scrape-operator.txt"; }
+reachable_series() { scrape_operator && grep -qE '^otter_turn_reachable_nodes\{otterdeployment="calls/otter"\} [0-9]+$' "$work/scrape-operator.txt"; }
+check "create: otter_turn_reachable_nodes has a series for calls/otter" eventually 30 reachable_series
+cp "$work/scrape-operator.txt" "$work/scrape-operator-created.txt"
 check "create: signaling, TURN, Redis, Secrets, NetworkPolicy, PDB exist" all_exist \
   deployment/otter-signaling service/otter-signaling daemonset/otter-turn statefulset/otter-redis \
   service/otter-redis configmap/otter-signaling configmap/otter-turn secret/otter-turn-secret \
@@ -174,6 +185,7 @@ check "update (prune): HPA, PDB, TURN, managed Redis removed" eventually 90 all_
   horizontalpodautoscaler/otter-signaling poddisruptionbudget/otter-signaling daemonset/otter-turn \
   configmap/otter-turn statefulset/otter-redis service/otter-redis networkpolicy/otter-redis
 check "update (prune): Ready=True for generation 3" eventually 90 ready_current
+check "update (prune): TURN off, otter_turn_reachable_nodes drops calls/otter" eventually 30 eval '! reachable_series && scrape_operator'
 
 check "delete: OtterDeployment deleted" kc_app delete otterdeployment otter --wait=true --timeout=60s
 check "delete: children garbage-collected" eventually 90 all_gone \
@@ -184,6 +196,30 @@ wrote_events() {
 }
 check "the operator wrote Events as the ServiceAccount" wrote_events
 stop_operator
+
+# --- the dashboard's and the alerts' metric names against the real binaries' scrapes ----------
+# The operator's scrapes are the ones taken above (while it reconciled an OtterDeployment with
+# TURN, and after); the signaling
+# server and the TURN exporter (otter-signaling turn-exporter) are started here on free ports.
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+scrape_binary() { # NAME OUT ARGS...: run the binary with ARGS on a free port, save its /metrics
+  local name=$1 out=$2 p pid; shift 2
+  p=$(free_port)
+  "$signaling_bin" "$@" --listen "127.0.0.1:$p" >"$work/$name.log" 2>&1 &
+  pid=$!
+  if eventually 30 curl -fsS -o "$out" "http://127.0.0.1:$p/metrics"; then
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+  else
+    kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
+    cat "$work/$name.log"; return 1
+  fi
+}
+check "scrape of a running otter-signaling" scrape_binary signaling "$work/scrape-signaling.txt"
+check "scrape of a running TURN exporter (otter-signaling turn-exporter)" \
+  scrape_binary turn-exporter "$work/scrape-turn.txt" turn-exporter --redis-url "redis://127.0.0.1:$(free_port)"
+check "every metric the dashboard and the alerts use is exported by the operator, signaling or the TURN exporter" \
+  python3 tests/helm/monitoring.py names "$work/monitoring/queries.txt" \
+  "$work/scrape-operator-created.txt" "$work/scrape-operator.txt" "$work/scrape-signaling.txt" "$work/scrape-turn.txt"
 if grep -qi 'forbidden' "$oplog"; then
   fail "no 'forbidden' in the operator's log (the chart's RBAC is complete)" "$(grep -i forbidden "$oplog" | head -5)"
 else

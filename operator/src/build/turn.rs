@@ -561,6 +561,11 @@ pub fn build_daemonset(
     let agent = secrets_agent(cr, &image)?;
     volumes.push(secret_volume("turn-secret", &secret, TURN_SECRET_KEY));
 
+    let mut coturn = coturn;
+    let mut sidecars = vec![agent];
+    crate::build::turn_metrics::attach(cr, obs, &mut coturn, &mut sidecars);
+    let containers = [vec![coturn], sidecars].concat();
+
     let pod = PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(labels(cr, Component::Turn)),
@@ -579,7 +584,7 @@ pub fn build_daemonset(
             // ends coturn at once.
             share_process_namespace: Some(true),
             init_containers: Some(vec![init]),
-            containers: vec![coturn, agent],
+            containers,
             volumes: Some(volumes),
             node_selector: Some(t.node_selector.clone()),
             tolerations: (!t.tolerations.is_empty()).then(|| t.tolerations.clone()),

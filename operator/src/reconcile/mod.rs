@@ -35,7 +35,7 @@ use crate::crd::{OtterDeployment, OtterDeploymentStatus};
 use crate::desired::{Applied, Desired};
 use crate::error::{Error, request};
 use crate::meta::{FIELD_MANAGER, namespace};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, turn_nodes_serving};
 use crate::observed::{Images, Observed};
 use status::{Problems, READY, compute_status, find_condition};
 
@@ -146,6 +146,8 @@ pub async fn reconcile(cr: Arc<OtterDeployment>, ctx: Arc<Context>) -> Result<Ac
 
 async fn reconcile_inner(cr: &OtterDeployment, ctx: &Context) -> Result<Action, Error> {
     if cr.metadata.deletion_timestamp.is_some() {
+        let ns = cr.namespace().unwrap_or_default();
+        ctx.metrics.set_turn_reachable(&ns, &cr.name_any(), None);
         // Owner references let the garbage collector remove every child.
         return Ok(Action::await_change());
     }
@@ -161,6 +163,8 @@ async fn reconcile_inner(cr: &OtterDeployment, ctx: &Context) -> Result<Action, 
         port_clash: ctx.port_clash(cr),
     };
     let status = compute_status(cr, &obs, &applied, &problems, Timestamp::now());
+    let serving = turn_nodes_serving(cr, obs.turn_nodes.len(), &status);
+    ctx.metrics.set_turn_reachable(&ns, &cr.name_any(), serving);
     write_status(cr, ctx, &ns, &status).await?;
     if let Some(e) = failure {
         return Err(e);
