@@ -430,6 +430,21 @@ async fn invalid_otterdeployments_are_refused_with_the_crd_messages() {
             json!({"redis": {"mode": "Disabled"}, "signaling": {"replicas": 2}}),
             "redis.mode Disabled keeps room state in one process",
         ),
+        (
+            "per-user TURN quota above the total",
+            json!({"turn": {"quotas": {"allocationsPerUser": 100, "allocationsTotal": 10}}}),
+            "turn.quotas.allocationsPerUser must not exceed turn.quotas.allocationsTotal (0 means no limit)",
+        ),
+        (
+            "a session bandwidth cap too low for video",
+            json!({"turn": {"quotas": {"sessionBytesPerSecond": 1000}}}),
+            "turn.quotas.sessionBytesPerSecond below 16000 (128 kbit/s) cannot carry a video call",
+        ),
+        (
+            "a total bandwidth cap with uncapped sessions",
+            json!({"turn": {"quotas": {"sessionBytesPerSecond": 0, "totalBytesPerSecond": 1000000}}}),
+            "turn.quotas.sessionBytesPerSecond must be set (not 0) and not exceed turn.quotas.totalBytesPerSecond",
+        ),
     ];
     for (what, spec, message) in cases {
         let cr = json!({"metadata": {"name": "bad"}, "spec": spec});

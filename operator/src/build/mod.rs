@@ -7,3 +7,4 @@ pub mod redis;
 pub mod secrets;
 pub mod signaling;
 pub mod turn;
+pub mod turn_quotas;
