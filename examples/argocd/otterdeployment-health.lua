@@ -4,10 +4,9 @@
 -- Lua 5.4, where tests/helm/test checks it. Maps the operator's kstatus-style conditions:
 --   status missing, or written for an older generation  -> Progressing
 --   Degraded=True                                       -> Degraded
---   Ready=True                                          -> Healthy (a TURN node that does not
---                                                          allocate, TurnReachable=False, is
---                                                          named in the message; no TURN node
---                                                          allocating is Degraded=True)
+--   Ready=True                                          -> Healthy (TURN nodes that do not
+--                                                          allocate, TurnReachable=False, are
+--                                                          named in the message)
 --   Progressing=True                                    -> Progressing
 --   Ready=False reason ScaledToZero                     -> Suspended (replicas set to 0 on purpose)
 --   Ready=False reason NotServing                       -> Degraded (rolled out, yet no ready pods)

@@ -1,11 +1,12 @@
 //! What probe results mean, as pure functions: the per-node status entries (a node's
 //! `lastTransitionTime` moves only when its `reachable` flips), the `TurnReachable` condition,
-//! whether all of TURN is unreachable (Degraded), and the Events of per-node transitions.
+//! and the Events of per-node transitions.
 //!
-//! kstatus: one node not answering leaves the resource Ready (clients get every node's URIs and
-//! relay through the ones that answer) with `TurnReachable=False` naming it; no node answering
-//! once the TURN pods report ready is Degraded (`TurnUnreachable`) and not Ready: relayed calls
-//! cannot work, and waiting will not fix a firewall or a wrong secret.
+//! kstatus: `TurnReachable` is a condition of its own and never changes `Ready` or `Degraded`.
+//! The probe sees the nodes from inside the cluster, which is not where clients are: a cluster
+//! whose pods cannot reach the nodes' public addresses (hairpin NAT, egress rules) would
+//! otherwise never be Ready although every client relays fine. Who wants to gate on it waits
+//! for it (`kubectl wait --for=condition=TurnReachable`); Argo CD shows it in the message.
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -84,20 +85,6 @@ pub fn condition(entries: &[TurnNodeReachability]) -> Option<(bool, String)> {
     Some((false, message))
 }
 
-/// Degraded's message when no TURN node allocates; `None` when one does or none was probed.
-pub fn all_unreachable(entries: &[TurnNodeReachability]) -> Option<String> {
-    if entries.is_empty() || entries.iter().any(|e| e.reachable) {
-        return None;
-    }
-    let each: Vec<String> = entries.iter().map(describe).collect();
-    Some(format!(
-        "no TURN node allocates a relay, so relayed calls fail: {}. Check that the nodes' \
-         published addresses take UDP on turn.port from inside the cluster (firewall, security \
-         group) and that coturn uses the TURN Secret",
-        each.join("; ")
-    ))
-}
-
 /// One Event per node whose reachability changed: a Warning when it stopped allocating (or a
 /// new node never did), a Normal one when it allocates again. The Event's related object is
 /// the Node, so the recorder keeps one series per node and reason.
@@ -172,13 +159,12 @@ mod tests {
     }
 
     #[test]
-    fn one_node_down_is_not_reachable_and_all_down_is_degraded() {
+    fn one_node_down_or_all_down_is_not_reachable_naming_each() {
         assert_eq!(condition(&[]), None, "no condition before the first probe");
         let all_up = entries(&[], &[probe("a", ok()), probe("bb", ok())], at(0));
         let (up, message) = condition(&all_up).unwrap();
         assert!(up);
         assert!(message.contains("2 of 2"), "{message}");
-        assert_eq!(all_unreachable(&all_up), None);
         let refused = ProbeOutcome::Refused {
             code: 401,
             reason: "Unauthorized".into(),
@@ -191,7 +177,6 @@ mod tests {
             "{message}"
         );
         assert!(message.contains("401 Unauthorized"), "{message}");
-        assert_eq!(all_unreachable(&one_down), None, "one node still relays");
         let all_down = entries(
             &one_down,
             &[
@@ -200,12 +185,13 @@ mod tests {
             ],
             at(10),
         );
-        let degraded = all_unreachable(&all_down).unwrap();
+        let (up, message) = condition(&all_down).unwrap();
+        assert!(!up);
+        assert!(message.starts_with("2 of 2 TURN nodes"), "{message}");
         assert!(
-            degraded.contains("a (203.0.113.1:3478): port unreachable"),
-            "{degraded}"
+            message.contains("a (203.0.113.1:3478): port unreachable"),
+            "{message}"
         );
-        assert!(degraded.contains("UDP on turn.port"), "{degraded}");
     }
 
     #[test]

@@ -51,7 +51,7 @@ pub enum Reason {
     AsExpected,
     /// TurnReachable=True: every published TURN address allocated a relay.
     TurnAllocated,
-    /// TurnReachable=False (a node does not allocate); Degraded when none does.
+    /// TurnReachable=False: a published TURN address does not allocate a relay.
     TurnUnreachable,
 }
 
@@ -301,7 +301,6 @@ fn degraded(
     obs: &Observed,
     problems: &Problems,
     turn: &Rollout,
-    reachability: &[TurnNodeReachability],
 ) -> Option<(Reason, String)> {
     if let Some(err) = &problems.apply_error {
         return Some((Reason::ApplyFailed, err.clone()));
@@ -322,12 +321,6 @@ fn degraded(
             selector.join(",")
         );
         return Some((Reason::NoTurnNodes, message));
-    }
-    // Pods ready yet no address allocates: a firewall or a secret, not something to wait out.
-    if turn.done
-        && let Some(message) = reachability::all_unreachable(reachability)
-    {
-        return Some((Reason::TurnUnreachable, message));
     }
     let clash = problems.port_clash.as_ref().filter(|_| !turn.done)?;
     let message = format!(
@@ -437,7 +430,7 @@ pub fn compute_status(
     };
     let ice = ice_servers(cr, &obs.turn_nodes);
     let turn_reachability = turn_reachability(cr, problems, now);
-    let degraded = degraded(cr, obs, problems, &rollouts.turn, &turn_reachability);
+    let degraded = degraded(cr, obs, problems, &rollouts.turn);
     let waiting = rollouts.waiting();
     let (ready, reason, message) = readiness(
         cr,
