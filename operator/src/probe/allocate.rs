@@ -184,25 +184,22 @@ async fn transact(
     let decoder = MessageDecoderBuilder::default().build();
     let mut buf = [0u8; 2048];
     // A refusal (ICMP port unreachable) is retried like silence: a coturn starting up binds its
-    // listeners one relay thread at a time.
+    // listeners one relay thread at a time. Other ICMP errors (host or network unreachable) are
+    // silence too: routers rate-limit them, so telling them apart would make the status flap.
     let mut refused = false;
     for wait in waits {
         if let Err(e) = sock.send(&out[..len]).await {
-            if e.kind() != std::io::ErrorKind::ConnectionRefused {
-                return Err(failed("sending")(e.to_string()));
-            }
-            refused = true;
+            refused |= e.kind() == std::io::ErrorKind::ConnectionRefused;
         }
         let deadline = tokio::time::Instant::now() + *wait;
         loop {
             let n = match tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {
                 Err(_) => break,
                 Ok(Ok(n)) => n,
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                    refused = true;
+                Ok(Err(e)) => {
+                    refused |= e.kind() == std::io::ErrorKind::ConnectionRefused;
                     continue;
                 }
-                Ok(Err(e)) => return Err(failed("receiving")(e.to_string())),
             };
             // Anything else on the socket (a late answer to an earlier send, garbage) is skipped.
             if let Ok((reply, _)) = decoder.decode(&buf[..n])

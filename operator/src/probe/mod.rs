@@ -72,14 +72,16 @@ impl ProbeOutcome {
                 };
                 format!("refused the Allocate with {code} {reason}{hint}")
             }
-            Self::NoAnswer => {
+            // One message for both: routers rate-limit ICMP, so one address can give either
+            // from one probe to the next, and the status must not flap with it.
+            Self::NoAnswer | Self::PortUnreachable => {
                 let total: Duration = allocate::RETRANSMITS.iter().sum();
                 format!(
-                    "no answer to a TURN Allocate over UDP within {}",
+                    "no answer to a TURN Allocate over UDP within {} (dropped, or nothing \
+                     listens on the port)",
                     humantime::format_duration(total)
                 )
             }
-            Self::PortUnreachable => "port unreachable: nothing listens on the TURN port".into(),
             Self::Failed(e) => format!("probe failed: {e}"),
         }
     }

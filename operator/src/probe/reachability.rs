@@ -189,7 +189,7 @@ mod tests {
         assert!(!up);
         assert!(message.starts_with("2 of 2 TURN nodes"), "{message}");
         assert!(
-            message.contains("a (203.0.113.1:3478): port unreachable"),
+            message.contains("a (203.0.113.1:3478): no answer"),
             "{message}"
         );
     }

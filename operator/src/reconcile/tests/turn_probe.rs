@@ -160,7 +160,7 @@ async fn a_node_that_answered_before_is_probed_during_a_rollout_and_tells_when_i
     let status = status_written(&calls).unwrap();
     let (reachable, _, message) = condition_of(&status, "TurnReachable");
     assert_eq!(reachable, "False");
-    assert!(message.contains("port unreachable"), "{message}");
+    assert!(message.contains("nothing listens on the port"), "{message}");
     assert_eq!(ready_reason(&status), "RollingOut");
     assert!(event_reasons(&calls).contains(&"TurnNodeUnreachable".to_string()));
 }
