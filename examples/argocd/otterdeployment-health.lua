@@ -4,7 +4,9 @@
 -- Lua 5.4, where tests/helm/test checks it. Maps the operator's kstatus-style conditions:
 --   status missing, or written for an older generation  -> Progressing
 --   Degraded=True                                       -> Degraded
---   Ready=True                                          -> Healthy
+--   Ready=True                                          -> Healthy (TURN nodes that do not
+--                                                          allocate, TurnReachable=False, are
+--                                                          named in the message)
 --   Progressing=True                                    -> Progressing
 --   Ready=False reason ScaledToZero                     -> Suspended (replicas set to 0 on purpose)
 --   Ready=False reason NotServing                       -> Degraded (rolled out, yet no ready pods)
@@ -47,6 +49,7 @@ end
 local ready = find(status.conditions, "Ready")
 local progressing = find(status.conditions, "Progressing")
 local degraded = find(status.conditions, "Degraded")
+local turn = find(status.conditions, "TurnReachable")
 
 if degraded ~= nil and degraded.status == "True" then
   hs.status = "Degraded"
@@ -54,6 +57,9 @@ if degraded ~= nil and degraded.status == "True" then
 elseif ready ~= nil and ready.status == "True" then
   hs.status = "Healthy"
   hs.message = describe(ready, "Ready")
+  if turn ~= nil and turn.status == "False" then
+    hs.message = hs.message .. "; " .. describe(turn, "TurnUnreachable")
+  end
 elseif progressing ~= nil and progressing.status == "True" then
   hs.status = "Progressing"
   hs.message = describe(progressing, "Progressing")

@@ -11,6 +11,7 @@ pub mod leader;
 pub mod meta;
 pub mod metrics;
 pub mod observed;
+pub mod probe;
 pub mod reconcile;
 
 #[cfg(test)]

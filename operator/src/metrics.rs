@@ -195,17 +195,27 @@ impl Metrics {
     }
 }
 
-/// What `otter_turn_reachable_nodes` reports until a prober measures reachability: TURN nodes
-/// with a published address, bounded by the ready coturn pods; `None` with TURN off.
+/// What `otter_turn_reachable_nodes` reports: the nodes where the operator's probe allocated a
+/// relay (`status.turnReachability`); before the first probe, or with probing off, the TURN
+/// nodes with a published address, bounded by the ready coturn pods; `None` with TURN off.
 pub fn turn_nodes_serving(
     cr: &OtterDeployment,
     published: usize,
     status: &OtterDeploymentStatus,
 ) -> Option<usize> {
-    cr.spec
-        .turn
-        .enabled
-        .then(|| published.min(usize::try_from(status.turn.ready).unwrap_or(0)))
+    if !cr.spec.turn.enabled {
+        return None;
+    }
+    if !status.turn_reachability.is_empty() {
+        return Some(
+            status
+                .turn_reachability
+                .iter()
+                .filter(|e| e.reachable)
+                .count(),
+        );
+    }
+    Some(published.min(usize::try_from(status.turn.ready).unwrap_or(0)))
 }
 
 #[cfg(test)]
@@ -221,6 +231,21 @@ mod tests {
         assert_eq!(turn_nodes_serving(&cr, 1, &status), Some(1));
         status.turn.ready = 0;
         assert_eq!(turn_nodes_serving(&cr, 3, &status), Some(0));
+        // Once probed, the probe decides: one of two nodes allocated.
+        status.turn.ready = 2;
+        status.turn_reachability = ["a", "b"]
+            .into_iter()
+            .map(|n| crate::crd::TurnNodeReachability {
+                node: n.into(),
+                address: "192.0.2.1:3478".into(),
+                reachable: n == "a",
+                message: String::new(),
+                last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+                ),
+            })
+            .collect();
+        assert_eq!(turn_nodes_serving(&cr, 3, &status), Some(1));
         cr.spec.turn.enabled = false;
         assert_eq!(turn_nodes_serving(&cr, 3, &status), None);
     }

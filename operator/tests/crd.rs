@@ -308,6 +308,26 @@ fn cel_rules_refuse_bad_input_with_clear_messages() {
         json!({"signaling": {"publicUrl": "calls.example.com"}}),
         "signaling.publicUrl must start with",
     );
+    refused_with(
+        json!({"turn": {"quotas": {"allocationsPerUser": 100, "allocationsTotal": 10}}}),
+        "turn.quotas.allocationsPerUser must not exceed turn.quotas.allocationsTotal",
+    );
+    refused_with(
+        json!({"turn": {"quotas": {"sessionBytesPerSecond": 1000}}}),
+        "turn.quotas.sessionBytesPerSecond below 16000 (128 kbit/s) cannot carry a video call",
+    );
+    refused_with(
+        json!({"turn": {"quotas": {"totalBytesPerSecond": 100000}}}),
+        "turn.quotas.sessionBytesPerSecond must be set (not 0) and not exceed turn.quotas.totalBytesPerSecond",
+    );
+    refused_with(
+        json!({"turn": {"quotas": {"sessionBytesPerSecond": 0, "totalBytesPerSecond": 1000000}}}),
+        "turn.quotas.sessionBytesPerSecond must be set (not 0)",
+    );
+    refused_with(
+        json!({"turn": {"quotas": {"allocationsTotal": -1}}}),
+        "allocationsTotal",
+    );
 }
 
 #[test]
@@ -319,6 +339,11 @@ fn cel_rules_accept_good_input() {
         json!({"turn": {"tls": {"enabled": true, "secretName": "tls"}}}),
         json!({"turn": {"extraDeniedPeerRanges": ["10.100.0.0/16", "fd00::/8"]}}),
         json!({"turn": {"enabled": false}}),
+        json!({"turn": {"quotas": {"allocationsPerUser": 0, "allocationsTotal": 0,
+                                   "sessionBytesPerSecond": 0, "totalBytesPerSecond": 0}}}),
+        json!({"turn": {"quotas": {"allocationsPerUser": 1, "allocationsTotal": 1,
+                                   "sessionBytesPerSecond": 16000, "totalBytesPerSecond": 16000}}}),
+        json!({"turn": {"probe": {"enabled": false}}}),
     ] {
         validate(&with_spec(spec.clone())).unwrap_or_else(|e| panic!("{spec} refused: {e:?}"));
     }

@@ -27,9 +27,9 @@ local function od(generation, status)
            metadata = { name = "otter", namespace = "default", generation = generation },
            spec = {}, status = status }
 end
-local function st(observed, ready, progressing, degraded)
+local function st(observed, ready, progressing, degraded, turn)
   local conditions = {} -- like a JSON array: no holes for absent conditions
-  for _, c in pairs({ ready, progressing, degraded }) do conditions[#conditions + 1] = c end
+  for _, c in pairs({ ready, progressing, degraded, turn }) do conditions[#conditions + 1] = c end
   return { observedGeneration = observed, conditions = conditions,
            signaling = { desired = 2, ready = 2 } }
 end
@@ -87,6 +87,24 @@ local cases = {
   { "degraded status of an older generation", od(5, st(3,
       cond("Ready", "False", "NoTurnNodes", "x"), nil, cond("Degraded", "True", "NoTurnNodes", "x"))),
     "Progressing", "generation 5" },
+  { "one TURN node does not allocate: still serving, and said", od(3, st(3,
+      cond("Ready", "True", "Available", "signaling 2/2, TURN 2/2"),
+      cond("Progressing", "False", "RolloutComplete", ""),
+      cond("Degraded", "False", "AsExpected", ""),
+      cond("TurnReachable", "False", "TurnUnreachable", "1 of 2 TURN nodes do not allocate a relay"))),
+    "Healthy", "TurnUnreachable: 1 of 2 TURN nodes" },
+  { "every TURN node allocates", od(3, st(3,
+      cond("Ready", "True", "Available", "signaling 2/2, TURN 2/2"),
+      cond("Progressing", "False", "RolloutComplete", ""),
+      cond("Degraded", "False", "AsExpected", ""),
+      cond("TurnReachable", "True", "TurnAllocated", "every TURN node allocated a relay"))),
+    "Healthy", "Available: signaling 2/2, TURN 2/2" },
+  { "no TURN node allocates: TurnReachable does not decide health, it is said", od(3, st(3,
+      cond("Ready", "True", "Available", "signaling 2/2, TURN 2/2"),
+      cond("Progressing", "False", "RolloutComplete", ""),
+      cond("Degraded", "False", "AsExpected", ""),
+      cond("TurnReachable", "False", "TurnUnreachable", "2 of 2 TURN nodes do not allocate a relay"))),
+    "Healthy", "TurnUnreachable: 2 of 2 TURN nodes" },
   { "unknown Ready reason", od(3, st(3, cond("Ready", "Unknown", "Whatever", ""), nil, nil)),
     "Progressing", "Whatever" },
 }

@@ -430,6 +430,21 @@ async fn invalid_otterdeployments_are_refused_with_the_crd_messages() {
             json!({"redis": {"mode": "Disabled"}, "signaling": {"replicas": 2}}),
             "redis.mode Disabled keeps room state in one process",
         ),
+        (
+            "per-user TURN quota above the total",
+            json!({"turn": {"quotas": {"allocationsPerUser": 100, "allocationsTotal": 10}}}),
+            "turn.quotas.allocationsPerUser must not exceed turn.quotas.allocationsTotal (0 means no limit)",
+        ),
+        (
+            "a session bandwidth cap too low for video",
+            json!({"turn": {"quotas": {"sessionBytesPerSecond": 1000}}}),
+            "turn.quotas.sessionBytesPerSecond below 16000 (128 kbit/s) cannot carry a video call",
+        ),
+        (
+            "a total bandwidth cap with uncapped sessions",
+            json!({"turn": {"quotas": {"sessionBytesPerSecond": 0, "totalBytesPerSecond": 1000000}}}),
+            "turn.quotas.sessionBytesPerSecond must be set (not 0) and not exceed turn.quotas.totalBytesPerSecond",
+        ),
     ];
     for (what, spec, message) in cases {
         let cr = json!({"metadata": {"name": "bad"}, "spec": spec});
@@ -584,12 +599,21 @@ async fn deleted_and_edited_children_are_restored_and_rest_writes_nothing() {
         two,
     )
     .await;
-    await_ready(&client, &ns, &op).await;
+    // Ready alone is not enough: it may still be the Ready from before the scale to 5 (the
+    // scale does not change the CR's generation), with the status yet to say 5/2 and then 2/2.
+    // Settled is Ready with signaling at its desired count.
+    let crs: Api<OtterDeployment> = ns_api(&client, &ns);
+    let settled = |cr: Option<&OtterDeployment>| {
+        is_ready().matches_object(cr)
+            && cr
+                .and_then(|cr| cr.status.as_ref())
+                .is_some_and(|s| s.signaling.ready == 2 && s.signaling.desired == 2)
+    };
+    wait_until(&crs, "otter", "Ready with signaling 2/2", within, settled).await;
 
     // At rest: a minute without a single write to any child or to the status. (Absence of
     // writes has no condition to wait on: this window is the measurement.)
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let crs: Api<OtterDeployment> = ns_api(&client, &ns);
     let cr_version = || async {
         crs.get_metadata("otter")
             .await

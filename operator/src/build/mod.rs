@@ -8,3 +8,4 @@ pub mod secrets;
 pub mod signaling;
 pub mod turn;
 pub mod turn_metrics;
+pub mod turn_quotas;

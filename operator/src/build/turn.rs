@@ -166,6 +166,7 @@ pub fn coturn_args(cr: &OtterDeployment) -> Result<Vec<String>, BuildError> {
     for cidr in denied_peer_cidrs(cr) {
         args.push(format!("--denied-peer-ip={}", cidr_to_range(&cidr)?));
     }
+    args.extend(crate::build::turn_quotas::quota_args(cr));
     Ok(args)
 }
 

@@ -6,6 +6,7 @@ use kube::Resource;
 use kube::runtime::events::{Event, EventType, Recorder};
 
 use crate::crd::{OtterDeployment, OtterDeploymentStatus};
+use crate::probe::reachability;
 use crate::reconcile::status::{DEGRADED, READY, Reason, find_condition};
 
 /// Reason of the Event telling that Secrets were generated.
@@ -63,6 +64,11 @@ pub fn status_events(
             ));
         }
     }
+    let before = old.map(|s| s.turn_reachability.as_slice());
+    events.extend(reachability::events(
+        before.unwrap_or_default(),
+        &new.turn_reachability,
+    ));
     events
 }
 

@@ -30,13 +30,14 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, Resource, ResourceExt};
 
-use crate::build::secrets::user_secret_problems;
+use crate::build::secrets::{turn_secret_source, user_secret_problems};
 use crate::crd::{OtterDeployment, OtterDeploymentStatus};
 use crate::desired::{Applied, Desired};
 use crate::error::{Error, request};
 use crate::meta::{FIELD_MANAGER, namespace};
 use crate::metrics::{Metrics, turn_nodes_serving};
 use crate::observed::{Images, Observed};
+use crate::probe::{self, Prober, UdpProber};
 use status::{Problems, READY, compute_status, find_condition};
 
 /// Shared state of the reconciler.
@@ -54,6 +55,8 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// The controller's cache of every OtterDeployment (replaced each leadership term).
     peers: RwLock<Option<Store<OtterDeployment>>>,
+    /// Allocates on the published TURN addresses (`probe::UdpProber`; tests answer for it).
+    prober: Arc<dyn Prober>,
 }
 
 impl Context {
@@ -77,7 +80,14 @@ impl Context {
             resync,
             failures: Mutex::new(HashMap::new()),
             peers: RwLock::new(None),
+            prober: Arc::new(UdpProber),
         }
+    }
+
+    /// Probe TURN with `prober` instead of real Allocates over UDP.
+    pub fn with_prober(mut self, prober: Arc<dyn Prober>) -> Self {
+        self.prober = prober;
+        self
     }
 
     /// Use `store` to find TURN port clashes between OtterDeployments.
@@ -161,6 +171,7 @@ async fn reconcile_inner(cr: &OtterDeployment, ctx: &Context) -> Result<Action, 
         apply_error: failure.as_ref().map(ToString::to_string),
         secret_problems: user_secret_problems(cr, &obs),
         port_clash: ctx.port_clash(cr),
+        turn_probes: probe_turn(cr, ctx, &obs, &applied).await,
     };
     let status = compute_status(cr, &obs, &applied, &problems, Timestamp::now());
     let serving = turn_nodes_serving(cr, obs.turn_nodes.len(), &status);
@@ -175,6 +186,31 @@ async fn reconcile_inner(cr: &OtterDeployment, ctx: &Context) -> Result<Action, 
     } else {
         Duration::from_secs(30)
     }))
+}
+
+/// Allocate on every published TURN address once the TURN pods have been ready (then on every
+/// reconcile, so a pod that goes away shows), with a credential from the TURN Secret as it is.
+async fn probe_turn(
+    cr: &OtterDeployment,
+    ctx: &Context,
+    obs: &Observed,
+    applied: &Applied,
+) -> Option<Vec<probe::NodeProbe>> {
+    let turn = &cr.spec.turn;
+    let probed_before = cr
+        .status
+        .as_ref()
+        .is_some_and(|s| !s.turn_reachability.is_empty());
+    if !turn.enabled || !turn.probe.enabled || obs.turn_nodes.is_empty() {
+        return None;
+    }
+    if !(probed_before || status::turn_rolled_out(cr, applied)) {
+        return None;
+    }
+    let source = turn_secret_source(cr)?;
+    let secret = obs.secret_value(&source.name, &source.key)?;
+    let port = u16::try_from(turn.port).ok()?;
+    Some(probe::probe_nodes(&ctx.prober, &obs.turn_nodes, port, secret).await)
 }
 
 /// Apply, tell about generated Secrets, prune. What was applied, and the first failure.

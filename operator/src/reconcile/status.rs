@@ -6,10 +6,15 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::build::signaling::{ice_servers, min_replicas};
-use crate::crd::{ComponentStatus, OtterDeployment, OtterDeploymentStatus, RedisMode, ServiceType};
+use crate::crd::{
+    ComponentStatus, OtterDeployment, OtterDeploymentStatus, RedisMode, ServiceType,
+    TurnNodeReachability,
+};
 use crate::desired::Applied;
 use crate::meta::child_name;
 use crate::observed::Observed;
+use crate::probe::NodeProbe;
+use crate::probe::reachability::{self, TURN_REACHABLE};
 use crate::reconcile::ports::PortClash;
 
 /// Condition types.
@@ -44,6 +49,10 @@ pub enum Reason {
     RolloutComplete,
     /// Degraded=False.
     AsExpected,
+    /// TurnReachable=True: every published TURN address allocated a relay.
+    TurnAllocated,
+    /// TurnReachable=False: a published TURN address does not allocate a relay.
+    TurnUnreachable,
 }
 
 impl Reason {
@@ -61,6 +70,8 @@ impl Reason {
             Self::TurnPortInUse => "TurnPortInUse",
             Self::RolloutComplete => "RolloutComplete",
             Self::AsExpected => "AsExpected",
+            Self::TurnAllocated => "TurnAllocated",
+            Self::TurnUnreachable => "TurnUnreachable",
         }
     }
 
@@ -68,12 +79,16 @@ impl Reason {
     pub fn is_normal(self) -> bool {
         matches!(
             self,
-            Self::Available | Self::Creating | Self::RollingOut | Self::RolloutComplete
+            Self::Available
+                | Self::Creating
+                | Self::RollingOut
+                | Self::RolloutComplete
+                | Self::TurnAllocated
         )
     }
 
     /// Every reason (to parse one back from a written status).
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 13] = [
         Self::Available,
         Self::Creating,
         Self::RollingOut,
@@ -85,6 +100,8 @@ impl Reason {
         Self::TurnPortInUse,
         Self::RolloutComplete,
         Self::AsExpected,
+        Self::TurnAllocated,
+        Self::TurnUnreachable,
     ];
 
     /// The reason a condition string names.
@@ -102,6 +119,8 @@ pub struct Problems {
     pub secret_problems: Vec<String>,
     /// An older OtterDeployment's TURN holding one of this one's host ports on its nodes.
     pub port_clash: Option<PortClash>,
+    /// This reconcile's TURN reachability probes; `None` when nothing was probed.
+    pub turn_probes: Option<Vec<NodeProbe>>,
 }
 
 /// One component's rollout.
@@ -144,6 +163,12 @@ fn signaling_rollout(cr: &OtterDeployment, applied: &Applied) -> Rollout {
         done,
         missing: st.observed_generation.is_none(),
     }
+}
+
+/// The TURN DaemonSet is at its latest template with every pod ready (the time to start probing).
+pub fn turn_rolled_out(cr: &OtterDeployment, applied: &Applied) -> bool {
+    let r = turn_rollout(cr, applied);
+    cr.spec.turn.enabled && r.done && !r.missing && r.counts.desired > 0
 }
 
 fn turn_rollout(cr: &OtterDeployment, applied: &Applied) -> Rollout {
@@ -367,6 +392,23 @@ fn readiness(
     (true, Reason::Available, message)
 }
 
+/// Per-node reachability from this reconcile's probes (none probed: no entries).
+fn turn_reachability(
+    cr: &OtterDeployment,
+    problems: &Problems,
+    now: Timestamp,
+) -> Vec<TurnNodeReachability> {
+    let previous = cr
+        .status
+        .as_ref()
+        .map(|s| s.turn_reachability.as_slice())
+        .unwrap_or_default();
+    match &problems.turn_probes {
+        Some(probes) => reachability::entries(previous, probes, now),
+        None => Vec::new(),
+    }
+}
+
 /// The status this reconcile should write.
 pub fn compute_status(
     cr: &OtterDeployment,
@@ -387,6 +429,7 @@ pub fn compute_status(
         redis: redis_rollout(cr, applied),
     };
     let ice = ice_servers(cr, &obs.turn_nodes);
+    let turn_reachability = turn_reachability(cr, problems, now);
     let degraded = degraded(cr, obs, problems, &rollouts.turn);
     let waiting = rollouts.waiting();
     let (ready, reason, message) = readiness(
@@ -399,7 +442,7 @@ pub fn compute_status(
     let cond = |type_: &str, status: bool, reason: Reason, message: String| {
         condition(previous, type_, status, reason, message, generation, now)
     };
-    let conditions = vec![
+    let mut conditions = vec![
         cond(READY, ready, reason, message),
         if waiting.is_empty() {
             let done = "all components at the desired state".to_string();
@@ -418,6 +461,14 @@ pub fn compute_status(
             ),
         },
     ];
+    if let Some((reachable, message)) = reachability::condition(&turn_reachability) {
+        let reason = if reachable {
+            Reason::TurnAllocated
+        } else {
+            Reason::TurnUnreachable
+        };
+        conditions.push(cond(TURN_REACHABLE, reachable, reason, message));
+    }
     let Rollouts {
         signaling,
         turn,
@@ -431,6 +482,7 @@ pub fn compute_status(
         redis: redis.counts,
         signaling_url: signaling_url(cr, applied),
         turn_uris: ice.all(),
+        turn_reachability,
         turn_draining: crate::reconcile::drain::status_entries(&obs.draining_turn_nodes),
     }
 }
@@ -611,7 +663,7 @@ mod tests {
         let problems = Problems {
             apply_error: None,
             secret_problems: vec!["turn.secretRef: Secret \"x\" not found".into()],
-            port_clash: None,
+            ..Problems::default()
         };
         let s = compute_status(&cr, &observed(), &all_ready(), &problems, now());
         assert_eq!(cond(&s, DEGRADED).reason, "SecretNotFound");

@@ -14,6 +14,8 @@ use super::*;
 use crate::crd::OtterDeployment;
 use crate::testing::cr;
 
+mod turn_probe;
+
 /// One request the operator made.
 #[derive(Clone, Debug)]
 struct Call {
@@ -64,6 +66,8 @@ struct World {
     children: Vec<(&'static str, Value)>,
     /// Answer `code` to the first request whose `METHOD path` contains this.
     fail: Option<(&'static str, u16)>,
+    /// Whether the generated TURN Secret exists (with the value `turn_probe::TURN_SECRET`).
+    turn_secret: bool,
 }
 
 fn status_of(code: u16, reason: &str) -> Value {
@@ -126,6 +130,9 @@ fn answer(world: &mut World, call: &Call) -> (u16, Value) {
                          "metadata": {}, "items": items}),
             )
         }
+        "GET" if world.turn_secret && call.path.ends_with("/secrets/demo-turn-secret") => {
+            (200, turn_probe::turn_secret())
+        }
         "GET" => (404, status_of(404, "NotFound")),
         // A status patch answers with the whole resource.
         "PATCH" if call.path.ends_with("/status") => {
@@ -175,14 +182,29 @@ fn mock_client(world: World) -> (Client, Arc<Mutex<Vec<Call>>>) {
 
 /// Reconcile `cr` once against `world`: the result and every request made.
 async fn run(cr: &OtterDeployment, world: World) -> (Result<Action, Error>, Vec<Call>) {
+    run_probed(
+        cr,
+        world,
+        turn_probe::answering(crate::probe::ProbeOutcome::NoAnswer),
+    )
+    .await
+}
+
+/// [`run`], with TURN Allocates answered by `prober`.
+async fn run_probed(
+    cr: &OtterDeployment,
+    world: World,
+    prober: Arc<dyn crate::probe::Prober>,
+) -> (Result<Action, Error>, Vec<Call>) {
     let (client, log) = mock_client(world);
-    let ctx = Arc::new(Context::new(
+    let ctx = Context::new(
         client,
         Images::default(),
         Metrics::new(),
         "test".into(),
         Duration::from_secs(300),
-    ));
+    );
+    let ctx = Arc::new(ctx.with_prober(prober));
     let result = reconcile(Arc::new(cr.clone()), ctx).await;
     let calls = log.lock().unwrap().clone();
     (result, calls)

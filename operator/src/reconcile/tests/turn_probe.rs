@@ -1,0 +1,166 @@
+//! The reconcile with TURN probes: when it probes, with what credential, and what the answers
+//! do to the status and the Events. The Allocates are answered here; the prober itself is
+//! tested against the real coturn in `operator/tests/turn_probe.rs`.
+
+use std::net::SocketAddr;
+
+use futures::future::BoxFuture;
+
+use super::*;
+use crate::probe::{Credential, ProbeOutcome, Prober, mint};
+use crate::reconcile::status::DEGRADED;
+
+/// The generated TURN Secret's value in the mock world.
+pub const TURN_SECRET: &str = "mock-turn-secret";
+
+/// The generated TURN Secret, as the API server answers a GET of it.
+pub fn turn_secret() -> Value {
+    use base64::Engine;
+    let value = base64::engine::general_purpose::STANDARD.encode(TURN_SECRET);
+    json!({"apiVersion": "v1", "kind": "Secret",
+           "metadata": {"name": "demo-turn-secret", "namespace": "calls"},
+           "data": {"turn-secret": value}})
+}
+
+/// Answers every Allocate with one outcome and records what it was asked.
+pub struct Answering {
+    outcome: ProbeOutcome,
+    asked: Mutex<Vec<(SocketAddr, Credential)>>,
+}
+
+pub fn answering(outcome: ProbeOutcome) -> Arc<dyn Prober> {
+    Arc::new(Answering {
+        outcome,
+        asked: Mutex::new(Vec::new()),
+    })
+}
+
+impl Prober for Answering {
+    fn allocate<'a>(
+        &'a self,
+        server: SocketAddr,
+        cred: &'a Credential,
+    ) -> BoxFuture<'a, ProbeOutcome> {
+        self.asked.lock().unwrap().push((server, cred.clone()));
+        let outcome = self.outcome.clone();
+        Box::pin(async move { outcome })
+    }
+}
+
+fn ready_world() -> World {
+    World {
+        ready: true,
+        turn_secret: true,
+        ..World::default()
+    }
+}
+
+fn condition_of(status: &OtterDeploymentStatus, t: &str) -> (String, String, String) {
+    let c = find_condition(status, t).unwrap_or_else(|| panic!("no {t} in {status:?}"));
+    (c.status.clone(), c.reason.clone(), c.message.clone())
+}
+
+#[tokio::test]
+async fn rolled_out_turn_is_probed_with_a_credential_from_the_turn_secret() {
+    let prober = Arc::new(Answering {
+        outcome: ProbeOutcome::Allocated { relayed: None },
+        asked: Mutex::new(Vec::new()),
+    });
+    let (result, calls) = run_probed(&seen_cr(), ready_world(), prober.clone()).await;
+    assert!(result.is_ok(), "{result:?}");
+    let asked = prober.asked.lock().unwrap().clone();
+    assert_eq!(asked.len(), 1, "one Allocate per TURN node: {asked:?}");
+    let (server, cred) = &asked[0];
+    assert_eq!(server.to_string(), "203.0.113.7:3478");
+    let (expiry, user) = cred.username.split_once(':').unwrap();
+    assert_eq!(user, "otter-probe");
+    let expiry: u64 = expiry.parse().unwrap();
+    assert_eq!(*cred, mint(TURN_SECRET.as_bytes(), "otter-probe", expiry));
+    let status = status_written(&calls).unwrap();
+    let (reachable, reason, message) = condition_of(&status, "TurnReachable");
+    assert_eq!(
+        (reachable.as_str(), reason.as_str()),
+        ("True", "TurnAllocated")
+    );
+    assert!(message.contains("node-a"), "{message}");
+    assert_eq!(status.turn_reachability.len(), 1);
+    assert!(status.turn_reachability[0].reachable);
+    assert_eq!(ready_reason(&status), "Available");
+}
+
+#[tokio::test]
+async fn nothing_is_probed_before_turn_is_rolled_out_or_when_the_probe_is_off() {
+    let prober = Arc::new(Answering {
+        outcome: ProbeOutcome::NoAnswer,
+        asked: Mutex::new(Vec::new()),
+    });
+    let not_ready = World {
+        turn_secret: true,
+        ..World::default()
+    };
+    let (_, calls) = run_probed(&seen_cr(), not_ready, prober.clone()).await;
+    let status = status_written(&calls).unwrap();
+    assert!(
+        find_condition(&status, "TurnReachable").is_none(),
+        "{status:?}"
+    );
+    let mut off = seen_cr();
+    off.spec.turn.probe.enabled = false;
+    let (_, calls) = run_probed(&off, ready_world(), prober.clone()).await;
+    let status = status_written(&calls).unwrap();
+    assert!(status.turn_reachability.is_empty());
+    assert_eq!(ready_reason(&status), "Available");
+    assert!(prober.asked.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn no_turn_node_answering_is_said_with_an_event_and_leaves_ready_alone() {
+    let refused = ProbeOutcome::Refused {
+        code: 401,
+        reason: "Unauthorized".into(),
+    };
+    let (result, calls) = run_probed(&seen_cr(), ready_world(), answering(refused)).await;
+    assert!(result.is_ok(), "{result:?}");
+    let status = status_written(&calls).unwrap();
+    let (reachable, reason, message) = condition_of(&status, "TurnReachable");
+    assert_eq!(
+        (reachable.as_str(), reason.as_str()),
+        ("False", "TurnUnreachable")
+    );
+    assert!(message.contains("1 of 1 TURN nodes"), "{message}");
+    assert!(message.contains("node-a (203.0.113.7:3478)"), "{message}");
+    assert!(message.contains("401 Unauthorized"), "{message}");
+    // The probe's vantage point is not the clients': Ready and Degraded do not follow it.
+    assert_eq!(ready_reason(&status), "Available");
+    let (degraded, _, _) = condition_of(&status, DEGRADED);
+    assert_eq!(degraded, "False");
+    let reasons = event_reasons(&calls);
+    assert!(
+        reasons.contains(&"TurnNodeUnreachable".to_string()),
+        "{reasons:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_node_that_answered_before_is_probed_during_a_rollout_and_tells_when_it_stops() {
+    // Once probed, the probe keeps running while TURN pods roll (a deleted pod shows).
+    let (_, calls) = run_probed(
+        &seen_cr(),
+        ready_world(),
+        answering(ProbeOutcome::Allocated { relayed: None }),
+    )
+    .await;
+    let mut cr = seen_cr();
+    cr.status = status_written(&calls);
+    let rolling = World {
+        turn_secret: true,
+        ..World::default()
+    };
+    let (_, calls) = run_probed(&cr, rolling, answering(ProbeOutcome::PortUnreachable)).await;
+    let status = status_written(&calls).unwrap();
+    let (reachable, _, message) = condition_of(&status, "TurnReachable");
+    assert_eq!(reachable, "False");
+    assert!(message.contains("nothing listens on the port"), "{message}");
+    assert_eq!(ready_reason(&status), "RollingOut");
+    assert!(event_reasons(&calls).contains(&"TurnNodeUnreachable".to_string()));
+}
