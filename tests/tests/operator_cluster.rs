@@ -201,6 +201,35 @@ impl Operator {
             .sum::<f64>() as u64
     }
 
+    /// Return once a reconcile that started after this call has finished. Twice: nudge the
+    /// resource (an annotation: a watch event, so a reconcile) and wait for the count to move.
+    /// The first count may be a reconcile already running (started before this call); the
+    /// second nudge's wait cannot end before the first nudge's reconcile has finished.
+    async fn quiesce(&self, api: &Api<OtterDeployment>, name: &str) {
+        for round in 0..2 {
+            let before = self.reconciles().await;
+            let nudge =
+                json!({"metadata": {"annotations": {"otter.dev/test-nudge": round.to_string()}}});
+            api.patch(name, &PatchParams::default(), &Patch::Merge(&nudge))
+                .await
+                .expect("annotate the OtterDeployment");
+            let wait = async {
+                while self.reconciles().await <= before {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            };
+            if tokio::time::timeout(Duration::from_secs(60), wait)
+                .await
+                .is_err()
+            {
+                panic!(
+                    "no reconcile after nudging {name}\noperator log:\n{}",
+                    self.log_text()
+                );
+            }
+        }
+    }
+
     /// Wait until the operator has counted a reconcile.
     async fn await_reconciles(&self, what: &str) {
         let wait = async {
@@ -599,17 +628,18 @@ async fn deleted_and_edited_children_are_restored_and_rest_writes_nothing() {
         two,
     )
     .await;
-    // Ready alone is not enough: it may still be the Ready from before the scale to 5 (the
-    // scale does not change the CR's generation), with the status yet to say 5/2 and then 2/2.
-    // Settled is Ready with signaling at its desired count.
-    let crs: Api<OtterDeployment> = ns_api(&client, &ns);
-    let settled = |cr: Option<&OtterDeployment>| {
-        is_ready().matches_object(cr)
-            && cr
-                .and_then(|cr| cr.status.as_ref())
-                .is_some_and(|s| s.signaling.ready == 2 && s.signaling.desired == 2)
+    // Ready is not enough to start the rest window: it may still be the Ready from before the
+    // scale to 5 (which does not change the CR's generation), with a reconcile that saw 5 pods
+    // still to write. So: the Deployment back at 2 pods, then a reconcile that started after
+    // that (see Operator::quiesce).
+    let settled = |d: Option<&Deployment>| {
+        d.and_then(|d| d.status.as_ref())
+            .is_some_and(|s| s.replicas == Some(2) && s.ready_replicas == Some(2))
     };
-    wait_until(&crs, "otter", "Ready with signaling 2/2", within, settled).await;
+    wait_until(&deployments, "otter-signaling", "2 pods", within, settled).await;
+    let crs: Api<OtterDeployment> = ns_api(&client, &ns);
+    op.quiesce(&crs, "otter").await;
+    await_ready(&client, &ns, &op).await;
 
     // At rest: a minute without a single write to any child or to the status. (Absence of
     // writes has no condition to wait on: this window is the measurement.)
