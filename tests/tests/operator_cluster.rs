@@ -201,6 +201,21 @@ impl Operator {
             .sum::<f64>() as u64
     }
 
+    /// Wait until the operator has counted more than `before` reconciles.
+    async fn await_reconciles_above(&self, before: u64, within: Duration, what: &str) {
+        let wait = async {
+            while self.reconciles().await <= before {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        };
+        if tokio::time::timeout(within, wait).await.is_err() {
+            panic!(
+                "timed out waiting for {what}\noperator log:\n{}",
+                self.log_text()
+            );
+        }
+    }
+
     /// Return once a reconcile that started after this call has finished. Twice: nudge the
     /// resource (an annotation: a watch event, so a reconcile) and wait for the count to move.
     /// The first count may be a reconcile already running (started before this call); the
@@ -213,39 +228,16 @@ impl Operator {
             api.patch(name, &PatchParams::default(), &Patch::Merge(&nudge))
                 .await
                 .expect("annotate the OtterDeployment");
-            let wait = async {
-                while self.reconciles().await <= before {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            };
-            if tokio::time::timeout(Duration::from_secs(60), wait)
-                .await
-                .is_err()
-            {
-                panic!(
-                    "no reconcile after nudging {name}\noperator log:\n{}",
-                    self.log_text()
-                );
-            }
+            let what = format!("a reconcile after nudging {name}");
+            self.await_reconciles_above(before, Duration::from_secs(60), &what)
+                .await;
         }
     }
 
     /// Wait until the operator has counted a reconcile.
     async fn await_reconciles(&self, what: &str) {
-        let wait = async {
-            while self.reconciles().await == 0 {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        };
-        if tokio::time::timeout(Duration::from_secs(30), wait)
-            .await
-            .is_err()
-        {
-            panic!(
-                "timed out waiting for {what}\noperator log:\n{}",
-                self.log_text()
-            );
-        }
+        self.await_reconciles_above(0, Duration::from_secs(30), what)
+            .await;
     }
 
     fn assert_no_forbidden(&self) {
