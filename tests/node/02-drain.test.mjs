@@ -2,8 +2,8 @@
 // once, keeps relaying the calls it carries, and exits as soon as they end (long before
 // turn.drainTimeout); a new call meanwhile goes through the other node; a call whose TURN node
 // goes away for good moves to the other node by ICE restart. Its own OtterDeployment, on its
-// own TURN port and relay range, so 01's TURN pods (still draining after its deletion) cannot
-// collide with it. Needs two real nodes.
+// own TURN port (not 01's port + 1: coturn's alternate port) and relay range, so 01's TURN pods
+// (still draining after its deletion) cannot collide with it. Needs two real nodes.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -32,8 +32,8 @@ spec:
   turn:
     image: ${env('OTTER_TURN_IMAGE')}
     realm: drain.otter.test
-    port: 3479
-    relayPortRange: {min: 40000, max: 40999}
+    port: 3482
+    relayPortRange: {min: 41000, max: 41999}
     drainTimeout: 10m
   redis:
     mode: Disabled

@@ -14,8 +14,9 @@ import { env, kubectl, getJson, waitFor, otterCondition, condition } from './lib
 const run = promisify(execFile);
 const NS = 'reach';
 const NAME = 'reach';
-// Apart from 01-backend's ports, so a leftover of it cannot clash on the nodes.
-const PORT = 3480;
+// Apart from the other node tests' ports, and from their coturn's alternate port (its port + 1,
+// RFC 5780): their TURN pods may still be draining on the same nodes.
+const PORT = 3486;
 const nodeIps = env('OTTER_NODE_IPS').split(' ');
 const blocked = [];
 
@@ -29,7 +30,7 @@ spec:
   turn:
     image: ${env('OTTER_TURN_IMAGE')}
     port: ${PORT}
-    relayPortRange: {min: 40000, max: 40999}
+    relayPortRange: {min: 42000, max: 42999}
   redis:
     mode: Disabled
 `;
