@@ -151,6 +151,9 @@ pub fn coturn_args(cr: &OtterDeployment) -> Result<Vec<String>, BuildError> {
         "--no-multicast-peers".to_string(),
         "--no-software-attribute".to_string(),
         "--stale-nonce=600".to_string(),
+        // No NAT behaviour discovery (WebRTC never asks for it): without this flag coturn also
+        // binds every listening port + 1, which the port clash check and the CR do not show.
+        "--no-rfc5780".to_string(),
     ];
     if t.tls.enabled {
         args.extend([
@@ -709,6 +712,7 @@ mod tests {
             "--no-tls",
             "--no-dtls",
             "--log-file=stdout",
+            "--no-rfc5780",
         ] {
             assert!(
                 args.iter().any(|a| a == expected),

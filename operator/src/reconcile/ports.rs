@@ -9,7 +9,9 @@ use kube::ResourceExt;
 
 use crate::crd::OtterDeployment;
 
-/// The host ports TURN takes on each of its nodes.
+/// The host ports TURN takes on each of its nodes: coturn's listening port and TLS port (it
+/// binds no alternate port + 1: `coturn_args` turns RFC 5780 off), and with metrics on, the
+/// exporter's port and the statistics Redis's port (on the node's loopback).
 pub fn turn_host_ports(cr: &OtterDeployment) -> Vec<i32> {
     let t = &cr.spec.turn;
     if !t.enabled {
@@ -18,6 +20,9 @@ pub fn turn_host_ports(cr: &OtterDeployment) -> Vec<i32> {
     let mut ports = vec![t.port];
     if t.tls.enabled {
         ports.push(t.tls.port);
+    }
+    if t.metrics.enabled {
+        ports.extend([t.metrics.port, t.metrics.redis_port]);
     }
     ports
 }
@@ -129,5 +134,22 @@ mod tests {
         tls.spec.turn.tls.enabled = true;
         tls.spec.turn.tls.port = 3478;
         assert_eq!(port_holder(&me, [&tls]).unwrap().port, 3478);
+    }
+
+    #[test]
+    fn metrics_ports_clash_too() {
+        let mut me = named("c", 300, 3478);
+        let mut other = named("a", 100, 4000);
+        other.spec.turn.metrics.enabled = true;
+        other.spec.turn.metrics.port = 9641;
+        other.spec.turn.metrics.redis_port = 6390;
+        assert_eq!(port_holder(&me, [&other]), None, "metrics off in me");
+        me.spec.turn.metrics.enabled = true;
+        me.spec.turn.metrics.port = 9700;
+        me.spec.turn.metrics.redis_port = 6390;
+        assert_eq!(port_holder(&me, [&other]).unwrap().port, 6390);
+        me.spec.turn.metrics.enabled = false;
+        me.spec.turn.port = 9641;
+        assert_eq!(port_holder(&me, [&other]).unwrap().port, 9641);
     }
 }
