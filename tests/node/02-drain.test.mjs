@@ -2,17 +2,18 @@
 // once, keeps relaying the calls it carries, and exits as soon as they end (long before
 // turn.drainTimeout); a new call meanwhile goes through the other node; a call whose TURN node
 // goes away for good moves to the other node by ICE restart. Its own OtterDeployment, on its
-// own TURN port (not 01's port + 1: coturn's alternate port) and relay range, so 01's TURN pods
+// own TURN port and relay range, so 01's TURN pods
 // (still draining after its deletion) cannot collide with it. Needs two real nodes.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { launch, openPage, joinCall, expectMediaEverywhere, firstFrameMs, peerStats } from '../e2e/lib/browser.mjs';
 import { roomToken } from '../../examples/room-tokens/mint.mjs';
-import { env, kubectl, getJson, waitFor, otterCondition, rolledOut, record, forwardLocal } from './lib.mjs';
+import { env, kubectl, getJson, waitFor, otterCondition, rolledOut, record, forwardLocal, netnsOf, killInNetns } from './lib.mjs';
 
 const NS = 'drain';
 const NAME = 'drain';
+const PORT = 3482;
 const nodeIps = env('OTTER_NODE_IPS').split(' ');
 const tokenSecret = randomBytes(24).toString('hex');
 const state = { pages: [] };
@@ -32,7 +33,7 @@ spec:
   turn:
     image: ${env('OTTER_TURN_IMAGE')}
     realm: drain.otter.test
-    port: 3482
+    port: ${PORT}
     relayPortRange: {min: 41000, max: 41999}
     drainTimeout: 10m
   redis:
@@ -149,10 +150,15 @@ test('a call whose TURN node goes away moves to the other node', { skip: two }, 
   const other = nodeIps.find((x) => x !== ip);
   const node = await nodeOfIp(ip);
   const victim = (await turnPods()).find((p) => p.spec.nodeName === node.metadata.name);
-  // The node leaves TURN (unlabelled, so no new pod comes back) and its coturn dies at once, as
-  // when a node is lost: no drain to wait out.
+  // The node leaves TURN (unlabelled: the DaemonSet controller deletes its pod, which drains
+  // while its call lasts), then its coturn dies at once, as when a node is lost. (Deleting the
+  // pod with a short grace period does not do it: the kubelet is already waiting on the drain
+  // hook with the long grace the DaemonSet controller's delete gave it.)
   await kubectl(['label', 'node', node.metadata.name, 'otter.dev/turn-']);
-  await kubectl(['delete', 'pod', '-n', NS, victim.metadata.name, '--grace-period=1', '--wait=false']);
+  await waitFor('the TURN pod terminating', async () =>
+    (await getJson(['get', 'pod', '-n', NS, victim.metadata.name])).metadata.deletionTimestamp ? true : '!not yet');
+  const killed = await killInNetns(await netnsOf(ip), (argv) => argv[0].endsWith('turnserver') && argv.includes(`--listening-port=${PORT}`));
+  assert.equal(killed, 1, `coturn processes on port ${PORT} killed on ${node.metadata.name}`);
   const t0 = Date.now();
   await waitFor('the call relays through the other node', async () => {
     const ips = [...new Set([...(await relayIps(call.a)), ...(await relayIps(call.b))])];

@@ -9,13 +9,12 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { env, kubectl, getJson, waitFor, otterCondition, condition } from './lib.mjs';
+import { env, kubectl, getJson, waitFor, otterCondition, condition, netnsOf } from './lib.mjs';
 
 const run = promisify(execFile);
 const NS = 'reach';
 const NAME = 'reach';
-// Apart from the other node tests' ports, and from their coturn's alternate port (its port + 1,
-// RFC 5780): their TURN pods may still be draining on the same nodes.
+// Apart from the other node tests' ports: their TURN pods may still be draining on the same nodes.
 const PORT = 3486;
 const nodeIps = env('OTTER_NODE_IPS').split(' ');
 const blocked = [];
@@ -34,16 +33,6 @@ spec:
   redis:
     mode: Disabled
 `;
-
-/** The network namespace of the node whose address is IP (the harness makes one per node). */
-async function netnsOf(ip) {
-  const { stdout } = await run('ip', ['netns', 'list']);
-  for (const ns of stdout.split('\n').map((l) => l.split(' ')[0]).filter(Boolean)) {
-    const { stdout: addrs } = await run('ip', ['-n', ns, '-o', '-4', 'addr', 'show']).catch(() => ({ stdout: '' }));
-    if (addrs.includes(` ${ip}/`)) return ns;
-  }
-  throw new Error(`no network namespace holds ${ip}`);
-}
 
 const rule = (ns, op) => ['netns', 'exec', ns, 'iptables', op, 'INPUT', '-p', 'udp', '--dport', String(PORT), '-j', 'DROP'];
 

@@ -2,7 +2,7 @@
 // media-gap sampler that runs inside the call pages.
 import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
-import { writeFileSync, mkdirSync } from 'node:fs';
+import { writeFileSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startProxy } from '../e2e/lib/proxy.mjs';
@@ -145,4 +145,32 @@ export async function podMetric(ns, pod, port, name) {
   } finally {
     child.kill();
   }
+}
+
+/** The network namespace of the node whose address is IP (the harness makes one per node). */
+export async function netnsOf(ip) {
+  const { stdout } = await run('ip', ['netns', 'list']);
+  for (const ns of stdout.split('\n').map((l) => l.split(' ')[0]).filter(Boolean)) {
+    const { stdout: addrs } = await run('ip', ['-n', ns, '-o', '-4', 'addr', 'show']).catch(() => ({ stdout: '' }));
+    if (addrs.includes(` ${ip}/`)) return ns;
+  }
+  throw new Error(`no network namespace holds ${ip}`);
+}
+
+/**
+ * SIGKILL the processes in network namespace NS whose argv MATCHES (a crash, not a stop: no
+ * preStop hook, no grace). Host-network pods' processes live in their node's namespace.
+ * Resolves how many were killed.
+ */
+export async function killInNetns(ns, matches) {
+  const { stdout } = await run('ip', ['netns', 'pids', ns]);
+  let killed = 0;
+  for (const pid of stdout.split('\n').filter(Boolean)) {
+    let argv;
+    try { argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean); } catch { continue; } // gone meanwhile
+    if (!matches(argv)) continue;
+    process.kill(Number(pid), 'SIGKILL');
+    killed += 1;
+  }
+  return killed;
 }
