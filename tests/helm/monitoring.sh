@@ -1,14 +1,14 @@
 # shellcheck shell=bash disable=SC2154 # helm, work, check, refuse, pass, fail: set by tests/helm/test
 # The static monitoring checks of tests/helm/test, sourced by it: the Grafana dashboard and the
-# PrometheusRule rendered by tests/helm/values/monitoring.yaml, checked with promtool (built
-# from the Go module proxy, PROMETHEUS_MODULE_VERSION). Which metric names the binaries really
+# PrometheusRule rendered by tests/helm/values/monitoring.yaml, checked with promtool (from
+# Debian's prometheus package, PROMTOOL_DEBIAN_VERSION). Which metric names the binaries really
 # export is checked against their scrapes in cluster.sh.
 
 echo
 promtool=$(tests/helm/install promtool)
 # shellcheck source=tests/versions.env
 . tests/versions.env
-echo "=== monitoring: promtool from github.com/prometheus/prometheus $PROMETHEUS_MODULE_VERSION ==="
+echo "=== monitoring: promtool from Debian's prometheus $PROMTOOL_DEBIAN_VERSION ==="
 mon=$work/monitoring
 mkdir -p "$mon"
 off_by_default() { ! grep -qE '^kind: PrometheusRule|grafana_dashboard' "$work/default.yaml"; }
