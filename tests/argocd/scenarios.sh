@@ -59,8 +59,9 @@ lua_healthy() {
 }
 if $real_nodes; then
   # The operator already runs: the CR gets status at once and stays Progressing while its real
-  # signaling, TURN and Redis pods start. Argo CD writes an Application's health only when its
-  # status changes (Progressing, then Healthy), so both the Application and the CR are watched.
+  # signaling, TURN and Redis pods start. Argo CD refreshes the Application only when a change
+  # of the CR changes its health verdict (status fields are ignored updates), so it writes
+  # Progressing, then Healthy: both the Application and the CR are watched.
   timeout 600 "$kubectl" -n "$argocd_ns" get applications --watch -o jsonpath='{.metadata.name}|{.status.health.status}|{.status.health.lastTransitionTime}|{.status.resources[?(@.kind=="OtterDeployment")].health.message}{"\n"}' \
     >"$work/watch-backend-app" 2>&1 &
   app_watch=$!
@@ -178,7 +179,7 @@ settled() {
   done
   k -n "$app_ns" get otterdeployment otter -o json | jq -e '
     .status as $s | .status.observedGeneration == .metadata.generation and
-    ([$s.signaling, $s.turn, $s.redis][] | select(. != null) | .ready == .desired) and
+    all([$s.signaling, $s.turn, $s.redis][] | select(. != null); .ready == .desired) and
     (($s.turnDraining // []) | length == 0) and
     ([($s.turnReachability // [])[] | select(.reachable | not)] | length == 0)' >/dev/null ||
     { k -n "$app_ns" get otterdeployment otter -o json | jq -c '.status | del(.conditions[]?.lastTransitionTime)'; return 1; }
