@@ -1,4 +1,4 @@
-# shellcheck shell=bash disable=SC2154 # work, k, argocd, argocd_dir, helm, pids...: set by tests/argocd/test
+# shellcheck shell=bash disable=SC2154 # work, k, argocd, argocd_dir, helm, pids, test_values...: set by tests/argocd/test
 # Argo CD as processes, the Git repository and Application helpers for tests/argocd/test.
 # Sourced by it; uses its check/eventually/pass/fail/die helpers.
 
@@ -121,10 +121,6 @@ commit() {
 }
 
 # --- Applications ----------------------------------------------------------------------------------
-# The test's image overrides, as Helm values (kwok never pulls, a real-node cluster would).
-test_values='{"image":{"repository":"registry.test/otter-operator","tag":"argocd-test"},
-  "operator":{"images":{"signaling":"registry.test/otter-signaling:argocd-test",
-  "turn":"registry.test/coturn:argocd-test","redis":"registry.test/redis:argocd-test"}}}'
 apply_app() { # EXAMPLE-FILE: the example Application, pointed at the loopback repository
   python3 tests/argocd/edit.py app "$1" "$git_url" "$test_values" | k apply -f - >/dev/null
 }

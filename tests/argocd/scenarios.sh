@@ -4,6 +4,10 @@
 ns=otter-system   # examples/argocd/otter-operator.yaml's destination
 app_ns=calls      # examples/argocd/otter-backend.yaml's destination
 backend_file=examples/argocd/backend/otterdeployment.yaml
+# The quiet windows that count writes. kwok runs the issue's 60 s; on real nodes (inside the node
+# suite's CI time) half: Argo CD compares on every change it watches, so a permanent OutOfSync
+# shows at its first comparison after the sync, long before either window ends.
+if $real_nodes; then rest_secs=30 quiet_secs=15; else rest_secs=60 quiet_secs=30; fi
 
 check "Argo CD configured: its CRDs ($ARGOCD_VERSION), argocd-cm + examples/argocd/argocd-cm-patch.yaml, argocd-secret, project default" argocd_config
 start_argocd || { tail -n 20 "$work"/logs/*.log >&2; die "Argo CD processes did not start (logs above)"; }
@@ -39,33 +43,83 @@ crd_in_first_sync() { # the CRD came with the chart, synced by Argo CD no later 
 }
 # The Application may show Synced and Healthy a moment before its sync operation is marked done.
 check "otter-operator: the CRD synced with the chart, created no later than the operator, no retry; Established" eventually 30 crd_in_first_sync
-check "otter-operator: its Deployment available (kwok pods)" k -n "$ns" rollout status deployment/otter-operator --timeout=60s
+if $real_nodes; then
+  check "otter-operator: its Deployment available (real pods, the image from the cluster's registry)" \
+    k -n "$ns" rollout status deployment/otter-operator --timeout=180s
+else
+  check "otter-operator: its Deployment available (kwok pods)" k -n "$ns" rollout status deployment/otter-operator --timeout=60s
+fi
 
 # --- the backend Application: Lua health from argocd-cm, Progressing -> Healthy -----------------
-# The operator is not running yet: the CR has no status, which only the Lua check turns into
-# Progressing (Argo CD has no built-in health for otter.dev; without the check it says Healthy).
-check "otter-backend Application applied (examples/argocd/otter-backend.yaml; repoURL changed)" \
-  apply_app examples/argocd/otter-backend.yaml
-lua_progressing() {
-  app_is otter-backend Synced Progressing "$rev1" &&
-    resource_health otter-backend OtterDeployment otter | grep -x "Progressing: Waiting for the otter-operator to report status"
-}
-check "otter-backend: Synced, Progressing (the Lua check, run by Argo CD: no status yet)" eventually 180 lua_progressing
-
-mapfile -t op_args < <(k -n "$ns" get deployment otter-operator -o json |
-  jq -r '.spec.template.spec.containers[0].args[] | select(startswith("--listen=") | not)')
-sa=$(k -n "$ns" get deployment otter-operator -o jsonpath='{.spec.template.spec.serviceAccountName}')
-sa_kubeconfig=$(tests/cluster/kubeconfig --dir "$work/cluster" --service-account "$ns/$sa")
-oplog=$work/logs/operator.log
-operator_ready() { curl -fsS "http://127.0.0.1:$port/readyz"; }
-run_operator() { KUBECONFIG=$sa_kubeconfig POD_NAME=argocd-test-operator exec "$operator_bin" "${op_args[@]}" --listen="127.0.0.1:$port"; }
-start_retrying operator operator_ready -- run_operator || { tail -n 20 "$oplog" >&2; die "the operator did not start"; }
-pass "operator process ready as $ns/$sa (the chart's RBAC), with the synced Deployment's arguments"
+# Argo CD has no built-in health for otter.dev: without the Lua check the OtterDeployment would be
+# Healthy as soon as it exists, so a Progressing backend is the check's verdict.
 lua_healthy() {
   app_is otter-backend Synced Healthy "$rev1" &&
     resource_health otter-backend OtterDeployment otter | grep "^Healthy: "
 }
-check "otter-backend: Healthy once the operator reports Ready (the Lua check: Ready=True)" eventually 180 lua_healthy
+if $real_nodes; then
+  # The operator already runs: the CR gets status at once and stays Progressing while its real
+  # signaling, TURN and Redis pods start. Argo CD refreshes the Application only when a change
+  # of the CR changes its health verdict (status fields are ignored updates), so it writes
+  # Progressing, then Healthy: both the Application and the CR are watched.
+  timeout 600 "$kubectl" -n "$argocd_ns" get applications --watch -o jsonpath='{.metadata.name}|{.status.health.status}|{.status.health.lastTransitionTime}|{.status.resources[?(@.kind=="OtterDeployment")].health.message}{"\n"}' \
+    >"$work/watch-backend-app" 2>&1 &
+  app_watch=$!
+  timeout 600 "$kubectl" -n "$app_ns" get otterdeployments --watch -o jsonpath='{.metadata.name}|{.status.conditions[?(@.type=="Ready")].status}|{.status.conditions[?(@.type=="Ready")].lastTransitionTime}|{.status.conditions[?(@.type=="Progressing")].status} {.status.conditions[?(@.type=="Progressing")].reason}{"\n"}' \
+    >"$work/watch-backend-cr" 2>&1 &
+  cr_watch=$!
+  check "otter-backend Application applied (examples/argocd/otter-backend.yaml; repoURL changed)" \
+    apply_app examples/argocd/otter-backend.yaml
+  check "otter-backend: Healthy once its real pods are ready (the Lua check: Ready=True)" eventually 300 lua_healthy
+  kill "$app_watch" "$cr_watch" 2>/dev/null || true; wait "$app_watch" "$cr_watch" 2>/dev/null || true
+  went_through_progressing() {
+    local app_seen cr_seen app_healthy cr_ready
+    app_seen=$(awk -F'|' '$1 == "otter-backend" && $2 != "" {print $2 "|" $3 "|" $4}' "$work/watch-backend-app" | uniq)
+    cr_seen=$(awk -F'|' '$1 == "otter" {print $2 "|" $3 "|" $4}' "$work/watch-backend-cr" | uniq)
+    printf 'Application (health|since|Lua message):\n%s\nCR (Ready|since|Progressing):\n%s\n' "$app_seen" "$cr_seen"
+    # Argo CD said Progressing before Healthy...
+    awk -F'|' '$1 == "Healthy" {exit} $1 == "Progressing" {p=1} END {exit !p}' <<<"$app_seen" ||
+      { echo "Argo CD never said Progressing before Healthy"; return 1; }
+    # ...the operator said Creating or RollingOut (real pods not ready yet) before Ready...
+    awk -F'|' '$1 == "True" {exit} $3 ~ /^True (Creating|RollingOut)$/ {p=1} END {exit !p}' <<<"$cr_seen" ||
+      { echo "the CR was never Progressing (Creating/RollingOut) before Ready"; return 1; }
+    # ...and Argo CD turned Healthy no earlier than the CR turned Ready: through the operator's
+    # Progressing status, which Argo CD's cache evaluated with the Lua check on every change,
+    # the verdict stayed Progressing (a Healthy one would have been written at once).
+    app_healthy=$(awk -F'|' '$1 == "Healthy" {print $2; exit}' <<<"$app_seen")
+    cr_ready=$(awk -F'|' '$1 == "True" {print $2; exit}' <<<"$cr_seen")
+    if [ -z "$app_healthy" ] || [ -z "$cr_ready" ] || [[ $app_healthy < $cr_ready ]]; then
+      echo "Application Healthy since '$app_healthy', CR Ready since '$cr_ready'"; return 1
+    fi
+    echo "CR created $(k -n "$app_ns" get otterdeployment otter -o jsonpath='{.metadata.creationTimestamp}'), Ready $cr_ready, Argo CD Healthy $app_healthy"
+  }
+  if out=$(went_through_progressing 2>&1); then
+    pass "otter-backend: Progressing while the operator said Creating/RollingOut (real pods starting), Healthy only once it said Ready ($(tail -n1 <<<"$out"))"
+  else
+    fail "otter-backend: Progressing while the operator said Creating/RollingOut (real pods starting), Healthy only once it said Ready" "$out"
+  fi
+else
+  # The operator is not running yet: the CR has no status, which only the Lua check turns into
+  # Progressing.
+  check "otter-backend Application applied (examples/argocd/otter-backend.yaml; repoURL changed)" \
+    apply_app examples/argocd/otter-backend.yaml
+  lua_progressing() {
+    app_is otter-backend Synced Progressing "$rev1" &&
+      resource_health otter-backend OtterDeployment otter | grep -x "Progressing: Waiting for the otter-operator to report status"
+  }
+  check "otter-backend: Synced, Progressing (the Lua check, run by Argo CD: no status yet)" eventually 180 lua_progressing
+
+  mapfile -t op_args < <(k -n "$ns" get deployment otter-operator -o json |
+    jq -r '.spec.template.spec.containers[0].args[] | select(startswith("--listen=") | not)')
+  sa=$(k -n "$ns" get deployment otter-operator -o jsonpath='{.spec.template.spec.serviceAccountName}')
+  sa_kubeconfig=$(tests/cluster/kubeconfig --dir "$work/cluster" --service-account "$ns/$sa")
+  oplog=$work/logs/operator.log
+  operator_ready() { curl -fsS "http://127.0.0.1:$port/readyz"; }
+  run_operator() { KUBECONFIG=$sa_kubeconfig POD_NAME=argocd-test-operator exec "$operator_bin" "${op_args[@]}" --listen="127.0.0.1:$port"; }
+  start_retrying operator operator_ready -- run_operator || { tail -n 20 "$oplog" >&2; die "the operator did not start"; }
+  pass "operator process ready as $ns/$sa (the chart's RBAC), with the synced Deployment's arguments"
+  check "otter-backend: Healthy once the operator reports Ready (the Lua check: Ready=True)" eventually 180 lua_healthy
+fi
 
 # --- Degraded on a missing Secret, Healthy once it exists ---------------------------------------
 # The same commit adds a ConfigMap that the upgrade commit removes again (prune).
@@ -114,8 +168,27 @@ at_rest() { # SECONDS: both Applications Synced and Healthy all along, nothing w
   echo "$samples samples, $bad not Synced+Healthy; writes: CR $(writes rest-cr), signaling Deployment $(writes rest-signaling), operator Deployment $(writes rest-operator)"
   [ "$bad" -eq 0 ] && [ "$(writes rest-cr)" -eq 0 ] && [ "$(writes rest-signaling)" -eq 0 ] && [ "$(writes rest-operator)" -eq 0 ]
 }
-if out=$(at_rest 60 2>&1); then pass "at rest 60 s: both Synced and Healthy throughout, no write to the CR or the Deployments ($(tail -n1 <<<"$out"))"
-else fail "at rest 60 s: both Synced and Healthy throughout, no write to the CR or the Deployments" "$out"; fi
+# settled: on real nodes, pods of a roll (TURN after the Secret, signaling after the drift) take
+# a while to go, and the operator rightly writes the CR's status as they do: wait until nothing
+# is left moving before a window that counts writes. kwok's pods are settled at once.
+settled() {
+  local n terminating
+  for n in "$app_ns" "$ns"; do
+    terminating=$(k get pods -n "$n" -o json | jq -r '[.items[] | select(.metadata.deletionTimestamp) | .metadata.name] | join(" ")') || return 1
+    if [ -n "$terminating" ]; then echo "pods still terminating in $n: $terminating"; return 1; fi
+  done
+  k -n "$app_ns" get otterdeployment otter -o json | jq -e '
+    .status as $s | .status.observedGeneration == .metadata.generation and
+    all([$s.signaling, $s.turn, $s.redis][] | select(. != null); .ready == .desired) and
+    (($s.turnDraining // []) | length == 0) and
+    ([($s.turnReachability // [])[] | select(.reachable | not)] | length == 0)' >/dev/null ||
+    { k -n "$app_ns" get otterdeployment otter -o json | jq -c '.status | del(.conditions[]?.lastTransitionTime)'; return 1; }
+}
+if $real_nodes; then
+  check "at rest: nothing left moving (no terminating pods, every component ready, no TURN drain)" eventually 180 settled
+fi
+if out=$(at_rest "$rest_secs" 2>&1); then pass "at rest $rest_secs s: both Synced and Healthy throughout, no write to the CR or the Deployments ($(tail -n1 <<<"$out"))"
+else fail "at rest $rest_secs s: both Synced and Healthy throughout, no write to the CR or the Deployments" "$out"; fi
 
 # --- drift: self-heal, and no write loop -------------------------------------------------------
 uid_of() { k -n "$1" get "$2" -o jsonpath='{.metadata.uid}'; }
@@ -136,14 +209,15 @@ healed() {
 }
 check "drift: self-heal put back Git's replicas: 2 and the operator observed it" eventually 120 healed
 check "drift: otter-backend Synced and Healthy again" eventually 120 app_is otter-backend Synced Healthy "$rev2"
+if $real_nodes; then check "drift: nothing left moving (the signaling pods of replicas: 5 gone)" eventually 180 settled; fi
 two_generations() { # the hand edit and Argo CD's revert, nothing more
   local g; g=$(k -n "$app_ns" get otterdeployment otter -o jsonpath='{.metadata.generation}')
   echo "generation $gen_before -> $g"
   [ "$g" -eq $((gen_before + 2)) ]
 }
 check "drift: the CR's spec was written twice (the edit, the revert): Argo CD and the operator do not fight" two_generations
-if out=$(at_rest 30 2>&1); then pass "drift: 30 s after healing, nothing writes ($(tail -n1 <<<"$out"))"
-else fail "drift: 30 s after healing, nothing writes" "$out"; fi
+if out=$(at_rest "$quiet_secs" 2>&1); then pass "drift: $quiet_secs s after healing, nothing writes ($(tail -n1 <<<"$out"))"
+else fail "drift: $quiet_secs s after healing, nothing writes" "$out"; fi
 kill "$heal_watch" 2>/dev/null || true; wait "$heal_watch" 2>/dev/null || true
 echo "     writes to the CR from the hand edit to the end of the quiet period: $(writes heal-cr)"
 
@@ -186,5 +260,12 @@ operator_objects_kept() {
 check "prune: every object the operator created is kept (same UIDs), and the user's Secret" operator_objects_kept
 
 # --- what the operator said ---------------------------------------------------------------------
+if $real_nodes; then
+  # The pods that ran since the upgrade; those before it were checked by the node suite's own
+  # helm-installed operator under the same RBAC.
+  oplog=$work/logs/operator-pods.log
+  k -n "$ns" logs -l app.kubernetes.io/component=operator --prefix --tail=-1 >"$oplog" 2>&1 || true
+  [ -s "$oplog" ] || fail "operator pods' logs read" "$(cat "$oplog")"
+fi
 if grep -qi forbidden "$oplog"; then fail "operator log: no 'forbidden' (the chart's RBAC suffices)" "$(grep -i forbidden "$oplog" | head -5)"
 else pass "operator log: no 'forbidden' (the chart's RBAC suffices)"; fi
