@@ -442,7 +442,9 @@ impl Conn {
         }
         let Parsed { msg, reference } = parse_client(text)?;
         if matches!(msg, ClientMsg::Join(_) | ClientMsg::Leave) {
-            return self.membership(msg, reference).await;
+            // Boxed: a join's state (the store calls, the records) is most of this future's
+            // size, and it would otherwise sit in every connection's task all its life.
+            return Box::pin(self.membership(msg, reference)).await;
         }
         let fail = |e: ProtoError| (e, reference.clone());
         let (to, what) = match &msg {
