@@ -15,7 +15,6 @@ use futures::future::{Fuse, FusedFuture, FutureExt};
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{Semaphore, mpsc};
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -24,9 +23,10 @@ use tracing::Instrument;
 
 use crate::hub::{Hub, Relay, Session};
 use crate::protocol::{
-    ClientMsg, ErrorCode, LeaveReason, Parsed, ProtoError, ServerMsg, error_text, parse_client,
+    ClientMsg, ErrorCode, LeaveReason, Parsed, ProtoError, RelayIn, ServerMsg, error_text,
+    parse_client, parse_relay,
 };
-use crate::store::{Cutoff, Out, Outbox, PING_COST};
+use crate::store::{Cutoff, Out, Outbox, Outlet};
 
 /// Close codes (RFC 6455 and the IANA registry).
 pub mod close {
@@ -138,8 +138,8 @@ where
     Si: Sink<Message> + Unpin + Send + 'static,
     St: Stream<Item = Result<Message, WsError>> + Unpin,
 {
-    let (outbox, rx, budget) = Outbox::new(limits.queue_bytes);
-    let handle = tokio::spawn(write_loop(sink, rx, budget).in_current_span());
+    let (outbox, rx) = Outbox::new(limits.queue_bytes);
+    let handle = tokio::spawn(write_loop(sink, rx).in_current_span());
     let abort = handle.abort_handle();
     let mut writer = handle.fuse();
     let mut conn = Conn::new(hub, limits, outbox);
@@ -194,28 +194,17 @@ where
 
 /// The writer: the only place that waits on the socket. Writes each burst with one flush (the
 /// syscall was the top cost of a relay) and gives the bytes back to the budget once written.
-async fn write_loop<Si>(
-    mut sink: Si,
-    mut rx: mpsc::UnboundedReceiver<Out>,
-    budget: Arc<Semaphore>,
-) -> Option<Si>
+async fn write_loop<Si>(mut sink: Si, mut rx: Outlet) -> Option<Si>
 where
     Si: Sink<Message> + Unpin,
 {
-    while let Some(first) = rx.recv().await {
+    while let Some(batch) = rx.next_batch().await {
         let mut freed = 0;
-        let mut next = Some(first);
-        let mut fed = 0;
-        while let Some(out) = next.take() {
+        for out in batch {
+            freed += out.cost();
             let msg = match out {
-                Out::Frame(f) => {
-                    freed += f.len();
-                    Message::Text(f.as_ref().into())
-                }
-                Out::Ping => {
-                    freed += PING_COST;
-                    Message::Ping(Default::default())
-                }
+                Out::Frame(f) => Message::Text(f),
+                Out::Ping => Message::Ping(Default::default()),
                 Out::Close(code, reason) => {
                     let frame = CloseFrame {
                         code: code.into(),
@@ -228,15 +217,11 @@ where
             if sink.feed(msg).await.is_err() {
                 return None;
             }
-            fed += 1;
-            if fed < 64 {
-                next = rx.try_recv().ok();
-            }
         }
         if sink.flush().await.is_err() {
             return None;
         }
-        budget.add_permits(freed);
+        rx.written(freed);
     }
     Some(sink)
 }
@@ -452,9 +437,14 @@ impl Conn {
 
     /// One text frame: parse, check state, act. Returns a direct reply if there is one.
     async fn handle(&mut self, text: &str) -> Result<Option<String>, HandleError> {
+        if let Some(relay) = parse_relay(text) {
+            return self.relay_raw(relay).await.map(|()| None);
+        }
         let Parsed { msg, reference } = parse_client(text)?;
         if matches!(msg, ClientMsg::Join(_) | ClientMsg::Leave) {
-            return self.membership(msg, reference).await;
+            // Boxed: a join's state (the store calls, the records) is most of this future's
+            // size, and it would otherwise sit in every connection's task all its life.
+            return Box::pin(self.membership(msg, reference)).await;
         }
         let fail = |e: ProtoError| (e, reference.clone());
         let (to, what) = match &msg {
@@ -470,6 +460,23 @@ impl Conn {
         self.hub.relay(s, to, what).await.map_err(fail)?;
         s.signaled = true;
         Ok(None)
+    }
+
+    /// An offer, answer or candidate from the fast path: relayed as the client wrote it.
+    async fn relay_raw(&mut self, relay: RelayIn<'_>) -> Result<(), HandleError> {
+        let fail = |e: ProtoError| {
+            let reference = relay
+                .reference
+                .and_then(|r| serde_json::from_str(r.get()).ok());
+            (e, reference)
+        };
+        let Some(s) = self.session.as_mut() else {
+            return Err(fail(not_joined()));
+        };
+        let what = Relay::Raw(relay.kind, relay.payload);
+        self.hub.relay(s, &relay.to, what).await.map_err(fail)?;
+        s.signaled = true;
+        Ok(())
     }
 
     async fn membership(
@@ -575,7 +582,7 @@ mod tests {
         let joined: serde_json::Value = serde_json::from_str(joined.as_str()).expect("json");
         let deaf = joined["peerId"].as_str().expect("peer id").to_owned();
 
-        let (outbox, mut heard, _) = Outbox::new(1 << 20);
+        let (outbox, mut heard) = Outbox::new(1 << 20);
         let join = Join {
             room: "r".into(),
             name: None,

@@ -22,8 +22,9 @@ use crate::conn::{self, ConnLimits};
 use crate::hub::Hub;
 use crate::protocol::{ErrorCode, SUBPROTOCOL};
 
-/// Initial read buffer of a WebSocket connection (it grows for larger frames).
-const READ_BUFFER_BYTES: usize = 1024;
+/// Initial read buffer of a WebSocket connection: a join without a token, a ping or a leave
+/// fits; tungstenite grows it to the size of a larger frame once it has read its header.
+const READ_BUFFER_BYTES: usize = 256;
 /// Pending output that makes tungstenite write to the socket before the flush.
 const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 
@@ -125,8 +126,9 @@ async fn ws(State(app): State<AppState>, mut req: Request) -> Response {
         };
         // Buffers sized to typical frames, grown on demand: tungstenite reserves (and zeroes)
         // a 128 KiB read buffer per connection by default, 95% of the memory per connection in
-        // the first benchmark; a join or a candidate fits in 1 KiB, and the buffer grows for an
-        // SDP. Writes go out once 16 KiB are pending (a burst still leaves in a few writes),
+        // the first benchmark, and zeroes it before every read, so all of it is resident. An idle
+        // joined connection keeps 256 bytes; the buffer grows to the largest frame it has read
+        // (a candidate, an SDP), and never past the message limit. Writes go out once 16 KiB are pending (a burst still leaves in a few writes),
         // so the write buffer does not keep a whole burst's capacity.
         let config = WebSocketConfig::default()
             .max_message_size(Some(limits.max_message_bytes))

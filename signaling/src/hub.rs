@@ -12,10 +12,10 @@ use crate::ice::IceSource;
 use crate::metrics::Metrics;
 use crate::protocol::{
     ErrorCode, Join, LeaveReason, Limits, PeerInfo, ProtoError, RelayKind, ServerMsg, VERSION,
-    valid_room_id,
+    relay_frame, valid_room_id,
 };
 use crate::store::{
-    Cutoff, LocalConn, LocalPeers, Outbox, PeerRecord, Presence, RoomStore, StoreError,
+    Cutoff, Frame, LocalConn, LocalPeers, Outbox, PeerRecord, Presence, RoomStore, StoreError,
 };
 
 /// A joined connection's place: which room, which seat, which epoch of that seat.
@@ -38,6 +38,8 @@ pub enum Relay<'a> {
     Offer(&'a str),
     Answer(&'a str),
     Candidate(&'a serde_json::Value),
+    /// The payload as the client wrote it (see [`crate::protocol::parse_relay`]).
+    Raw(RelayKind, &'a serde_json::value::RawValue),
 }
 
 pub struct Hub {
@@ -237,7 +239,7 @@ impl Hub {
             }
         };
         let info = rec.info();
-        let announce: Arc<str> = ServerMsg::PeerJoined { peer: &info }.to_text().into();
+        let announce: Frame = ServerMsg::PeerJoined { peer: &info }.to_text().into();
         if let Err(e) = self
             .store
             .broadcast(&room, &rec.id, Presence::Joined, announce)
@@ -304,26 +306,30 @@ impl Hub {
                 ServerMsg::Offer {
                     from: &s.peer_id,
                     sdp,
-                },
+                }
+                .to_text(),
             ),
             Relay::Answer(sdp) => (
                 RelayKind::Answer,
                 ServerMsg::Answer {
                     from: &s.peer_id,
                     sdp,
-                },
+                }
+                .to_text(),
             ),
             Relay::Candidate(candidate) => (
                 RelayKind::Candidate,
                 ServerMsg::Candidate {
                     from: &s.peer_id,
                     candidate,
-                },
+                }
+                .to_text(),
             ),
+            Relay::Raw(kind, payload) => (kind, relay_frame(kind, &s.peer_id, payload)),
         };
         let delivered = self
             .store
-            .send(&s.room, to, frame.to_text().into())
+            .send(&s.room, to, frame.into())
             .await
             .map_err(unavailable)?;
         if !delivered {
@@ -343,7 +349,7 @@ impl Hub {
     async fn remove_seat(&self, s: &Session, reason: LeaveReason) {
         match self.store.leave(&s.room, &s.peer_id, Some(s.epoch)).await {
             Ok(true) => {
-                let frame: Arc<str> = ServerMsg::PeerLeft {
+                let frame: Frame = ServerMsg::PeerLeft {
                     peer_id: &s.peer_id,
                     reason,
                 }
@@ -393,7 +399,7 @@ impl Hub {
 pub(crate) mod props {
     use super::*;
     use crate::store::memory::MemoryStore;
-    use crate::store::{Out, Outbox};
+    use crate::store::{Out, Outbox, Outlet};
     use proptest::prelude::*;
 
     const ROOMS: usize = 2;
@@ -417,12 +423,12 @@ pub(crate) mod props {
 
     struct Actor {
         outbox: Outbox,
-        rx: tokio::sync::mpsc::UnboundedReceiver<Out>,
+        rx: Outlet,
         session: Option<Session>,
     }
 
     fn actor() -> Actor {
-        let (outbox, rx, _) = Outbox::new(1 << 20);
+        let (outbox, rx) = Outbox::new(1 << 20);
         Actor {
             outbox,
             rx,
@@ -494,9 +500,9 @@ pub(crate) mod props {
     }
 
     /// What an observer heard: per peer, joins and departures.
-    fn heard(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Out>) -> HashMap<String, (u32, u32)> {
+    fn heard(rx: &mut Outlet) -> HashMap<String, (u32, u32)> {
         let mut seen: HashMap<String, (u32, u32)> = HashMap::new();
-        while let Ok(Out::Frame(f)) = rx.try_recv() {
+        while let Some(Out::Frame(f)) = rx.try_recv() {
             let v: serde_json::Value = serde_json::from_str(&f).expect("json");
             match v["type"].as_str() {
                 Some("peer-joined") => {

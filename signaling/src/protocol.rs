@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// The version this module speaks, and its WebSocket subprotocol.
 pub const VERSION: u32 = 1;
@@ -235,6 +236,110 @@ pub fn parse_client(text: &str) -> Result<Parsed, (ProtoError, Option<Value>)> {
     Ok(Parsed { msg, reference })
 }
 
+/// An offer, answer or candidate read without building a `serde_json::Value`: the payload
+/// (the `sdp` string or the `candidate` object) stays the JSON text the client wrote, already
+/// validated, and is relayed as it is, never unescaped and escaped again (the 2.5 KB SDP was
+/// the bulk of a relay's parsing cost).
+#[derive(Debug, Clone)]
+pub struct RelayIn<'a> {
+    pub kind: RelayKind,
+    pub to: std::borrow::Cow<'a, str>,
+    pub payload: &'a RawValue,
+    /// The client's `id`, as written (a number, or a string of at most [`MAX_REF_CHARS`]).
+    pub reference: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct RelayWire<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(borrow)]
+    to: std::borrow::Cow<'a, str>,
+    #[serde(default, borrow)]
+    sdp: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    candidate: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    id: Option<&'a RawValue>,
+}
+
+/// The fast path for the frames that make up almost all traffic. `None` for anything else or
+/// anything unusual (an escaped `type`, a duplicate key, a null candidate, a bad `id`): the
+/// caller then uses [`parse_client`], which gives the precise answer or error. Whatever this
+/// accepts, [`parse_client`] accepts as the same message.
+pub fn parse_relay(text: &str) -> Option<RelayIn<'_>> {
+    if !text.trim_start().starts_with('{') {
+        return None;
+    }
+    let wire: RelayWire<'_> = serde_json::from_str(text).ok()?;
+    let (kind, payload) = match wire.kind {
+        "offer" => (RelayKind::Offer, wire.sdp?),
+        "answer" => (RelayKind::Answer, wire.sdp?),
+        "candidate" => (RelayKind::Candidate, wire.candidate?),
+        _ => return None,
+    };
+    let want = if kind == RelayKind::Candidate {
+        '{'
+    } else {
+        '"'
+    };
+    if !payload.get().starts_with(want) {
+        return None;
+    }
+    let reference = match wire.id {
+        None => None,
+        Some(id) if id.get() == "null" => None,
+        Some(id)
+            if id
+                .get()
+                .starts_with(|c: char| c == '-' || c.is_ascii_digit()) =>
+        {
+            Some(id)
+        }
+        Some(id) => {
+            let s: String = serde_json::from_str(id.get()).ok()?;
+            (s.chars().count() <= MAX_REF_CHARS).then_some(id)?;
+            Some(id)
+        }
+    };
+    Some(RelayIn {
+        kind,
+        to: wire.to,
+        payload,
+        reference,
+    })
+}
+
+/// The frame that relays `payload` (raw JSON, as [`parse_relay`] read it) from `from`: the
+/// same object `ServerMsg::{Offer, Answer, Candidate}` serializes to, in one allocation.
+pub fn relay_frame(kind: RelayKind, from: &str, payload: &RawValue) -> String {
+    let field = match kind {
+        RelayKind::Offer | RelayKind::Answer => "sdp",
+        RelayKind::Candidate => "candidate",
+    };
+    let mut out = String::with_capacity(payload.get().len() + from.len() + 48);
+    out.push_str(r#"{"type":""#);
+    out.push_str(kind.as_str());
+    out.push_str(r#"","from":"#);
+    // Peer ids are generated (`p-` and hex) and need no escaping; anything else is escaped.
+    if from
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        out.push('"');
+        out.push_str(from);
+        out.push('"');
+    } else {
+        out.push_str(&Value::String(from.to_owned()).to_string());
+    }
+    out.push_str(",\"");
+    out.push_str(field);
+    out.push_str("\":");
+    out.push_str(payload.get());
+    out.push('}');
+    out
+}
+
 /// The client's `id`, to echo as `ref` in errors.
 fn take_reference(obj: &mut serde_json::Map<String, Value>) -> Result<Option<Value>, ProtoError> {
     match obj.remove("id") {
@@ -456,6 +561,39 @@ mod tests {
     }
 
     #[test]
+    fn the_relay_fast_path_takes_relays_and_leaves_the_rest() {
+        let offer = r#"{"type":"offer","to":"p-1","sdp":"v=0\r\n","id":"a"}"#;
+        let fast = parse_relay(offer).expect("an offer");
+        assert_eq!((fast.kind, fast.to.as_ref()), (RelayKind::Offer, "p-1"));
+        assert_eq!(fast.payload.get(), r#""v=0\r\n""#);
+        let frame = relay_frame(fast.kind, "p-2", fast.payload);
+        assert_eq!(frame, r#"{"type":"offer","from":"p-2","sdp":"v=0\r\n"}"#);
+        let cand = r#"{"type":"candidate","to":"p-1","candidate":{"candidate":"c","sdpMid":"0"}}"#;
+        assert_eq!(
+            parse_relay(cand).expect("candidate").kind,
+            RelayKind::Candidate
+        );
+        // Left to the full parse: other types, null candidates, wrong payload types, duplicate
+        // keys, long ids, arrays.
+        for text in [
+            r#"{"type":"join","room":"r"}"#,
+            r#"{"type":"candidate","to":"p-1","candidate":null}"#,
+            r#"{"type":"offer","to":"p-1","sdp":5}"#,
+            r#"{"type":"candidate","to":"p-1","candidate":"x"}"#,
+            r#"{"type":"offer","to":"p-1","sdp":"a","sdp":"b"}"#,
+            r#"{"type":"offer","to":"p-1","sdp":"a","id":{"x":1}}"#,
+            r#"["offer"]"#,
+        ] {
+            assert!(parse_relay(text).is_none(), "{text}");
+        }
+        let long_id = format!(
+            r#"{{"type":"offer","to":"p","sdp":"a","id":"{}"}}"#,
+            "x".repeat(65)
+        );
+        assert!(parse_relay(&long_id).is_none());
+    }
+
+    #[test]
     fn bad_input_maps_to_codes() {
         assert_eq!(code_of("not json"), ErrorCode::BadJson);
         assert_eq!(code_of("[1,2]"), ErrorCode::BadJson);
@@ -629,6 +767,35 @@ mod props {
                         .expect("error frames are JSON");
                     prop_assert_eq!(&v["type"], "error");
                 }
+            }
+        }
+
+        /// The fast path agrees with `parse_client` on everything it accepts, and its frame is
+        /// the one `ServerMsg` serializes (as JSON).
+        #[test]
+        fn the_relay_fast_path_matches_the_full_parse(text in frame()) {
+            if let Some(fast) = parse_relay(&text) {
+                let Ok(Parsed { msg, reference }) = parse_client(&text) else {
+                    return Err(TestCaseError::fail(format!("fast path took a bad frame: {text}")));
+                };
+                let fast_ref = fast.reference.map(|r| serde_json::from_str::<Value>(r.get()).expect("id"));
+                prop_assert_eq!(fast_ref, reference);
+                let from = "p-0123abcd";
+                let slow = match &msg {
+                    ClientMsg::Offer(m) => ServerMsg::Offer { from, sdp: &m.sdp }.to_text(),
+                    ClientMsg::Answer(m) => ServerMsg::Answer { from, sdp: &m.sdp }.to_text(),
+                    ClientMsg::Candidate(m) => ServerMsg::Candidate { from, candidate: &m.candidate }.to_text(),
+                    other => return Err(TestCaseError::fail(format!("fast path took {other:?}: {text}"))),
+                };
+                let to = match &msg {
+                    ClientMsg::Offer(m) | ClientMsg::Answer(m) => &m.to,
+                    ClientMsg::Candidate(m) => &m.to,
+                    _ => unreachable!("matched above"),
+                };
+                prop_assert_eq!(&fast.to, to);
+                let fast_frame: Value = serde_json::from_str(&relay_frame(fast.kind, from, fast.payload)).expect("json");
+                let slow_frame: Value = serde_json::from_str(&slow).expect("json");
+                prop_assert_eq!(fast_frame, slow_frame);
             }
         }
     }

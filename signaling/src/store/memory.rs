@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
-use super::{LocalPeers, PeerRecord, Presence, RoomStore, StoreError};
+use super::{Frame, LocalPeers, PeerRecord, Presence, RoomStore, StoreError};
 use crate::protocol::PeerInfo;
 
 pub struct MemoryStore {
@@ -124,7 +124,7 @@ impl RoomStore for MemoryStore {
         })
     }
 
-    async fn send(&self, room: &str, to: &str, frame: Arc<str>) -> Result<bool, StoreError> {
+    async fn send(&self, room: &str, to: &str, frame: Frame) -> Result<bool, StoreError> {
         let member = self.with_rooms(|rooms| {
             rooms
                 .get(room)
@@ -141,10 +141,10 @@ impl RoomStore for MemoryStore {
         room: &str,
         except: &str,
         _: Presence,
-        frame: Arc<str>,
+        frame: Frame,
     ) -> Result<(), StoreError> {
         for id in self.recipients(room, Some(except))? {
-            self.local.deliver(&id, Arc::clone(&frame));
+            self.local.deliver(&id, frame.clone());
         }
         Ok(())
     }

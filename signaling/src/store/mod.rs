@@ -9,13 +9,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::protocol::PeerInfo;
 
 pub mod memory;
+mod outbox;
 pub mod redis;
+
+pub use outbox::{Frame, Out, Outbox, Outlet, PING_COST, Refused};
 
 /// A seat in a room as the store keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,129 +83,17 @@ pub trait RoomStore: Send + Sync + 'static {
     /// Give up a seat. With `epoch`, only if the seat was not resumed since. True if removed.
     async fn leave(&self, room: &str, peer: &str, epoch: Option<u64>) -> Result<bool, StoreError>;
     /// Send a frame to one peer of the room. False if it is not a member.
-    async fn send(&self, room: &str, to: &str, frame: Arc<str>) -> Result<bool, StoreError>;
+    async fn send(&self, room: &str, to: &str, frame: Frame) -> Result<bool, StoreError>;
     /// Tell every peer of the room but `subject` that `subject` joined or left (`frame`).
     async fn broadcast(
         &self,
         room: &str,
         subject: &str,
         presence: Presence,
-        frame: Arc<str>,
+        frame: Frame,
     ) -> Result<(), StoreError>;
     /// Whether the store can serve (for `/readyz`).
     fn ready(&self) -> bool;
-}
-
-/// A connection's outbound queue, bounded in bytes: whatever is queued and not yet written
-/// (relayed frames and the connection's own replies) counts against one budget, so a peer that
-/// stops reading pins at most that much memory before it is cut off.
-#[derive(Debug, Clone)]
-pub struct Outbox {
-    tx: mpsc::UnboundedSender<Out>,
-    budget: Arc<Semaphore>,
-    /// While a join is under way: room frames wait here, so the `joined` reply goes first.
-    held: Arc<Mutex<Option<Vec<Arc<str>>>>>,
-    holding: Arc<AtomicBool>,
-}
-
-/// Budget cost of a queued ping.
-pub const PING_COST: usize = 64;
-
-/// What the writer of a connection is asked to do.
-#[derive(Debug)]
-pub enum Out {
-    /// A text frame; its bytes were taken from the budget and go back once written.
-    Frame(Arc<str>),
-    /// A ping ([`PING_COST`] bytes of the budget).
-    Ping,
-    /// The close frame, then stop writing.
-    Close(u16, &'static str),
-}
-
-/// Why a frame could not be queued.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refused {
-    /// The budget is spent: the peer is not reading fast enough.
-    Full,
-    /// The connection's writer is gone.
-    Closed,
-}
-
-impl Outbox {
-    pub fn new(max_bytes: usize) -> (Outbox, mpsc::UnboundedReceiver<Out>, Arc<Semaphore>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let budget = Arc::new(Semaphore::new(max_bytes));
-        let outbox = Outbox {
-            tx,
-            budget: Arc::clone(&budget),
-            held: Arc::default(),
-            holding: Arc::default(),
-        };
-        (outbox, rx, budget)
-    }
-
-    /// Queue a text frame if the byte budget allows it.
-    pub fn push(&self, frame: Arc<str>) -> Result<(), Refused> {
-        self.take_budget(frame.len())?;
-        if self.holding.load(Ordering::Acquire) {
-            let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(list) = held.as_mut() {
-                list.push(frame);
-                return Ok(());
-            }
-        }
-        self.tx.send(Out::Frame(frame)).map_err(|_| Refused::Closed)
-    }
-
-    fn take_budget(&self, bytes: usize) -> Result<(), Refused> {
-        let bytes = u32::try_from(bytes).map_err(|_| Refused::Full)?;
-        match self.budget.try_acquire_many(bytes) {
-            Ok(permit) => permit.forget(),
-            Err(tokio::sync::TryAcquireError::NoPermits) => return Err(Refused::Full),
-            Err(tokio::sync::TryAcquireError::Closed) => return Err(Refused::Closed),
-        }
-        Ok(())
-    }
-
-    /// Hold room frames from now on: the connection is joining, and the room may hear of it
-    /// (and send it frames) before its `joined` reply is ready.
-    pub fn hold(&self) {
-        *self.held.lock().unwrap_or_else(|p| p.into_inner()) = Some(Vec::new());
-        self.holding.store(true, Ordering::Release);
-    }
-
-    /// Queue `first` (the `joined` reply), then what was held meanwhile, in order.
-    pub fn release(&self, first: Option<Arc<str>>) -> Result<(), Refused> {
-        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        let list = held.take().unwrap_or_default();
-        self.holding.store(false, Ordering::Release);
-        let mut result = Ok(());
-        if let Some(f) = first {
-            result = self.take_budget(f.len());
-            if result.is_ok() {
-                result = self.tx.send(Out::Frame(f)).map_err(|_| Refused::Closed);
-            }
-        }
-        for f in list {
-            let _ = self.tx.send(Out::Frame(f));
-        }
-        result
-    }
-
-    /// Queue a ping; it costs [`PING_COST`] of the budget, since the pings of a peer that
-    /// stops reading pile up too.
-    pub fn ping(&self) -> Result<(), Refused> {
-        match self.budget.try_acquire_many(PING_COST as u32) {
-            Ok(permit) => permit.forget(),
-            Err(_) => return Err(Refused::Full),
-        }
-        self.tx.send(Out::Ping).map_err(|_| Refused::Closed)
-    }
-
-    /// Queue the close frame (once per connection, outside the budget).
-    pub fn control(&self, out: Out) {
-        let _ = self.tx.send(out);
-    }
 }
 
 /// A connection on this process, as the router sees it.
@@ -293,21 +183,25 @@ impl LocalPeers {
         }
     }
 
-    pub fn deliver(&self, peer: &str, frame: Arc<str>) -> Delivery {
-        let conn = match self.conns.lock() {
-            Ok(m) => m.get(peer).cloned(),
+    pub fn deliver(&self, peer: &str, frame: Frame) -> Delivery {
+        // Queued under the map's lock (a push never waits): no clone of the entry per frame.
+        let pushed = match self.conns.lock() {
+            Ok(m) => match m.get(peer) {
+                Some(conn) => match conn.tx.push(frame) {
+                    Ok(()) => return Delivery::Delivered,
+                    Err(Refused::Full) => Some(conn.kill.clone()),
+                    Err(Refused::Closed) => None,
+                },
+                None => None,
+            },
             Err(_) => None,
         };
-        let Some(conn) = conn else {
-            return Delivery::Absent;
-        };
-        match conn.tx.push(frame) {
-            Ok(()) => Delivery::Delivered,
-            Err(Refused::Full) => {
-                conn.kill.too_slow();
+        match pushed {
+            Some(kill) => {
+                kill.too_slow();
                 Delivery::CutOff
             }
-            Err(Refused::Closed) => Delivery::Absent,
+            None => Delivery::Absent,
         }
     }
 
@@ -330,38 +224,5 @@ impl LocalPeers {
             .lock()
             .map(|m| m.get(peer).is_some_and(|c| c.room == room))
             .unwrap_or(false)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Frames the room sends while a join is under way come after the `joined` reply: a
-    /// client must never hear of a peer before it knows its own seat (the load generator
-    /// caught this when the writer moved to its own task).
-    #[test]
-    fn held_frames_follow_the_joined_reply() {
-        let (outbox, mut rx, _) = Outbox::new(1 << 20);
-        outbox.hold();
-        outbox.push("peer-joined".into()).expect("held");
-        assert!(rx.try_recv().is_err(), "held, not sent");
-        outbox.release(Some("joined".into())).expect("released");
-        outbox.push("offer".into()).expect("sent");
-        let order: Vec<String> = std::iter::from_fn(|| match rx.try_recv() {
-            Ok(Out::Frame(f)) => Some(f.to_string()),
-            _ => None,
-        })
-        .collect();
-        assert_eq!(order, ["joined", "peer-joined", "offer"]);
-    }
-
-    #[test]
-    fn the_budget_is_in_bytes() {
-        let (outbox, _rx, budget) = Outbox::new(10);
-        outbox.push("12345678".into()).expect("fits");
-        assert_eq!(outbox.push("123".into()), Err(Refused::Full));
-        budget.add_permits(8);
-        outbox.push("123".into()).expect("fits again once written");
     }
 }

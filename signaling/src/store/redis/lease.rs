@@ -8,7 +8,7 @@ use fred::prelude::*;
 
 use super::{PREFIX, RedisStore, replica_set_key, room_key};
 use crate::protocol::{LeaveReason, ServerMsg};
-use crate::store::{Presence, RoomStore};
+use crate::store::{Frame, Presence, RoomStore};
 
 impl RedisStore {
     pub(super) fn spawn_lease_loop(self: &Arc<Self>) {
@@ -111,7 +111,7 @@ impl RedisStore {
     }
 
     async fn announce_left(&self, room: &str, peer: &str) {
-        let frame: Arc<str> = ServerMsg::PeerLeft {
+        let frame: Frame = ServerMsg::PeerLeft {
             peer_id: peer,
             reason: LeaveReason::Timeout,
         }
@@ -152,7 +152,7 @@ impl RedisStore {
                         fred::error::Error::new(fred::error::ErrorKind::Unknown, e.to_string())
                     })?;
                     let info = rec.info();
-                    let frame: Arc<str> = ServerMsg::PeerJoined { peer: &info }.to_text().into();
+                    let frame: Frame = ServerMsg::PeerJoined { peer: &info }.to_text().into();
                     if let Err(e) = self.broadcast(&room, &id, Presence::Joined, frame).await {
                         tracing::warn!(error = %e, room, "could not announce a re-registered peer");
                     }

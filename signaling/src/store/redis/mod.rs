@@ -33,7 +33,7 @@ use fred::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
-use super::{LocalPeers, PeerRecord, Presence, RoomStore, StoreError};
+use super::{Frame, LocalPeers, PeerRecord, Presence, RoomStore, StoreError};
 use crate::protocol::PeerInfo;
 
 pub mod envelope;
@@ -210,12 +210,7 @@ impl RedisStore {
     }
 
     /// Route a frame by the room hash, when this replica's view does not know the peer.
-    async fn send_by_script(
-        &self,
-        room: &str,
-        to: &str,
-        frame: Arc<str>,
-    ) -> Result<bool, StoreError> {
+    async fn send_by_script(&self, room: &str, to: &str, frame: Frame) -> Result<bool, StoreError> {
         let outcome: Result<String, _> = self
             .scripts
             .send
@@ -227,7 +222,7 @@ impl RedisStore {
             .await;
         let replica = match outcome {
             Ok(replica) => replica,
-            Err(e) if self.deliver_locally(room, to, Arc::clone(&frame)) => {
+            Err(e) if self.deliver_locally(room, to, frame.clone()) => {
                 tracing::debug!(error = %e, room, "Redis unavailable; delivered locally");
                 return Ok(true);
             }
@@ -248,7 +243,7 @@ impl RedisStore {
     }
 
     /// While Redis is away, peers of one room on this replica can still reach each other.
-    fn deliver_locally(&self, room: &str, to: &str, frame: Arc<str>) -> bool {
+    fn deliver_locally(&self, room: &str, to: &str, frame: Frame) -> bool {
         if self.local.is_in_room(to, room) {
             self.local.deliver(to, frame);
             true
@@ -359,7 +354,7 @@ impl RoomStore for RedisStore {
         }
     }
 
-    async fn send(&self, room: &str, to: &str, frame: Arc<str>) -> Result<bool, StoreError> {
+    async fn send(&self, room: &str, to: &str, frame: Frame) -> Result<bool, StoreError> {
         let Some(replica) = self.view.where_is(room, to) else {
             return self.send_by_script(room, to, frame).await;
         };
@@ -379,7 +374,7 @@ impl RoomStore for RedisStore {
         room: &str,
         except: &str,
         presence: Presence,
-        frame: Arc<str>,
+        frame: Frame,
     ) -> Result<(), StoreError> {
         let kind = match presence {
             Presence::Joined => envelope::Kind::Joined,
@@ -413,7 +408,7 @@ impl RoomStore for RedisStore {
             }
         };
         for id in local {
-            self.local.deliver(&id, Arc::clone(&frame));
+            self.local.deliver(&id, frame.clone());
         }
         Ok(())
     }

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 
 use super::PREFIX;
 use super::envelope;
+use crate::store::Frame;
 
 /// A batch is closed at this many bytes (a frame is at most the 64 KiB message limit, so a
 /// batch stays under twice that).
@@ -28,7 +29,7 @@ type Queues = Arc<Mutex<HashMap<Arc<str>, mpsc::UnboundedSender<Pending>>>>;
 struct Pending {
     room: Arc<str>,
     to: Box<str>,
-    frame: Arc<str>,
+    frame: Frame,
 }
 
 pub struct Publisher {
@@ -45,7 +46,7 @@ impl Publisher {
     }
 
     /// Queue a frame for `to` in `room`, held by `replica`.
-    pub fn send(&self, replica: &Arc<str>, room: &str, to: &str, frame: Arc<str>) {
+    pub fn send(&self, replica: &Arc<str>, room: &str, to: &str, frame: Frame) {
         let mut pending = Pending {
             room: room.into(),
             to: to.into(),

@@ -9,7 +9,7 @@ use fred::prelude::*;
 
 use super::envelope::{self, Kind, Record};
 use super::{PREFIX, RedisStore};
-use crate::store::Delivery;
+use crate::store::{Delivery, Frame};
 
 impl RedisStore {
     pub(super) fn spawn_subscriber(self: &Arc<Self>) {
@@ -67,18 +67,18 @@ impl RedisStore {
             }
             Kind::Frame | Kind::Forwarded => {}
         }
-        let frame: Arc<str> = rec.frame.into();
+        let frame: Frame = rec.frame.into();
         for to in rec.to() {
-            let delivery = self.local.deliver(to, Arc::clone(&frame));
+            let delivery = self.local.deliver(to, frame.clone());
             if delivery == Delivery::Absent && rec.kind == Kind::Frame {
-                self.forward(rec.room, to, Arc::clone(&frame));
+                self.forward(rec.room, to, frame.clone());
             }
         }
     }
 
     /// A frame for a peer that is not here: unless its seat is ours (its connection is between
     /// a loss and a resume), it moved; the room hash knows where.
-    fn forward(self: &Arc<Self>, room: &str, to: &str, frame: Arc<str>) {
+    fn forward(self: &Arc<Self>, room: &str, to: &str, frame: Frame) {
         if self
             .view
             .where_is(room, to)

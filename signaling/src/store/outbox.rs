@@ -1,0 +1,336 @@
+//! A connection's outbound queue, bounded in bytes: whatever is queued and not yet written
+//! (relayed frames and the connection's own replies) counts against one budget, so a peer that
+//! stops reading pins at most that much memory before it is cut off.
+//!
+//! One allocation per connection: a mutex-guarded queue that holds no memory while empty, a
+//! `Notify` for the writer, and the byte count. (tokio's unbounded channel, used before, keeps
+//! a 32-slot block per connection even when idle, plus a semaphore and two more `Arc`s: about
+//! 1.5 KiB of every joined connection.) The writer takes the whole queue at once, so a burst
+//! costs one lock on its side.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// A text frame as queued and written: serialized once, shared by every recipient, handed to
+/// the WebSocket layer without a copy.
+pub type Frame = Utf8Bytes;
+
+/// Budget cost of a queued ping.
+pub const PING_COST: usize = 64;
+
+/// What the writer of a connection is asked to do.
+#[derive(Debug)]
+pub enum Out {
+    /// A text frame; its bytes were taken from the budget and go back once written.
+    Frame(Frame),
+    /// A ping ([`PING_COST`] bytes of the budget).
+    Ping,
+    /// The close frame, then stop writing.
+    Close(u16, &'static str),
+}
+
+impl Out {
+    /// Bytes of the budget this item holds until written.
+    pub fn cost(&self) -> usize {
+        match self {
+            Out::Frame(f) => f.len(),
+            Out::Ping => PING_COST,
+            Out::Close(..) => 0,
+        }
+    }
+}
+
+/// Why a frame could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The budget is spent: the peer is not reading fast enough.
+    Full,
+    /// The connection's writer is gone.
+    Closed,
+}
+
+#[derive(Debug)]
+struct State {
+    queue: VecDeque<Out>,
+    /// Bytes queued and not yet written.
+    queued: usize,
+    max: usize,
+    /// While a join is under way: room frames wait here, so the `joined` reply goes first.
+    held: Option<Vec<Frame>>,
+    /// The writer is gone.
+    closed: bool,
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    wake: Notify,
+    /// Live [`Outbox`] handles; the writer ends when the last one is gone and the queue is empty.
+    senders: AtomicUsize,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every update is a few field writes that cannot panic halfway; a poisoned lock still
+        // holds a consistent queue.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The sending side (the connection itself, and the router's entry for it).
+#[derive(Debug)]
+pub struct Outbox {
+    shared: Arc<Shared>,
+}
+
+/// The writer's side.
+#[derive(Debug)]
+pub struct Outlet {
+    shared: Arc<Shared>,
+}
+
+impl Clone for Outbox {
+    fn clone(&self) -> Self {
+        self.shared.senders.fetch_add(1, Ordering::Relaxed);
+        Outbox {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        if self.shared.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.shared.wake.notify_one();
+        }
+    }
+}
+
+impl Drop for Outlet {
+    fn drop(&mut self) {
+        let mut st = self.shared.lock();
+        st.closed = true;
+        st.queue = VecDeque::new();
+        st.held = None;
+    }
+}
+
+impl Outbox {
+    pub fn new(max_bytes: usize) -> (Outbox, Outlet) {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                queued: 0,
+                max: max_bytes,
+                held: None,
+                closed: false,
+            }),
+            wake: Notify::new(),
+            senders: AtomicUsize::new(1),
+        });
+        let outlet = Outlet {
+            shared: Arc::clone(&shared),
+        };
+        (Outbox { shared }, outlet)
+    }
+
+    /// Queue a text frame if the byte budget allows it.
+    pub fn push(&self, frame: Frame) -> Result<(), Refused> {
+        {
+            let mut st = self.shared.lock();
+            take_budget(&mut st, frame.len())?;
+            if let Some(held) = st.held.as_mut() {
+                held.push(frame);
+                return Ok(());
+            }
+            st.queue.push_back(Out::Frame(frame));
+        }
+        self.shared.wake.notify_one();
+        Ok(())
+    }
+
+    /// Hold room frames from now on: the connection is joining, and the room may hear of it
+    /// (and send it frames) before its `joined` reply is ready.
+    pub fn hold(&self) {
+        self.shared.lock().held = Some(Vec::new());
+    }
+
+    /// Queue `first` (the `joined` reply), then what was held meanwhile, in order.
+    pub fn release(&self, first: Option<Frame>) -> Result<(), Refused> {
+        let mut result = Ok(());
+        {
+            let mut st = self.shared.lock();
+            let held = st.held.take().unwrap_or_default();
+            if let Some(f) = first {
+                result = take_budget(&mut st, f.len());
+                if result.is_ok() {
+                    st.queue.push_back(Out::Frame(f));
+                }
+            }
+            if !st.closed {
+                st.queue.extend(held.into_iter().map(Out::Frame));
+            }
+        }
+        self.shared.wake.notify_one();
+        result
+    }
+
+    /// Queue a ping; it costs [`PING_COST`] of the budget, since the pings of a peer that
+    /// stops reading pile up too.
+    pub fn ping(&self) -> Result<(), Refused> {
+        {
+            let mut st = self.shared.lock();
+            take_budget(&mut st, PING_COST)?;
+            st.queue.push_back(Out::Ping);
+        }
+        self.shared.wake.notify_one();
+        Ok(())
+    }
+
+    /// Queue the close frame (once per connection, outside the budget).
+    pub fn control(&self, out: Out) {
+        {
+            let mut st = self.shared.lock();
+            if st.closed {
+                return;
+            }
+            st.queue.push_back(out);
+        }
+        self.shared.wake.notify_one();
+    }
+}
+
+fn take_budget(st: &mut State, bytes: usize) -> Result<(), Refused> {
+    if st.closed {
+        return Err(Refused::Closed);
+    }
+    if bytes > st.max.saturating_sub(st.queued) {
+        return Err(Refused::Full);
+    }
+    st.queued += bytes;
+    Ok(())
+}
+
+impl Outlet {
+    /// Wait until something is queued and take all of it (in order). `None` once every
+    /// [`Outbox`] is gone and nothing is left.
+    pub async fn next_batch(&mut self) -> Option<VecDeque<Out>> {
+        loop {
+            {
+                let mut st = self.shared.lock();
+                if !st.queue.is_empty() {
+                    // Taken, not swapped: an idle connection keeps no queue capacity.
+                    return Some(std::mem::take(&mut st.queue));
+                }
+                if self.shared.senders.load(Ordering::Acquire) == 0 {
+                    return None;
+                }
+            }
+            // A push between the check and here leaves a permit: this returns at once.
+            self.shared.wake.notified().await;
+        }
+    }
+
+    /// The next item, one at a time (tests and tools).
+    pub async fn recv(&mut self) -> Option<Out> {
+        loop {
+            if let Some(out) = self.try_recv() {
+                return Some(out);
+            }
+            if self.shared.senders.load(Ordering::Acquire) == 0 {
+                return self.try_recv();
+            }
+            self.shared.wake.notified().await;
+        }
+    }
+
+    /// The next item if one is queued (its budget is given back at once).
+    pub fn try_recv(&mut self) -> Option<Out> {
+        let mut st = self.shared.lock();
+        let out = st.queue.pop_front()?;
+        st.queued = st.queued.saturating_sub(out.cost());
+        Some(out)
+    }
+
+    /// `bytes` of the budget were written to the socket: give them back.
+    pub fn written(&self, bytes: usize) {
+        let mut st = self.shared.lock();
+        st.queued = st.queued.saturating_sub(bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(rx: &mut Outlet) -> Vec<String> {
+        std::iter::from_fn(|| match rx.try_recv() {
+            Some(Out::Frame(f)) => Some(f.to_string()),
+            _ => None,
+        })
+        .collect()
+    }
+
+    /// Frames the room sends while a join is under way come after the `joined` reply: a
+    /// client must never hear of a peer before it knows its own seat (the load generator
+    /// caught this when the writer moved to its own task).
+    #[test]
+    fn held_frames_follow_the_joined_reply() {
+        let (outbox, mut rx) = Outbox::new(1 << 20);
+        outbox.hold();
+        outbox.push("peer-joined".into()).expect("held");
+        assert!(rx.try_recv().is_none(), "held, not sent");
+        outbox.release(Some("joined".into())).expect("released");
+        outbox.push("offer".into()).expect("sent");
+        assert_eq!(drain(&mut rx), ["joined", "peer-joined", "offer"]);
+    }
+
+    #[test]
+    fn the_budget_is_in_bytes() {
+        let (outbox, rx) = Outbox::new(10);
+        outbox.push("12345678".into()).expect("fits");
+        assert_eq!(outbox.push("123".into()), Err(Refused::Full));
+        rx.written(8);
+        outbox.push("123".into()).expect("fits again once written");
+    }
+
+    #[test]
+    fn a_gone_writer_refuses_frames() {
+        let (outbox, rx) = Outbox::new(10);
+        drop(rx);
+        assert_eq!(outbox.push("1".into()), Err(Refused::Closed));
+        assert_eq!(outbox.ping(), Err(Refused::Closed));
+    }
+
+    /// The writer takes a burst in one batch, in order, and ends once every sender is gone.
+    #[tokio::test]
+    async fn batches_in_order_until_the_last_sender_goes() {
+        let (outbox, mut rx) = Outbox::new(1 << 10);
+        let other = outbox.clone();
+        outbox.push("a".into()).expect("a");
+        other.push("b".into()).expect("b");
+        outbox.control(Out::Close(1000, "bye"));
+        let batch = rx.next_batch().await.expect("a batch");
+        let kinds: Vec<String> = batch
+            .iter()
+            .map(|o| match o {
+                Out::Frame(f) => f.to_string(),
+                Out::Ping => "ping".into(),
+                Out::Close(code, _) => code.to_string(),
+            })
+            .collect();
+        assert_eq!(kinds, ["a", "b", "1000"]);
+        drop(outbox);
+        let waiting = tokio::spawn(async move { rx.next_batch().await.is_none() });
+        tokio::task::yield_now().await;
+        drop(other);
+        assert!(
+            waiting.await.expect("no panic"),
+            "ends when the senders are gone"
+        );
+    }
+}
