@@ -171,6 +171,14 @@ pub fn build_turn_keys(
     }))
 }
 
+/// When the previous TURN secret expires, as seconds from `now` (for the requeue that removes
+/// it), if there is one.
+pub fn previous_expires_in(keys: &TurnKeys, now: u64) -> Option<u64> {
+    keys.previous
+        .as_ref()
+        .map(|(_, until)| until.saturating_sub(now))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,12 +306,4 @@ mod tests {
         cr.spec.turn.enabled = false;
         assert!(build_turn_keys(&cr, &obs, &[]).unwrap().is_none());
     }
-}
-
-/// When the previous TURN secret expires, as seconds from `now` (for the requeue that removes
-/// it), if there is one.
-pub fn previous_expires_in(keys: &TurnKeys, now: u64) -> Option<u64> {
-    keys.previous
-        .as_ref()
-        .map(|(_, until)| until.saturating_sub(now))
 }
