@@ -142,7 +142,7 @@ const mintedFrom = (server, secret) => createHmac('sha1', secret).update(server.
 
 /**
  * Allocate on every TURN-over-UDP URI of SERVERS from PAGE, as a browser does: gather relay
- * candidates. Resolves { relays: relayed addresses, errors: 'url code text' of refusals }.
+ * candidates. Resolves { relays: relayed addresses, errors: 'url code text' of the server's refusals }.
  */
 function allocateFrom(page, servers) {
   const turn = servers.filter((s) => [].concat(s.urls).some((u) => u.startsWith('turn:')))
@@ -150,7 +150,9 @@ function allocateFrom(page, servers) {
   return page.evaluate(async (iceServers) => {
     const pc = new RTCPeerConnection({ iceServers, iceTransportPolicy: 'relay' });
     const out = { relays: [], errors: [] };
-    pc.onicecandidateerror = (e) => out.errors.push(`${e.url} ${e.errorCode} ${e.errorText}`);
+    // Codes 300-699 are the server's STUN/TURN error answers (401: credential refused); 7xx are
+    // local (a socket closed with the connection, a timeout) and say nothing about TURN.
+    pc.onicecandidateerror = (e) => { if (e.errorCode < 700) out.errors.push(`${e.url} ${e.errorCode} ${e.errorText}`); };
     const done = new Promise((resolve) => {
       pc.onicecandidate = (e) => {
         if (!e.candidate) resolve();
