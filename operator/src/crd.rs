@@ -571,6 +571,10 @@ pub struct DrainingTurnNode {
     /// When the pod exits at the latest (its deletion time plus the grace period), RFC 3339.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<String>,
+    /// Relay allocations the pod still holds, UDP and TCP, as its TURN exporter counts them
+    /// (only with `turn.metrics.enabled`; absent when unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocations: Option<u64>,
 }
 
 /// Ready and desired pod counts of one component.

@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 
-use crate::build::{network_policy, redis, secrets, signaling, turn};
+use crate::build::{network_policy, redis, secrets, signaling, turn, turn_keys};
 use crate::crd::OtterDeployment;
 use crate::error::BuildError;
 use crate::kinds::Kind;
@@ -47,7 +47,7 @@ fn names<T: kube::Resource>(objs: &[T]) -> Vec<String> {
 impl Desired {
     /// Build everything. Pure: same inputs, same objects.
     pub fn build(cr: &OtterDeployment, obs: &Observed) -> Result<Self, BuildError> {
-        let secrets: Vec<Secret> = [
+        let mut secrets: Vec<Secret> = [
             secrets::build_turn_secret(cr, obs)?,
             secrets::build_token_secret(cr, obs)?,
             secrets::build_redis_url_secret(cr, obs)?,
@@ -55,6 +55,8 @@ impl Desired {
         .into_iter()
         .flatten()
         .collect();
+        // From the TURN Secret as built: what signaling mints with and coturn accepts.
+        secrets.extend(turn_keys::build_turn_keys(cr, obs, &secrets)?);
         let config_maps = [
             Some(signaling::build_config_map(cr, obs)?),
             turn::build_nodes_config_map(cr, obs)?,
@@ -126,7 +128,7 @@ mod tests {
         let d = Desired::build(&cr, &observed()).unwrap();
         assert_eq!(
             d.names_of(Kind::Secret),
-            vec!["demo-turn-secret", "demo-redis-url"]
+            vec!["demo-turn-secret", "demo-redis-url", "demo-turn-keys"]
         );
         assert_eq!(
             d.names_of(Kind::ConfigMap),

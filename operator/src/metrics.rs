@@ -1,6 +1,7 @@
 //! Prometheus metrics of the operator (`/metrics`, OpenMetrics text).
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
@@ -10,7 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::crd::{OtterDeployment, OtterDeploymentStatus};
+use crate::crd::{DrainingTurnNode, OtterDeployment, OtterDeploymentStatus};
 
 /// Outcome of one reconcile.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -63,6 +64,21 @@ pub struct Metrics {
     pub api_requests: Counter,
     /// TURN nodes clients can use, per OtterDeployment (see `set_turn_reachable`).
     pub turn_reachable_nodes: Family<DeploymentLabels, Gauge>,
+    /// Draining TURN nodes, per OtterDeployment (see `set_turn_draining`).
+    pub turn_draining_nodes: Family<DeploymentLabels, Gauge>,
+    /// Relay allocations a draining TURN node still holds, when counted.
+    pub turn_draining_allocations: Family<DrainingLabels, Gauge>,
+    /// The draining nodes with a series, per OtterDeployment, so ended drains are removed.
+    draining_series: Arc<Mutex<BTreeMap<String, BTreeSet<String>>>>,
+}
+
+/// Labels of `otter_turn_draining_allocations`: bounded by the TURN nodes.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DrainingLabels {
+    /// `namespace/name` of the OtterDeployment.
+    pub otterdeployment: String,
+    /// The draining node.
+    pub node: String,
 }
 
 impl Default for Metrics {
@@ -127,6 +143,18 @@ impl Metrics {
             "TURN nodes of an OtterDeployment that clients can use (0: relayed calls fail)",
             turn_reachable_nodes.clone(),
         );
+        let turn_draining_nodes = Family::<DeploymentLabels, Gauge>::default();
+        root.register(
+            "otter_turn_draining_nodes",
+            "TURN nodes of an OtterDeployment whose pod is draining (left the ICE servers, still relaying)",
+            turn_draining_nodes.clone(),
+        );
+        let turn_draining_allocations = Family::<DrainingLabels, Gauge>::default();
+        root.register(
+            "otter_turn_draining_allocations",
+            "Relay allocations a draining TURN node still holds (with turn.metrics.enabled)",
+            turn_draining_allocations.clone(),
+        );
         // Zero-valued series from the start, so the dashboard and alerts see every step.
         for kind in crate::error::Error::STEPS {
             let _ = errors.get_or_create(&ErrorLabels {
@@ -146,6 +174,54 @@ impl Metrics {
             leader,
             api_requests,
             turn_reachable_nodes,
+            turn_draining_nodes,
+            turn_draining_allocations,
+            draining_series: Arc::default(),
+        }
+    }
+
+    /// Set the drain gauges of `namespace/name` from its status; an empty list (no drain, or
+    /// the resource deleted) removes its per-node series.
+    pub fn set_turn_draining(&self, namespace: &str, name: &str, draining: &[DrainingTurnNode]) {
+        let otterdeployment = format!("{namespace}/{name}");
+        let labels = DeploymentLabels {
+            otterdeployment: otterdeployment.clone(),
+        };
+        let n = i64::try_from(draining.len()).unwrap_or(i64::MAX);
+        self.turn_draining_nodes.get_or_create(&labels).set(n);
+        let mut seen = match self.draining_series.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let now: BTreeSet<String> = draining
+            .iter()
+            .filter(|d| d.allocations.is_some())
+            .map(|d| d.node.clone())
+            .collect();
+        for gone in seen.get(&otterdeployment).into_iter().flatten() {
+            if !now.contains(gone) {
+                self.turn_draining_allocations.remove(&DrainingLabels {
+                    otterdeployment: otterdeployment.clone(),
+                    node: gone.clone(),
+                });
+            }
+        }
+        for d in draining {
+            if let Some(count) = d.allocations {
+                let labels = DrainingLabels {
+                    otterdeployment: otterdeployment.clone(),
+                    node: d.node.clone(),
+                };
+                let count = i64::try_from(count).unwrap_or(i64::MAX);
+                self.turn_draining_allocations
+                    .get_or_create(&labels)
+                    .set(count);
+            }
+        }
+        if now.is_empty() {
+            seen.remove(&otterdeployment);
+        } else {
+            seen.insert(otterdeployment, now);
         }
     }
 
@@ -273,5 +349,35 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
+    }
+
+    #[test]
+    fn drain_gauges_follow_the_status_and_forget_ended_drains() {
+        let m = Metrics::new();
+        let node = |n: &str, allocations| DrainingTurnNode {
+            node: n.into(),
+            pod: format!("turn-{n}"),
+            deadline: None,
+            allocations,
+        };
+        m.set_turn_draining("ns", "a", &[node("n1", Some(3)), node("n2", None)]);
+        let text = m.encode();
+        for line in [
+            "otter_turn_draining_nodes{otterdeployment=\"ns/a\"} 2",
+            "otter_turn_draining_allocations{otterdeployment=\"ns/a\",node=\"n1\"} 3",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        assert!(
+            !text.contains("node=\"n2\""),
+            "an unknown count has no series: {text}"
+        );
+        m.set_turn_draining("ns", "a", &[]);
+        let text = m.encode();
+        assert!(
+            text.contains("otter_turn_draining_nodes{otterdeployment=\"ns/a\"} 0"),
+            "{text}"
+        );
+        assert!(!text.contains("node=\"n1\""), "{text}");
     }
 }

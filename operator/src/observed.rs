@@ -79,6 +79,10 @@ pub struct DrainingNode {
     pub pod: String,
     /// When the pod exits at the latest: its deletion time plus its grace period.
     pub deadline: Option<k8s_openapi::jiff::Timestamp>,
+    /// The node address the pod binds (`status.hostIP`): where its TURN exporter listens.
+    pub host_ip: Option<IpAddr>,
+    /// Relay allocations it still holds, when its exporter said (`reconcile::drain`).
+    pub allocations: Option<u64>,
 }
 
 /// Secret values generated for this reconcile, used only when the Secret does not exist yet.
@@ -122,6 +126,11 @@ pub struct Observed {
     pub secrets: BTreeMap<String, Secret>,
     /// Values for generated Secrets that do not exist yet.
     pub fresh: FreshSecrets,
+    /// Every published TURN node accepts the pending TURN secret (`next` in `<name>-turn-keys`):
+    /// a probe Allocate with a credential minted from it succeeded on each (`build::turn_keys`).
+    pub turn_next_confirmed: bool,
+    /// The time of this reconcile, unix seconds (when a previous TURN secret expires).
+    pub unix_now: u64,
 }
 
 impl Default for FreshSecrets {

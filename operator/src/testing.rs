@@ -39,6 +39,8 @@ pub fn observed() -> Observed {
             token: "fresh-token".into(),
             redis_password: "fresh-redis".into(),
         },
+        turn_next_confirmed: false,
+        unix_now: 1_700_000_000,
     }
 }
 

@@ -1,10 +1,11 @@
 //! Secret rotation against the real coturn (`turnserver` and `turnadmin` from Debian's coturn
-//! package), driven by the very agent script the TURN pods run
-//! (`build::turn::SECRETS_AGENT_SCRIPT`): coturn reads the TURN REST API secrets from its SQLite
-//! user database on every request, so a rotation needs no restart. Proven here: after the
-//! Secret file changes, a credential of the new secret is accepted at once, one of the old
-//! secret too until the agent drops it; an allocation made with the old secret keeps refreshing
-//! after that; a fresh credential of the dropped secret is refused. And the TURN pods' drain
+//! package), driven by the very script the TURN pods run (`build::turn::SECRETS_SYNC_SCRIPT`)
+//! over a directory laid out like their mounted keys Secret (`build::turn_keys`): coturn reads
+//! the TURN REST API secrets from its SQLite user database on every request, so a rotation
+//! needs no restart. Proven here, phase by phase: a `next` value is accepted beside the current
+//! one; once it is current and the old one `previous`, both still are; once `previous` is
+//! removed (the operator does when `previous-until` has passed) the old one is refused, while an allocation made with it keeps refreshing; keys
+//! files gone (a Secret being replaced) leave coturn's secrets as they were. And the TURN pods' drain
 //! hook (`build::turn::DRAIN_SCRIPT`) waits while coturn holds a relay allocation, and returns
 //! as soon as the last one is released.
 
@@ -17,7 +18,7 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use std::io::{BufRead, BufReader};
 
-use otter_operator::build::turn::{DRAIN_SCRIPT, SECRETS_AGENT_SCRIPT, SECRETS_INIT_SCRIPT};
+use otter_operator::build::turn::{DRAIN_SCRIPT, SECRETS_SYNC_SCRIPT};
 use sha1::Sha1;
 
 const REALM: &str = "otter";
@@ -259,30 +260,50 @@ fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     panic!("timed out waiting until {what}");
 }
 
+/// Seed coturn's database from the keys in `keys` once, as the init container does.
+fn seed(keys: &Path, db: &Path) {
+    let seeded = Command::new("/bin/sh")
+        .args(["-c", SECRETS_SYNC_SCRIPT, "init"])
+        .args([keys.to_str().expect("utf8"), "0"])
+        .env("OTTER_TURN_DB", db)
+        .env("OTTER_TURN_REALM", REALM)
+        .status()
+        .expect("run the sync script once");
+    assert!(seeded.success(), "the init sync failed");
+}
+
+fn write_key(keys: &Path, key: &str, value: &str) {
+    std::fs::write(keys.join(key), value).expect("write key");
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+/// Allocate with a fresh credential of `secret`: 0 when allocated, else the error code.
+fn allocate_with(server: SocketAddr, secret: &str, id: &str) -> u16 {
+    let (user, pass) = credential(secret, id);
+    Client::new(server, user, &pass).allocate()
+}
+
 #[test]
-fn a_rotation_keeps_old_allocations_and_drops_the_old_secret_without_a_restart() {
+fn a_rotation_in_two_phases_keeps_old_allocations_and_drops_the_old_secret_without_a_restart() {
     need("turnadmin");
     let dir = std::env::temp_dir().join(format!("otter-coturn-secrets-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
-    let (secret_file, db) = (dir.join("turn-secret"), dir.join("turndb"));
-    std::fs::write(&secret_file, "old-secret").expect("write");
-
-    // The init container seeds the database before coturn starts.
-    let seeded = Command::new("/bin/sh")
-        .args(["-c", SECRETS_INIT_SCRIPT, "init"])
-        .env("OTTER_TURN_SECRET", "old-secret")
-        .env("OTTER_TURN_DB", &db)
-        .env("OTTER_TURN_REALM", REALM)
-        .status()
-        .expect("run the init script");
-    assert!(seeded.success());
+    let keys = dir.join("keys");
+    std::fs::create_dir_all(&keys).expect("dir");
+    let db = dir.join("turndb");
+    write_key(&keys, "turn-secret", "old-secret\n");
+    seed(&keys, &db);
     let (coturn, server) = start_coturn(&dir, &db, (45200, 45299));
-    // Keep the old secret 3 seconds after the change; poll every second.
     let _agent = Proc(
         Command::new("/bin/sh")
-            .args(["-c", SECRETS_AGENT_SCRIPT, "agent"])
-            .args([secret_file.to_str().expect("utf8"), "3", "1"])
+            .args(["-c", SECRETS_SYNC_SCRIPT, "agent"])
+            .args([keys.to_str().expect("utf8"), "1"])
             .env("OTTER_TURN_DB", &db)
             .env("OTTER_TURN_REALM", REALM)
             .spawn()
@@ -292,35 +313,51 @@ fn a_rotation_keeps_old_allocations_and_drops_the_old_secret_without_a_restart()
     let (user, pass) = credential("old-secret", "alice");
     let mut alice = Client::new(server, user, &pass);
     assert_eq!(alice.allocate(), 0, "the seeded secret allocates");
-    let (user, pass) = credential("new-secret", "early");
     assert_eq!(
-        Client::new(server, user, &pass).allocate(),
+        allocate_with(server, "new-secret", "early"),
         401,
         "a secret nobody set is refused"
     );
 
-    std::fs::write(&secret_file, "new-secret").expect("rotate");
-    eventually("the new secret is accepted", || {
-        let (user, pass) = credential("new-secret", "bob");
-        Client::new(server, user, &pass).allocate() == 0
+    // Phase 1: the operator adds `next`; coturn accepts it beside the current one.
+    write_key(&keys, "next", "new-secret");
+    eventually("the next secret is accepted", || {
+        allocate_with(server, "new-secret", "bob") == 0
     });
-    let (user, pass) = credential("old-secret", "carol");
+    assert_eq!(allocate_with(server, "old-secret", "carol"), 0);
+
+    // Phase 2: `next` becomes current, the old value previous (written in an order in which
+    // both stay wanted at every step, as the kubelet's atomic update guarantees anyway).
+    write_key(&keys, "previous-until", &(unix_now() + 3600).to_string());
+    write_key(&keys, "previous", "old-secret");
+    write_key(&keys, "turn-secret", "new-secret");
+    std::fs::remove_file(keys.join("next")).expect("remove next");
+    std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
-        Client::new(server, user, &pass).allocate(),
+        allocate_with(server, "old-secret", "dan"),
         0,
-        "the old secret is still accepted right after the rotation"
+        "the previous secret stays accepted until previous-until"
     );
+    assert_eq!(allocate_with(server, "new-secret", "dora"), 0);
+
+    // previous-until has passed: the operator removes previous, the agent drops the old value.
+    std::fs::remove_file(keys.join("previous")).expect("remove previous");
     eventually("the old secret is dropped", || {
-        let (user, pass) = credential("old-secret", "dave");
-        Client::new(server, user, &pass).allocate() == 401
+        allocate_with(server, "old-secret", "dave") == 401
     });
     assert_eq!(
         alice.refresh(),
         0,
         "an allocation made with the dropped secret keeps refreshing"
     );
-    let (user, pass) = credential("new-secret", "erin");
-    assert_eq!(Client::new(server, user, &pass).allocate(), 0);
+    assert_eq!(allocate_with(server, "new-secret", "erin"), 0);
+
+    // The keys files gone (a Secret being replaced): coturn keeps what it accepts.
+    for key in ["turn-secret", "previous-until"] {
+        std::fs::remove_file(keys.join(key)).expect("remove key");
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(allocate_with(server, "new-secret", "fred"), 0);
     drop(coturn);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -332,14 +369,10 @@ fn the_drain_hook_waits_for_the_last_allocation_and_no_longer() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
     let db = dir.join("turndb");
-    let seeded = Command::new("/bin/sh")
-        .args(["-c", SECRETS_INIT_SCRIPT, "init"])
-        .env("OTTER_TURN_SECRET", "s")
-        .env("OTTER_TURN_DB", &db)
-        .env("OTTER_TURN_REALM", REALM)
-        .status()
-        .expect("run the init script");
-    assert!(seeded.success());
+    let keys = dir.join("keys");
+    std::fs::create_dir_all(&keys).expect("dir");
+    write_key(&keys, "turn-secret", "s");
+    seed(&keys, &db);
     let (_coturn, server) = start_coturn(&dir, &db, (RELAY_MIN, RELAY_MAX));
     let (user, pass) = credential("s", "alice");
     let mut alice = Client::new(server, user, &pass);
@@ -379,4 +412,40 @@ fn the_drain_hook_waits_for_the_last_allocation_and_no_longer() {
     let status = hook.0.wait().expect("hook exit");
     assert!(status.success());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_drain_hook_counts_tcp_relays_but_not_established_connections() {
+    // An RFC 6062 TCP relay is a listening socket in the relay range; an established connection
+    // whose local port falls in the range (the node's own outgoing ones) is not a relay.
+    let (min, max) = (45400u16, 45420u16);
+    let listener = std::net::TcpListener::bind(("127.0.0.1", min + 3)).expect("bind in range");
+    let outside = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let client =
+        std::net::TcpStream::connect(outside.local_addr().expect("addr")).expect("connect");
+    let _accepted = outside.accept().expect("accept");
+    let mut hook = Proc(
+        Command::new("/bin/sh")
+            .args(["-c", DRAIN_SCRIPT, "drain", "60"])
+            .args([min.to_string(), max.to_string()])
+            .env("OTTER_TURN_PIDFILE", "/nonexistent/pidfile")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the drain hook"),
+    );
+    let mut lines = BufReader::new(hook.0.stdout.take().expect("stdout")).lines();
+    let first = lines.next().expect("a first line").expect("utf8");
+    assert!(first.contains("draining: 1 relay allocation(s)"), "{first}");
+    drop(listener);
+    let mut last = String::new();
+    for line in lines.by_ref() {
+        last = line.expect("utf8");
+        if last.contains("drained after") {
+            break;
+        }
+    }
+    assert!(last.contains(": 0 relay allocation(s) left"), "{last}");
+    assert!(hook.0.wait().expect("hook exit").success());
+    drop(client);
 }

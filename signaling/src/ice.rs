@@ -1,5 +1,7 @@
 //! Which STUN/TURN URIs clients get: the flags plus a JSON file that the operator writes and
-//! that is re-read when it changes (a TURN node joining or leaving needs no restart).
+//! that is re-read when it changes (a TURN node joining or leaving needs no restart). The TURN
+//! secret file is re-read the same way: the operator changes it only once every TURN node
+//! accepts the new value, so a rotation restarts no signaling pod.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -91,7 +93,7 @@ pub fn build(uris: &IceUris, turn_secret: Option<&[u8]>, id: &str, expiry: u64) 
 pub struct IceSource {
     flags: IceUris,
     file: RwLock<Arc<IceUris>>,
-    turn_secret: Option<Vec<u8>>,
+    turn_secret: RwLock<Option<Arc<[u8]>>>,
     ttl: Duration,
     /// Hand out TURN only: without STUN, browsers gather no server-reflexive candidates, and
     /// with `iceTransportPolicy: "relay"` peers never learn each other's addresses.
@@ -103,7 +105,7 @@ impl IceSource {
         Self {
             flags,
             file: RwLock::new(Arc::new(IceUris::default())),
-            turn_secret,
+            turn_secret: RwLock::new(turn_secret.map(Arc::from)),
             ttl,
             relay_only: false,
         }
@@ -150,12 +152,56 @@ impl IceSource {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
+        let secret = self
+            .turn_secret
+            .read()
+            .ok()
+            .and_then(|g| g.as_ref().map(Arc::clone));
         build(
             &self.current(),
-            self.turn_secret.as_deref(),
+            secret.as_deref(),
             id,
             now + self.ttl.as_secs(),
         )
+    }
+
+    fn set_turn_secret(&self, secret: Vec<u8>) {
+        if let Ok(mut g) = self.turn_secret.write() {
+            *g = Some(Arc::from(secret));
+        }
+    }
+
+    /// Re-read the TURN secret file every `every` (loaded once at start by the config): a new
+    /// value is minted with from then on. An unreadable or empty file keeps the last value, so
+    /// a Secret being replaced never leaves clients without TURN.
+    pub fn watch_turn_secret(self: Arc<Self>, path: PathBuf, every: Duration) {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            let mut last: Option<Vec<u8>> = None;
+            loop {
+                tick.tick().await;
+                let value = match read_to_string(&path).await {
+                    Ok(t) => t.trim_end().as_bytes().to_vec(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "keeping the last TURN secret");
+                        continue;
+                    }
+                };
+                if value.is_empty() {
+                    tracing::warn!(path = %path.display(), "empty TURN secret file: keeping the last TURN secret");
+                    continue;
+                }
+                if last.as_ref() == Some(&value) {
+                    continue;
+                }
+                let changed = last.is_some();
+                last = Some(value.clone());
+                self.set_turn_secret(value);
+                if changed {
+                    tracing::info!(path = %path.display(), "TURN secret changed: minting with the new one");
+                }
+            }
+        });
     }
 
     /// Load the file once now (an error here is fatal at start: a typo should not go unseen),
@@ -265,6 +311,43 @@ mod tests {
         std::fs::write(&path, "{broken").expect("write");
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(src.current().turn_uris, vec!["turn:b".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn a_new_turn_secret_file_is_minted_with_without_a_restart() {
+        let dir = std::env::temp_dir().join(format!("otter-ice-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("turn-secret");
+        std::fs::write(&path, "north\n").expect("write");
+        let flags = IceUris {
+            stun_uris: Vec::new(),
+            turn_uris: vec!["turn:a".into()],
+        };
+        let src = Arc::new(IceSource::new(
+            flags,
+            Some(b"north".to_vec()),
+            Duration::from_secs(60),
+        ));
+        Arc::clone(&src).watch_turn_secret(path.clone(), Duration::from_millis(20));
+        // Whether the credential handed out now is minted from `secret`.
+        let minted_from = |secret: &[u8]| {
+            let servers = src.servers_for("alice");
+            let username = servers[0].username.clone().expect("username");
+            let (expiry, _) = username.split_once(':').expect("expiry:id");
+            let expiry: u64 = expiry.parse().expect("number");
+            servers[0].credential == Some(turn::mint(secret, "alice", expiry).credential)
+        };
+        assert!(minted_from(b"north"));
+        std::fs::write(&path, "south\n").expect("write");
+        wait_for(|| minted_from(b"south")).await;
+        // An empty or missing file (a Secret being replaced) keeps the last value.
+        std::fs::write(&path, "\n").expect("write");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(minted_from(b"south"));
+        std::fs::remove_file(&path).expect("remove");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(minted_from(b"south"));
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     async fn wait_for(cond: impl Fn() -> bool) {

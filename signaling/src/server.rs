@@ -100,6 +100,9 @@ async fn build_hub(config: &Config) -> anyhow::Result<Arc<Hub>> {
         IceSource::new(flags, secrets.turn.clone(), config.turn_ttl)
             .with_relay_only(config.relay_only),
     );
+    if let (Some(path), Some(_)) = (&config.turn_secret_file, &secrets.turn) {
+        Arc::clone(&ice).watch_turn_secret(path.clone(), config.ice_config_poll);
+    }
     if let Some(path) = &config.ice_config {
         Arc::clone(&ice)
             .watch(path.clone(), config.ice_config_poll)

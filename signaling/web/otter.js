@@ -299,6 +299,7 @@ const ANSWER_TIMEOUT_MS = 8000; // no answer to our offer by then: it was lost, 
 const AWAIT_OFFER_MS = 4000; // an existing member offers itself if the newcomer's offer is late
 const PROGRESS_EVERY = 64; // receive progress event every this many chunks
 const CONNECT_TIMEOUT_MS = 12000; // a peer connection not connected by then is escalated
+const ICE_REFRESH_MIN_MS = 2000; // ICE restarts within this share one GET /v1/ice-servers
 
 /** What the `error` event's message says for each way a connection can fail to connect. */
 const DIAGNOSES = {
@@ -440,8 +441,7 @@ class Peer {
     const stages = this.call._escalationStages();
     this.connectStage += 1;
     if (this.connectStage <= stages.length) {
-      const iceServers = stages[this.connectStage - 1];
-      this.pc.setConfiguration({ ...this.pc.getConfiguration(), iceServers });
+      this._applyIceServers();
       this.relayGathered = false;
       this._armConnectTimer();
       await this.restartIce();
@@ -502,8 +502,21 @@ class Peer {
     if (this.closed || this.pc.connectionState === "closed") return;
     if (!this.call._joined) { this.restartWanted = true; return; } // after the rejoin
     this.restartWanted = false;
-    await this.call._freshIceServers(); // the restart gathers anew: TURN credentials must be valid
+    // The restart gathers anew: with the TURN nodes the server hands out now (a draining node
+    // is gone from them) and valid credentials.
+    await this.call._freshIceServers();
     if (!this.closed) this.pc.restartIce();
+  }
+
+  /**
+   * Set this connection's ICE servers from the call's current ones, kept to its escalation
+   * stage (TURN over TCP or TLS only) while it is in one.
+   */
+  _applyIceServers() {
+    if (this.closed) return;
+    const stages = this.call._escalationStages();
+    const iceServers = this.connectStage >= 1 && this.connectStage <= stages.length ? stages[this.connectStage - 1] : this.call._rtcConfig().iceServers;
+    this.pc.setConfiguration({ ...this.pc.getConfiguration(), iceServers });
   }
 
   /** Handle offer/answer/candidate from this peer, one at a time, in arrival order. */
@@ -705,6 +718,7 @@ export class Call extends EventTarget {
     this._policy = iceTransportPolicy;
     this._extraIce = iceServers;
     this._serverIce = [];
+    this._iceFetchedAt = 0; // when _serverIce came from the server (joined or a refetch)
     this._backoff = reconnect;
     // Ping well within the server's idle timeout (60 s by default).
     this._pingMs = keepalive.intervalMs ?? 15000;
@@ -844,13 +858,15 @@ export class Call extends EventTarget {
   }
 
   /**
-   * TURN credentials expire (`username` = "expiry:peer"): before an ICE restart, get fresh ones
-   * from GET /v1/ice-servers if those from `joined` expire within 5 minutes.
+   * Before an ICE restart, get the ICE servers anew from GET /v1/ice-servers: the TURN nodes
+   * the server hands out now (a draining or lost node is no longer among them) with fresh
+   * credentials (`username` = "expiry:peer"). Restarts of several peers within
+   * ICE_REFRESH_MIN_MS share one fetch, unless the credentials expire within 5 minutes.
    */
   async _freshIceServers() {
     const soon = Date.now() / 1000 + 300;
     const expiring = this._serverIce.some((s) => typeof s.username === "string" && /^\d+:/.test(s.username) && Number(s.username.split(":")[0]) < soon);
-    if (!expiring) return;
+    if (!expiring && !this._iceFetch && Date.now() - this._iceFetchedAt < ICE_REFRESH_MIN_MS) return;
     if (!this._iceFetch) {
       this._iceFetch = (async () => {
         try {
@@ -861,8 +877,8 @@ export class Call extends EventTarget {
           const body = await r.json();
           if (!Array.isArray(body.iceServers)) throw new OtterError(ErrorCode.SdkIce, "no iceServers in the answer");
           this._serverIce = body.iceServers;
-          const iceServers = this._rtcConfig().iceServers;
-          for (const p of this.peers.values()) if (!p.closed) p.pc.setConfiguration({ ...p.pc.getConfiguration(), iceServers });
+          this._iceFetchedAt = Date.now();
+          for (const p of this.peers.values()) p._applyIceServers();
         } catch (error) {
           this._error(ErrorCode.SdkIce, error); // carry on with what we have
         } finally {
@@ -990,6 +1006,7 @@ export class Call extends EventTarget {
     this.peerId = msg.peerId;
     this._resumeToken = msg.resumeToken;
     this._serverIce = msg.iceServers;
+    this._iceFetchedAt = Date.now();
     this._joined = true;
     this._attempt = 0;
     this._reconnectSoon = null;

@@ -3,7 +3,7 @@
 // on the live cluster, and deletion. The tests run in order and share the deployment.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, createHmac } from 'node:crypto';
 import { launch, openPage, joinCall, expectMediaEverywhere, firstFrameMs, peerStats } from '../e2e/lib/browser.mjs';
 import { roomToken } from '../../examples/room-tokens/mint.mjs';
 import {
@@ -122,6 +122,92 @@ test('a direct call works too', async () => {
   const stats = await expectMediaEverywhere([a, b], { timeoutMs: 30000 });
   for (const peers of Object.values(stats)) for (const s of Object.values(peers)) assert.notEqual(s.pair?.local, 'relay');
   for (const p of [a, b]) await p.context().close();
+});
+
+/** The ICE servers signaling hands a new join right now. */
+async function iceServers() {
+  const r = await fetch(`${state.url}/v1/ice-servers`, { headers: { authorization: `Bearer ${roomToken(tokenSecret, 'rotation', { ttlSeconds: 600 })}` } });
+  assert.ok(r.ok, `GET /v1/ice-servers: ${r.status}`);
+  return (await r.json()).iceServers;
+}
+
+/** The TURN keys the operator keeps (`<name>-turn-keys`), decoded. */
+async function turnKeys() {
+  const data = (await getJson(['get', 'secret', `${NAME}-turn-keys`, '-n', NS])).data ?? {};
+  return Object.fromEntries(Object.entries(data).map(([k, v]) => [k, Buffer.from(v, 'base64').toString()]));
+}
+
+/** Is the TURN credential of SERVER minted from SECRET? */
+const mintedFrom = (server, secret) => createHmac('sha1', secret).update(server.username).digest('base64') === server.credential;
+
+/**
+ * Allocate on every TURN-over-UDP URI of SERVERS from PAGE, as a browser does: gather relay
+ * candidates. Resolves { relays: relayed addresses, errors: 'url code text' of the server's refusals }.
+ */
+function allocateFrom(page, servers) {
+  const turn = servers.filter((s) => [].concat(s.urls).some((u) => u.startsWith('turn:')))
+    .map((s) => ({ ...s, urls: [].concat(s.urls).filter((u) => u.endsWith('transport=udp')) }));
+  return page.evaluate(async (iceServers) => {
+    const pc = new RTCPeerConnection({ iceServers, iceTransportPolicy: 'relay' });
+    const out = { relays: [], errors: [] };
+    // Codes 300-699 are the server's STUN/TURN error answers (401: credential refused); 7xx are
+    // local (a socket closed with the connection, a timeout) and say nothing about TURN.
+    pc.onicecandidateerror = (e) => { if (e.errorCode < 700) out.errors.push(`${e.url} ${e.errorCode} ${e.errorText}`); };
+    const done = new Promise((resolve) => {
+      pc.onicecandidate = (e) => {
+        if (!e.candidate) resolve();
+        else if (e.candidate.type === 'relay') out.relays.push(e.candidate.address);
+      };
+    });
+    pc.createDataChannel('probe');
+    await pc.setLocalDescription(await pc.createOffer());
+    await Promise.race([done, new Promise((r) => setTimeout(r, 20000))]);
+    pc.close();
+    return out;
+  }, turn);
+}
+
+test('a TURN secret rotation restarts no pod and refuses no allocation made meanwhile', async () => {
+  const { a, b } = state.relay;
+  const podState = async (c) => (await pods(c)).map((p) => `${p.metadata.uid}:${(p.status.containerStatuses ?? []).map((x) => x.restartCount).join(',')}`).sort();
+  const before = { signaling: await podState('signaling'), turn: await podState('turn') };
+  const old = (await turnKeys())['turn-secret'];
+  assert.ok(old, 'the keys Secret holds the value signaling mints with');
+  const probe = await openPage(state.browser, state.url, 'rotation-probe');
+  const t0 = Date.now();
+  await kubectl(['annotate', 'otterdeployment', NAME, '-n', NS, `otter.dev/rotate-turn-secret=${t0}`, '--overwrite']);
+  // Allocate on every node again and again while the rotation runs, with credentials signaling
+  // mints: first from the old secret, at the end from the new one. None may be refused.
+  // waitFor retries a check that throws: what must never happen is collected and asserted after.
+  const seen = { old: 0, rounds: 0, refused: [] };
+  await waitFor('signaling mints from the new TURN secret', async () => {
+    const servers = await iceServers();
+    const turn = servers.find((s) => s.username);
+    if (!turn) { seen.refused.push(`no TURN server handed out: ${JSON.stringify(servers)}`); return '!no TURN'; }
+    const got = await allocateFrom(probe, servers);
+    seen.rounds += 1;
+    const relays = new Set(got.relays).size;
+    if (got.errors.length || relays !== nodeIps.length) seen.refused.push(`round ${seen.rounds}: relays on ${relays} node(s), errors ${JSON.stringify(got.errors)}`);
+    if (mintedFrom(turn, old)) { seen.old += 1; return '!still minted from the old secret'; }
+    const fresh = (await turnKeys())['turn-secret'];
+    return (fresh !== old && mintedFrom(turn, fresh)) || `!minted from neither: keys ${fresh === old ? 'unchanged' : 'moved'}`;
+  }, { timeoutMs: 300000, intervalMs: 500 });
+  record('rotation.minting_new_s', (Date.now() - t0) / 1000);
+  console.log(`rotation: ${seen.rounds} allocation rounds, ${seen.old} with old-secret credentials`);
+  assert.deepEqual(seen.refused, [], 'no allocation refused during the rotation');
+  assert.ok(seen.old >= 1, 'allocations were made while signaling still minted from the old secret');
+  const keys = await turnKeys();
+  assert.equal(keys.previous, old, 'the old value stays accepted as previous');
+  assert.ok(Number(keys['previous-until']) * 1000 > Date.now(), `previous-until ${keys['previous-until']}`);
+  assert.equal(keys.next, undefined, 'no rotation pending');
+  // Fresh credentials allocate; the relayed call never stopped; nothing restarted.
+  const after = await allocateFrom(probe, await iceServers());
+  assert.deepEqual(after.errors, []);
+  assert.equal(new Set(after.relays).size, nodeIps.length);
+  await expectMediaEverywhere([a, b], { timeoutMs: 30000 });
+  assert.deepEqual({ signaling: await podState('signaling'), turn: await podState('turn') }, before, 'no pod replaced or restarted');
+  await backendWhole();
+  await probe.context().close();
 });
 
 /** Run FAULT during the relayed call; wait for RECOVERED and media both ways; record the gap. */

@@ -125,6 +125,14 @@ export const forwardLocal = (host, port) => startProxy(port, host);
  * /metrics, read through `kubectl port-forward` (the host cannot route to pod addresses).
  */
 export async function podMetric(ns, pod, port, name) {
+  const text = await podMetrics(ns, pod, port);
+  const m = text.match(new RegExp(`^${name} (\\S+)$`, 'm'));
+  if (!m) throw new Error(`${name} not in ${pod}'s /metrics`);
+  return Number(m[1]);
+}
+
+/** The /metrics text pod POD serves on PORT, through `kubectl port-forward`. */
+export async function podMetrics(ns, pod, port) {
   const child = spawn(env('OTTER_KUBECTL'), ['port-forward', '-n', ns, `pod/${pod}`, `:${port}`, '--address', '127.0.0.1'], { env: process.env });
   try {
     const local = await new Promise((resolve, reject) => {
@@ -138,10 +146,7 @@ export async function podMetric(ns, pod, port, name) {
       child.stderr.on('data', (d) => { err += d; });
       child.once('exit', (code) => reject(new Error(`kubectl port-forward ${pod}: exited ${code}: ${err}`)));
     });
-    const text = await (await fetch(`http://127.0.0.1:${local}/metrics`)).text();
-    const m = text.match(new RegExp(`^${name} (\\S+)$`, 'm'));
-    if (!m) throw new Error(`${name} not in ${pod}'s /metrics`);
-    return Number(m[1]);
+    return await (await fetch(`http://127.0.0.1:${local}/metrics`)).text();
   } finally {
     child.kill();
   }

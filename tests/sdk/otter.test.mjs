@@ -202,6 +202,54 @@ test("escalation stages: all ICE servers, then TURN/TCP only, then TURN/TLS only
   assert.equal(call._escalationStages().length, 1);
 });
 
+/** Enough of RTCPeerConnection for a Peer to be made and its ICE servers set (no media, no ICE). */
+class FakePeerConnection {
+  constructor(config) { this.config = config; this.restarts = 0; this.connectionState = "new"; this.signalingState = "stable"; }
+  createDataChannel() { return {}; }
+  addTrack() {}
+  getConfiguration() { return this.config; }
+  setConfiguration(config) { this.config = config; }
+  restartIce() { this.restarts += 1; }
+  close() { this.connectionState = "closed"; }
+}
+
+test("an ICE restart gets the ICE servers anew and keeps an escalation stage's restriction", async (t) => {
+  const { Call } = await import("../../signaling/web/otter.js");
+  globalThis.RTCPeerConnection = FakePeerConnection;
+  t.after(() => { delete globalThis.RTCPeerConnection; });
+  const cred = { username: `${Math.floor(Date.now() / 1000) + 3600}:p`, credential: "x" };
+  const node = (ip) => ({ urls: [`turn:${ip}:3478?transport=udp`, `turn:${ip}:3478?transport=tcp`], ...cred });
+  // The server hands out two TURN nodes at the join, then only the second (the first drains).
+  let served = [node("198.51.100.1"), node("198.51.100.2")];
+  const fetched = [];
+  t.mock.method(globalThis, "fetch", async (url) => {
+    fetched.push(String(url));
+    return { ok: true, json: async () => ({ iceServers: served }) };
+  });
+  const call = new Call({ url: "http://127.0.0.1:1", room: "r" });
+  call.peerId = "p-a";
+  call._joined = true;
+  call._serverIce = served;
+  call._iceFetchedAt = Date.now() - 60000; // credentials far from expiry, joined a while ago
+  const plain = call._addPeer("p-b", "B");
+  const escalated = call._addPeer("p-c", "C");
+  for (const p of [plain, escalated]) clearTimeout(p.connectTimer);
+  escalated.connectStage = 2; // TURN over TCP only
+  served = [node("198.51.100.2")];
+
+  await Promise.all([plain.restartIce(), escalated.restartIce()]);
+  assert.equal(fetched.length, 1, "restarts at once share one GET /v1/ice-servers");
+  assert.match(fetched[0], /\/v1\/ice-servers$/);
+  assert.deepEqual(plain.pc.config.iceServers, served, "the drained node is not retried");
+  assert.deepEqual(escalated.pc.config.iceServers, [{ urls: ["turn:198.51.100.2:3478?transport=tcp"], ...cred }],
+    "the escalation stage keeps TURN over TCP only, on the fresh list");
+  assert.deepEqual([plain.pc.restarts, escalated.pc.restarts], [1, 1]);
+  // Within ICE_REFRESH_MIN_MS of a fetch: no second request.
+  await plain.restartIce();
+  assert.equal(fetched.length, 1);
+  for (const p of [plain, escalated]) p.close();
+});
+
 test("channel messages: the mute state (t: media) needs two booleans", () => {
   assert.deepEqual(parseChannelMessage('{"t":"media","audio":false,"video":true}'), { t: "media", audio: false, video: true });
   for (const bad of ['{"t":"media","audio":"no","video":true}', '{"t":"media","audio":false}', '{"t":"media"}']) {

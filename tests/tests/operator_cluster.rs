@@ -390,6 +390,7 @@ async fn children(client: &Client, ns: &str) -> Vec<(String, ObjectMeta)> {
     }
     vec![
         meta::<Secret>(client, ns, "otter-turn-secret").await,
+        meta::<Secret>(client, ns, "otter-turn-keys").await,
         meta::<Secret>(client, ns, "otter-redis-url").await,
         meta::<ConfigMap>(client, ns, "otter-signaling").await,
         meta::<ConfigMap>(client, ns, "otter-turn").await,

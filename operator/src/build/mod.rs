@@ -7,5 +7,6 @@ pub mod redis;
 pub mod secrets;
 pub mod signaling;
 pub mod turn;
+pub mod turn_keys;
 pub mod turn_metrics;
 pub mod turn_quotas;

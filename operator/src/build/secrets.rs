@@ -312,13 +312,15 @@ pub fn generated_secret_names(cr: &OtterDeployment) -> Vec<String> {
     .flatten()
     .filter(|s| s.generated)
     .map(|s| s.name)
+    .chain(crate::build::turn_keys::turn_keys_source(cr).map(|s| s.name))
     .collect()
 }
 
 /// Every generated Secret the operator could own, whether or not this spec wants it (to prune).
-pub fn all_generated_secret_names(cr: &OtterDeployment) -> [String; 3] {
+pub fn all_generated_secret_names(cr: &OtterDeployment) -> [String; 4] {
     [
         child_name(cr, "turn-secret"),
+        child_name(cr, "turn-keys"),
         child_name(cr, "token-secret"),
         child_name(cr, "redis-url"),
     ]
@@ -417,7 +419,8 @@ mod tests {
         assert_eq!(build_turn_secret(&cr, &obs).unwrap(), None);
         assert_eq!(build_token_secret(&cr, &obs).unwrap(), None);
         assert_eq!(build_redis_url_secret(&cr, &obs).unwrap(), None);
-        assert!(generated_secret_names(&cr).is_empty());
+        // Only the keys Secret: what signaling mints with is always the operator's.
+        assert_eq!(generated_secret_names(&cr), vec!["demo-turn-keys"]);
         assert_eq!(
             user_secret_names(&cr),
             vec!["elasticache", "mine", "tokens"]

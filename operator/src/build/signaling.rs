@@ -26,8 +26,9 @@ use crate::build::pod::{
 };
 use crate::build::secrets::{
     SecretSource, TOKEN_SECRET_KEY, TURN_SECRET_KEY, redis_url_source, resolved_value,
-    token_secret_source, turn_secret_source,
+    token_secret_source,
 };
+use crate::build::turn_keys::turn_keys_source;
 use crate::crd::OtterDeployment;
 use crate::error::BuildError;
 use crate::meta::{
@@ -129,10 +130,11 @@ pub(crate) fn duration_secs(field: &'static str, value: &str) -> Result<u64, Bui
 }
 
 /// The checksum on the signaling pod template: everything signaling reads only at start
-/// (the Secret values). The ICE server list is left out on purpose: it is hot-reloaded.
+/// (the Secret values). The ICE server list and the TURN secret are left out on purpose: both
+/// are re-read from their files when they change, so a TURN secret rotation restarts nothing
+/// (`build::turn_keys`).
 pub fn signaling_checksum(cr: &OtterDeployment, obs: &Observed, built: &[Secret]) -> String {
     let sources = [
-        ("turn", turn_secret_source(cr)),
         ("token", token_secret_source(cr)),
         ("redis", redis_url_source(cr)),
     ];
@@ -214,7 +216,9 @@ impl SecretFiles {
             mounts: vec![mount("config", CONFIG_DIR, true)],
             ..Default::default()
         };
-        if let Some(src) = turn_secret_source(cr) {
+        // The value to mint with is the keys Secret's, which turns to a new value only once
+        // every TURN pod accepts it.
+        if let Some(src) = turn_keys_source(cr) {
             files.secret_file(
                 "OTTER_TURN_SECRET_FILE",
                 "turn-secret",
@@ -644,16 +648,23 @@ mod tests {
                 "subPath mounts never see ConfigMap updates"
             );
         }
-        let token = p
-            .volumes
-            .unwrap()
-            .into_iter()
-            .find(|v| v.name == "token-secret")
-            .unwrap()
-            .secret
-            .unwrap();
+        let volume = |name: &str| {
+            let volumes = p.volumes.clone().unwrap();
+            volumes
+                .into_iter()
+                .find(|v| v.name == name)
+                .unwrap()
+                .secret
+                .unwrap()
+        };
+        let token = volume("token-secret");
         assert_eq!(token.secret_name.as_deref(), Some("app-tokens"));
         assert_eq!(token.items.unwrap()[0].key, "hmac");
+        // The TURN secret to mint with comes from the keys Secret, which moves to a new value
+        // only once every TURN pod accepts it (build::turn_keys).
+        let turn = volume("turn-secret");
+        assert_eq!(turn.secret_name.as_deref(), Some("demo-turn-keys"));
+        assert_eq!(turn.items.unwrap()[0].key, "turn-secret");
     }
 
     #[test]
@@ -691,7 +702,7 @@ mod tests {
     }
 
     #[test]
-    fn checksum_changes_with_secrets_but_not_with_turn_nodes() {
+    fn checksum_changes_with_secrets_but_not_with_turn_nodes_or_the_turn_secret() {
         let cr = cr();
         let obs = observed();
         let base = annotation(&deployment(&cr, &obs));
@@ -709,7 +720,11 @@ mod tests {
             "demo-turn-secret".into(),
             secret("demo-turn-secret", &[("turn-secret", "rotated")]),
         );
-        assert_ne!(annotation(&deployment(&cr, &rotated)), base);
+        assert_eq!(
+            annotation(&deployment(&cr, &rotated)),
+            base,
+            "the TURN secret file is re-read: a rotation restarts no signaling pod"
+        );
 
         let mut external = cr.clone();
         external.spec.redis.mode = RedisMode::External;

@@ -18,19 +18,18 @@ use k8s_openapi::api::apps::v1::{
     DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet,
 };
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, ExecAction,
-    Lifecycle, LifecycleHandler, PodSpec, PodTemplateSpec, Probe, SecretKeySelector,
-    SecretVolumeSource, TCPSocketAction, Volume,
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, ExecAction, Lifecycle,
+    LifecycleHandler, PodSpec, PodTemplateSpec, Probe, SecretVolumeSource, TCPSocketAction, Volume,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::ObjectMeta;
 
-use crate::build::pod::secret_volume;
 use crate::build::pod::{
     container_security_context, empty_dir, field_env, mount, pod_security_context, resources_or,
 };
-use crate::build::secrets::{SecretSource, TURN_SECRET_KEY, turn_secret_source};
+use crate::build::secrets::SecretSource;
 use crate::build::signaling::duration_secs;
+use crate::build::turn_keys::turn_keys_source;
 use crate::crd::OtterDeployment;
 use crate::error::BuildError;
 use crate::meta::{
@@ -40,8 +39,6 @@ use crate::observed::Observed;
 
 /// uid of `nobody`, the user the coturn image runs as.
 pub const COTURN_UID: i64 = 65534;
-/// Env var holding the shared secret inside the coturn container.
-pub const TURN_SECRET_ENV: &str = "OTTER_TURN_SECRET";
 /// Where the init container writes the coturn config file.
 pub const RUN_DIR: &str = "/var/run/otter/coturn";
 /// Where the node-address ConfigMap is mounted.
@@ -127,6 +124,29 @@ pub fn denied_peer_cidrs(cr: &OtterDeployment) -> Vec<String> {
     all
 }
 
+/// Every host port a TURN pod binds on its node (host networking), sorted, with what binds it:
+/// coturn's listening port, with TLS the TLS port (no alternate port + 1: `coturn_args` turns
+/// RFC 5780 off), with metrics the exporter's port and the statistics Redis's (on the node's
+/// loopback, which two pods on one node share too). The relay range is not listed: it is per
+/// allocation. Empty when TURN is off. `operator/tests/coturn_ports.rs` holds it to what the
+/// real coturn binds.
+pub fn host_ports(cr: &OtterDeployment) -> Vec<(i32, &'static str)> {
+    let t = &cr.spec.turn;
+    if !t.enabled {
+        return Vec::new();
+    }
+    let mut ports = vec![(t.port, "turn.port")];
+    if t.tls.enabled {
+        ports.push((t.tls.port, "turn.tls.port"));
+    }
+    if t.metrics.enabled {
+        ports.push((t.metrics.port, "turn.metrics.port"));
+        ports.push((t.metrics.redis_port, "turn.metrics.redisPort"));
+    }
+    ports.sort();
+    ports
+}
+
 /// The coturn arguments. Everything hardening-related lives here, so a test can read it.
 pub fn coturn_args(cr: &OtterDeployment) -> Result<Vec<String>, BuildError> {
     let t = &cr.spec.turn;
@@ -200,87 +220,78 @@ echo "otter: node $NODE_NAME relays as $ip (local $HOST_IP)"
 /// Where coturn's SQLite user database lives (the `data` emptyDir): it holds only the TURN REST
 /// API secrets, which coturn reads from it on every request.
 pub const TURN_DB: &str = "/var/lib/coturn/turndb";
-/// Where the TURN secret is mounted for the secrets agent (a Secret volume: the kubelet updates
-/// it in place when the Secret changes).
+/// Where the keys Secret (`build::turn_keys`) is mounted for the secrets agent, whole: the
+/// kubelet updates the files in place when the Secret changes.
 pub const SECRET_DIR: &str = "/etc/otter/turn-secret";
-/// How often the secrets agent looks at the mounted secret.
+/// How often the secrets agent looks at the mounted keys.
 pub const AGENT_POLL_SECONDS: u64 = 5;
-/// How long the previous secret stays accepted beyond the credential TTL: covers the kubelet's
-/// delay in updating mounted Secrets and the signaling rollout that starts minting with the new
-/// one (credentials minted just before it stay valid for a whole TTL).
-pub const ROTATION_MARGIN_SECONDS: u64 = 600;
 
-/// Seeds coturn's user database with the TURN secret (env `OTTER_TURN_SECRET`) before coturn
-/// starts. Run after [`INIT_SCRIPT`] by the init container; env `OTTER_TURN_DB`,
-/// `OTTER_TURN_REALM`. `turnadmin` takes the secret as an argument: only root on the node and
-/// the pod's own processes can read it there, for the instant turnadmin runs.
-pub const SECRETS_INIT_SCRIPT: &str = r##"set -eu
-case "$OTTER_TURN_SECRET" in
-  ""|*"
-"*) echo "otter: the TURN shared secret must be one non-empty line" >&2; exit 1 ;;
-esac
-turnadmin --delete-all-secrets -r "$OTTER_TURN_REALM" -b "$OTTER_TURN_DB" >/dev/null 2>&1 || true
-if ! turnadmin -s "$OTTER_TURN_SECRET" -r "$OTTER_TURN_REALM" -b "$OTTER_TURN_DB" >/dev/null 2>&1; then
-  echo "otter: turnadmin could not store the TURN secret in $OTTER_TURN_DB" >&2
-  exit 1
-fi
-echo "otter: TURN secret stored in $OTTER_TURN_DB"
-"##;
-
-/// The secrets agent beside coturn: when the mounted secret changes, it adds the new value to
-/// coturn's database at once and drops the previous one `keep` seconds later, so credentials of
-/// both are accepted meanwhile and coturn never restarts. Arguments: the secret file, keep and
-/// poll seconds; env `OTTER_TURN_DB`, `OTTER_TURN_REALM`. A second rotation within `keep` drops
-/// the oldest value at once.
-pub const SECRETS_AGENT_SCRIPT: &str = r##"file="$1"; keep="$2"; poll="$3"
-admin() { turnadmin "$@" -r "$OTTER_TURN_REALM" -b "$OTTER_TURN_DB" >/dev/null 2>&1; }
-# Values to drop when the timer runs out, one per line.
-old=""
-left=0
-drop_old() {
-  while IFS= read -r v; do
-    [ -z "$v" ] || admin -X "$v" || echo "otter: could not drop a previous TURN secret" >&2
-  done <<EOF
-$old
-EOF
-  old=""
+/// Makes coturn's database hold exactly the TURN secrets the keys Secret says are accepted
+/// (`turn-secret`, `next`, `previous`: the operator removes `previous` when it expires), so
+/// coturn never restarts for
+/// a rotation: run once by the init container before coturn starts (poll 0), then by the
+/// secrets agent beside coturn every `poll` seconds. Arguments: the keys directory, poll
+/// seconds; env `OTTER_TURN_DB`, `OTTER_TURN_REALM`. It never empties the database: no value
+/// in the files (a Secret being replaced) keeps what coturn has.
+pub const SECRETS_SYNC_SCRIPT: &str = r##"dir="$1"; poll="$2"
+realm="$OTTER_TURN_REALM"; db="$OTTER_TURN_DB"
+admin() { turnadmin "$@" -r "$realm" -b "$db" </dev/null >/dev/null 2>&1; }
+# The value of key $1 in $v: one line, or empty.
+val() {
+  v="$(cat "$dir/$1" 2>/dev/null)" || v=""
+  case "$v" in *"
+"*) echo "otter: ignoring $1: a TURN secret is one line" >&2; v="" ;; esac
 }
-cur="$(cat "$file" 2>/dev/null || true)"
-[ -z "$cur" ] || admin -s "$cur" || echo "otter: could not store the TURN secret" >&2
-# The init container stored the value of the pod's start; if the file is newer, that value
-# is a previous one: accepted for `keep` seconds more, like any other.
-stored="$(turnadmin -S -r "$OTTER_TURN_REALM" -b "$OTTER_TURN_DB" 2>/dev/null || true)"
-while IFS= read -r line; do
-  v="${line%"[$OTTER_TURN_REALM]"}"
-  if [ "$v" != "$line" ] && [ -n "$v" ] && [ "$v" != "$cur" ]; then
-    old="$old$v
-"
-    left="$keep"
-  fi
-done <<EOF
-$stored
+# The values coturn should accept, one per line. (The operator removes `previous` once
+# `previous-until` has passed: the image needs no clock tool.)
+wanted() {
+  for key in turn-secret next previous; do
+    val "$key"
+    [ -z "$v" ] || printf '%s\n' "$v"
+  done
+}
+stored() {
+  turnadmin -S -r "$realm" -b "$db" </dev/null 2>/dev/null | while IFS= read -r line; do
+    s="${line%"[$realm]"}"
+    if [ "$s" != "$line" ] && [ -n "$s" ]; then printf '%s\n' "$s"; fi
+  done
+}
+# Is line $2 in the list $1? (No grep: a secret never goes on a command line it needs not.)
+has() {
+  while IFS= read -r l; do [ "$l" != "$2" ] || return 0; done <<EOF
+$1
 EOF
+  return 1
+}
+sync() {
+  want="$1"; have="$(stored)"; n=0
+  while IFS= read -r s; do
+    [ -n "$s" ] || continue
+    n=$((n + 1))
+    has "$have" "$s" || admin -s "$s" || { echo "otter: could not store a TURN secret in $db" >&2; return 1; }
+  done <<EOF
+$want
+EOF
+  while IFS= read -r s; do
+    [ -z "$s" ] || has "$want" "$s" || admin -X "$s" || { echo "otter: could not drop a TURN secret" >&2; return 1; }
+  done <<EOF
+$have
+EOF
+  echo "otter: coturn accepts $n TURN secret(s)"
+}
+last=""
 while :; do
-  sleep "$poll"
-  new="$(cat "$file" 2>/dev/null || true)"
-  if [ -n "$new" ] && [ "$new" != "$cur" ]; then
-    case "$new" in *"
-"*) echo "otter: ignoring a TURN secret of more than one line" >&2; continue ;; esac
-    if ! admin -s "$new"; then echo "otter: could not store the new TURN secret" >&2; continue; fi
-    # A rotation while a previous value is still kept drops that one now.
-    drop_old
-    old="$cur
-"
-    cur="$new"
-    left="$keep"
-    echo "otter: TURN secret rotated; the previous one stays accepted for ${keep}s"
-  elif [ -n "$old" ]; then
-    left=$((left - poll))
-    if [ "$left" -le 0 ]; then
-      drop_old
-      echo "otter: previous TURN secret dropped"
-    fi
+  want="$(wanted)"
+  if [ -z "$want" ]; then
+    # Said once, not every poll; `last` is no value list, so the next one is synced.
+    [ "$last" = "-" ] || echo "otter: no TURN secret in $dir; coturn keeps what it accepts" >&2
+    [ "$poll" -gt 0 ] || exit 1
+    last="-"
+  elif [ "$want" != "$last" ]; then
+    if sync "$want"; then last="$want"; elif [ "$poll" -eq 0 ]; then exit 1; fi
   fi
+  [ "$poll" -gt 0 ] || exit 0
+  sleep "$poll"
 done
 "##;
 
@@ -325,24 +336,31 @@ pub fn turn_checksum(cr: &OtterDeployment, obs: &Observed) -> String {
 
 /// The coturn container's preStop hook: wait until no relay allocation is left on this node, or
 /// the drain timeout has passed; the kubelet sends SIGTERM only after the hook returns. An
-/// allocation is a relay socket: a UDP socket bound in the relay port range, counted in the
-/// node's `/proc/net` tables (the pod is on host networking). TCP is left out: the default relay
-/// range overlaps the kernel's ephemeral ports, and every outgoing TCP connection of the node
-/// (kubelet to the API server) would count; browsers relay over UDP allocations anyway.
+/// allocation is a relay socket bound in the relay port range, counted in the node's
+/// `/proc/net` tables (the pod is on host networking): every UDP socket, and TCP sockets in
+/// LISTEN state (RFC 6062 TCP relays). Established TCP connections are not counted: the default
+/// relay range overlaps the kernel's ephemeral ports, and every outgoing TCP connection of the
+/// node (kubelet to the API server) would count. Each change of the count goes to the pod log.
 /// Arguments: timeout in seconds, relay range min and max.
 pub const DRAIN_SCRIPT: &str = r##"timeout="$1"; min="$2"; max="$3"
-count() {
+# Sockets of table $1 bound in the relay range, in state $2 (any state when empty).
+count_in() {
   n=0
-  for t in /proc/net/udp /proc/net/udp6; do
-    [ -r "$t" ] || continue
-    while read -r _ local _; do
-      port="${local##*:}"
-      case "$port" in *[!0-9A-Fa-f]*|"") continue ;; esac
-      p=$((0x$port))
-      if [ "$p" -ge "$min" ] && [ "$p" -le "$max" ]; then n=$((n + 1)); fi
-    done < "$t"
-  done
+  [ -r "$1" ] || { echo 0; return; }
+  while read -r _ local _ st _; do
+    port="${local##*:}"
+    case "$port" in *[!0-9A-Fa-f]*|"") continue ;; esac
+    [ -z "$2" ] || [ "$st" = "$2" ] || continue
+    p=$((0x$port))
+    if [ "$p" -ge "$min" ] && [ "$p" -le "$max" ]; then n=$((n + 1)); fi
+  done < "$1"
   echo "$n"
+}
+# UDP relays, and TCP relays (RFC 6062: a listening socket in the range; established TCP
+# connections are left out, as the node's own outgoing ones use the same ephemeral ports).
+count() {
+  echo $(( $(count_in /proc/net/udp "") + $(count_in /proc/net/udp6 "") \
+    + $(count_in /proc/net/tcp 0A) + $(count_in /proc/net/tcp6 0A) ))
 }
 # A hook's output is not logged: tell through coturn's own stdout (the pod log).
 pidfile="${OTTER_TURN_PIDFILE:-/var/tmp/turnserver.pid}"
@@ -353,7 +371,9 @@ say "draining: $left relay allocation(s), waiting up to ${timeout}s"
 while [ "$left" -gt 0 ] && [ "$waited" -lt "$timeout" ]; do
   sleep 2
   waited=$((waited + 2))
-  left=$(count)
+  now=$(count)
+  [ "$now" = "$left" ] || say "draining: $now relay allocation(s) left"
+  left=$now
 done
 say "drained after ${waited}s: $left relay allocation(s) left"
 "##;
@@ -397,32 +417,23 @@ fn tcp_probe(port: i32, period: i32) -> Probe {
     }
 }
 
-/// The init container: this node's external-ip mapping into coturn's config file, the TURN
-/// secret into coturn's database.
-fn init_container(cr: &OtterDeployment, image: &str, secret: &SecretSource) -> Container {
+/// The init container: this node's external-ip mapping into coturn's config file, the accepted
+/// TURN secrets into coturn's database (from the mounted keys, never from env or arguments).
+fn init_container(cr: &OtterDeployment, image: &str) -> Container {
     Container {
         name: "external-ip".to_string(),
         image: Some(image.to_string()),
         command: Some(vec![
             "/bin/sh".to_string(),
             "-c".to_string(),
-            format!("{INIT_SCRIPT}{SECRETS_INIT_SCRIPT}"),
+            format!("{INIT_SCRIPT}{SECRETS_SYNC_SCRIPT}"),
+            "init".to_string(),
+            SECRET_DIR.to_string(),
+            "0".to_string(),
         ]),
         env: Some(vec![
             field_env("NODE_NAME", "spec.nodeName"),
             field_env("HOST_IP", "status.hostIP"),
-            EnvVar {
-                name: TURN_SECRET_ENV.to_string(),
-                value_from: Some(EnvVarSource {
-                    secret_key_ref: Some(SecretKeySelector {
-                        name: secret.name.clone(),
-                        key: secret.key.clone(),
-                        optional: Some(false),
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
             plain_env("OTTER_TURN_DB", TURN_DB),
             plain_env("OTTER_TURN_REALM", &cr.spec.turn.realm),
         ]),
@@ -432,26 +443,23 @@ fn init_container(cr: &OtterDeployment, image: &str, secret: &SecretSource) -> C
             mount("nodes", NODES_DIR, true),
             mount("run", RUN_DIR, false),
             mount("data", "/var/lib/coturn", false),
+            mount("turn-keys", SECRET_DIR, true),
         ]),
         ..Default::default()
     }
 }
 
-/// The secrets agent container (see [`SECRETS_AGENT_SCRIPT`]): the previous secret stays
-/// accepted for the credential TTL plus [`ROTATION_MARGIN_SECONDS`].
-fn secrets_agent(cr: &OtterDeployment, image: &str) -> Result<Container, BuildError> {
-    let ttl = duration_secs("turn.credentialTtl", &cr.spec.turn.credential_ttl)?;
-    let keep = ttl.saturating_add(ROTATION_MARGIN_SECONDS);
-    Ok(Container {
+/// The secrets agent container (see [`SECRETS_SYNC_SCRIPT`]): follows the keys Secret.
+fn secrets_agent(cr: &OtterDeployment, image: &str) -> Container {
+    Container {
         name: "secrets".to_string(),
         image: Some(image.to_string()),
         command: Some(vec![
             "/bin/sh".to_string(),
             "-c".to_string(),
-            SECRETS_AGENT_SCRIPT.to_string(),
+            SECRETS_SYNC_SCRIPT.to_string(),
             "secrets".to_string(),
-            format!("{SECRET_DIR}/{TURN_SECRET_KEY}"),
-            keep.to_string(),
+            SECRET_DIR.to_string(),
             AGENT_POLL_SECONDS.to_string(),
         ]),
         env: Some(vec![
@@ -462,10 +470,24 @@ fn secrets_agent(cr: &OtterDeployment, image: &str) -> Result<Container, BuildEr
         security_context: Some(container_security_context(Vec::new())),
         volume_mounts: Some(vec![
             mount("data", "/var/lib/coturn", false),
-            mount("turn-secret", SECRET_DIR, true),
+            mount("turn-keys", SECRET_DIR, true),
         ]),
         ..Default::default()
-    })
+    }
+}
+
+/// The keys Secret, whole (`build::turn_keys`): every key is a file the agent reads.
+fn keys_volume(keys: &SecretSource) -> Volume {
+    Volume {
+        name: "turn-keys".to_string(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(keys.name.clone()),
+            default_mode: Some(0o440),
+            optional: Some(false),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 fn plain_env(name: &str, value: &str) -> EnvVar {
@@ -476,27 +498,31 @@ fn plain_env(name: &str, value: &str) -> EnvVar {
     }
 }
 
-/// `<name>-turn` DaemonSet of coturn on the selected nodes, on host networking.
-pub fn build_daemonset(
-    cr: &OtterDeployment,
-    obs: &Observed,
-) -> Result<Option<DaemonSet>, BuildError> {
+/// coturn's host ports: `port` over UDP and TCP, with TLS `tls.port` too.
+fn coturn_ports(cr: &OtterDeployment) -> Vec<ContainerPort> {
     let t = &cr.spec.turn;
-    let Some(secret) = turn_secret_source(cr) else {
-        return Ok(None);
-    };
-    let image = t.image.clone().unwrap_or_else(|| obs.images.turn.clone());
-
-    let mut ports = vec![];
-    for proto in ["UDP", "TCP"] {
-        ports.push(ContainerPort {
-            name: Some(format!("turn-{}", proto.to_lowercase())),
-            container_port: t.port,
-            host_port: Some(t.port),
-            protocol: Some(proto.to_string()),
-            ..Default::default()
-        });
+    let mut listeners = vec![("turn", t.port)];
+    if t.tls.enabled {
+        listeners.push(("turns", t.tls.port));
     }
+    listeners
+        .into_iter()
+        .flat_map(|(name, port)| {
+            ["UDP", "TCP"].map(|proto| ContainerPort {
+                name: Some(format!("{name}-{}", proto.to_lowercase())),
+                container_port: port,
+                host_port: Some(port),
+                protocol: Some(proto.to_string()),
+                ..Default::default()
+            })
+        })
+        .collect()
+}
+
+/// The pod's volumes: node addresses, scratch space, coturn's database, the TURN keys, and with
+/// TLS the key pair.
+fn pod_volumes(cr: &OtterDeployment, keys: &SecretSource) -> Vec<Volume> {
+    let t = &cr.spec.turn;
     let mut volumes = vec![
         Volume {
             name: "nodes".to_string(),
@@ -509,22 +535,9 @@ pub fn build_daemonset(
         empty_dir("run"),
         empty_dir("tmp"),
         empty_dir("data"),
-    ];
-    let mut mounts = vec![
-        mount("run", RUN_DIR, true),
-        mount("tmp", "/var/tmp", false),
-        mount("data", "/var/lib/coturn", false),
+        keys_volume(keys),
     ];
     if t.tls.enabled {
-        for proto in ["UDP", "TCP"] {
-            ports.push(ContainerPort {
-                name: Some(format!("turns-{}", proto.to_lowercase())),
-                container_port: t.tls.port,
-                host_port: Some(t.tls.port),
-                protocol: Some(proto.to_string()),
-                ..Default::default()
-            });
-        }
         volumes.push(Volume {
             name: "tls".to_string(),
             secret: Some(SecretVolumeSource {
@@ -535,6 +548,19 @@ pub fn build_daemonset(
             }),
             ..Default::default()
         });
+    }
+    volumes
+}
+
+/// The coturn container: no shell, hardened arguments, host ports, TCP probes, the drain hook.
+fn coturn_container(cr: &OtterDeployment, image: &str) -> Result<Container, BuildError> {
+    let t = &cr.spec.turn;
+    let mut mounts = vec![
+        mount("run", RUN_DIR, true),
+        mount("tmp", "/var/tmp", false),
+        mount("data", "/var/lib/coturn", false),
+    ];
+    if t.tls.enabled {
         mounts.push(mount("tls", TLS_DIR, true));
     }
     // Binding below 1024 as non-root needs NET_BIND_SERVICE; nothing else is ever added.
@@ -544,15 +570,14 @@ pub fn build_daemonset(
     } else {
         Vec::new()
     };
-
-    let coturn = Container {
+    Ok(Container {
         name: "coturn".to_string(),
-        image: Some(image.clone()),
+        image: Some(image.to_string()),
         // Bypass the image's entrypoint: it `eval`s its arguments through a shell, which would
         // expand or split a shared secret holding shell characters.
         command: Some(vec!["turnserver".to_string()]),
         args: Some(coturn_args(cr)?),
-        ports: Some(ports),
+        ports: Some(coturn_ports(cr)),
         liveness_probe: Some(tcp_probe(t.port, 10)),
         readiness_probe: Some(tcp_probe(t.port, 5)),
         resources: Some(resources_or(t.resources.as_ref(), "100m", "64Mi", "512Mi")),
@@ -560,17 +585,59 @@ pub fn build_daemonset(
         volume_mounts: Some(mounts),
         lifecycle: Some(pre_stop(cr)?),
         ..Default::default()
-    };
-    let init = init_container(cr, &image, &secret);
-    let agent = secrets_agent(cr, &image)?;
-    volumes.push(secret_volume("turn-secret", &secret, TURN_SECRET_KEY));
+    })
+}
 
-    let mut coturn = coturn;
-    let mut sidecars = vec![agent];
+/// The pod: host networking, coturn not PID 1, the init container and the sidecars (secrets
+/// agent, and with metrics the statistics Redis and the exporter), the drain's grace period.
+fn pod_spec(
+    cr: &OtterDeployment,
+    obs: &Observed,
+    keys: &SecretSource,
+) -> Result<PodSpec, BuildError> {
+    let t = &cr.spec.turn;
+    let image = t.image.clone().unwrap_or_else(|| obs.images.turn.clone());
+    let mut coturn = coturn_container(cr, &image)?;
+    let mut sidecars = vec![secrets_agent(cr, &image)];
     crate::build::turn_metrics::attach(cr, obs, &mut coturn, &mut sidecars);
-    let containers = [vec![coturn], sidecars].concat();
+    let drain = duration_secs("turn.drainTimeout", &t.drain_timeout)?;
+    Ok(PodSpec {
+        host_network: Some(true),
+        dns_policy: Some("ClusterFirstWithHostNet".to_string()),
+        // coturn installs no SIGTERM handler, and a signal without one is ignored by PID 1:
+        // each deleted pod held its node's host port for the whole grace period (30 s per
+        // node in a roll, found on real nodes). With the pause container as PID 1, SIGTERM
+        // ends coturn at once.
+        share_process_namespace: Some(true),
+        init_containers: Some(vec![init_container(cr, &image)]),
+        containers: [vec![coturn], sidecars].concat(),
+        volumes: Some(pod_volumes(cr, keys)),
+        node_selector: Some(t.node_selector.clone()),
+        tolerations: (!t.tolerations.is_empty()).then(|| t.tolerations.clone()),
+        security_context: Some(pod_security_context(COTURN_UID)),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        // The drain, then a margin for coturn's exit.
+        termination_grace_period_seconds: Some(
+            i64::try_from(drain)
+                .unwrap_or(i64::MAX / 2)
+                .saturating_add(DRAIN_MARGIN_SECONDS),
+        ),
+        priority_class_name: None,
+        ..Default::default()
+    })
+}
 
-    let pod = PodTemplateSpec {
+/// `<name>-turn` DaemonSet of coturn on the selected nodes, on host networking, rolled one node
+/// at a time.
+pub fn build_daemonset(
+    cr: &OtterDeployment,
+    obs: &Observed,
+) -> Result<Option<DaemonSet>, BuildError> {
+    let Some(keys) = turn_keys_source(cr) else {
+        return Ok(None);
+    };
+    let template = PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(labels(cr, Component::Turn)),
             annotations: Some(BTreeMap::from([(
@@ -579,38 +646,13 @@ pub fn build_daemonset(
             )])),
             ..Default::default()
         }),
-        spec: Some(PodSpec {
-            host_network: Some(true),
-            dns_policy: Some("ClusterFirstWithHostNet".to_string()),
-            // coturn installs no SIGTERM handler, and a signal without one is ignored by PID 1:
-            // each deleted pod held its node's host port for the whole grace period (30 s per
-            // node in a roll, found on real nodes). With the pause container as PID 1, SIGTERM
-            // ends coturn at once.
-            share_process_namespace: Some(true),
-            init_containers: Some(vec![init]),
-            containers,
-            volumes: Some(volumes),
-            node_selector: Some(t.node_selector.clone()),
-            tolerations: (!t.tolerations.is_empty()).then(|| t.tolerations.clone()),
-            security_context: Some(pod_security_context(COTURN_UID)),
-            automount_service_account_token: Some(false),
-            enable_service_links: Some(false),
-            // The drain, then a margin for coturn's exit.
-            termination_grace_period_seconds: Some(
-                i64::try_from(duration_secs("turn.drainTimeout", &t.drain_timeout)?)
-                    .unwrap_or(i64::MAX / 2)
-                    .saturating_add(DRAIN_MARGIN_SECONDS),
-            ),
-            priority_class_name: None,
-            ..Default::default()
-        }),
+        spec: Some(pod_spec(cr, obs, &keys)?),
     };
-
     Ok(Some(DaemonSet {
         metadata: child_meta(cr, child_name(cr, "turn"), Component::Turn)?,
         spec: Some(DaemonSetSpec {
             selector: label_selector(cr, Component::Turn),
-            template: pod,
+            template,
             update_strategy: Some(DaemonSetUpdateStrategy {
                 type_: Some("RollingUpdate".to_string()),
                 rolling_update: Some(RollingUpdateDaemonSet {
@@ -639,12 +681,11 @@ mod tests {
         ds.spec.clone().unwrap().template.spec.unwrap()
     }
 
-    /// The Secret name and key the init container reads the TURN secret from.
-    fn turn_secret_ref(ds: &DaemonSet) -> (String, String) {
-        let env = pod(ds).init_containers.unwrap()[0].env.clone().unwrap();
-        let secret = env.iter().find(|e| e.name == "OTTER_TURN_SECRET").unwrap();
-        let key_ref = secret.value_from.clone().unwrap().secret_key_ref.unwrap();
-        (key_ref.name, key_ref.key)
+    /// The Secret the TURN pods read the accepted TURN secrets from.
+    fn keys_secret(ds: &DaemonSet) -> String {
+        let volumes = pod(ds).volumes.unwrap();
+        let keys = volumes.iter().find(|v| v.name == "turn-keys").unwrap();
+        keys.secret.clone().unwrap().secret_name.unwrap()
     }
 
     fn annotation(ds: &DaemonSet) -> String {
@@ -693,12 +734,16 @@ mod tests {
         );
         let init = &pod(&ds).init_containers.clone().unwrap_or_default()[0];
         assert!(
-            init.env
-                .iter()
-                .flatten()
-                .any(|e| e.name == "OTTER_TURN_SECRET" && e.value_from.is_some())
+            !init.env.iter().flatten().any(|e| e
+                .value_from
+                .as_ref()
+                .is_some_and(|v| v.secret_key_ref.is_some())),
+            "the TURN secrets come from the mounted keys, not env"
         );
-        assert!(SECRETS_INIT_SCRIPT.contains("turnadmin -s \"$OTTER_TURN_SECRET\""));
+        assert_eq!(
+            &init.command.clone().unwrap()[3..],
+            ["init", SECRET_DIR, "0"]
+        );
         assert!(args.contains(&"--userdb=/var/lib/coturn/turndb".to_string()));
         for expected in [
             "--use-auth-secret",
@@ -731,10 +776,7 @@ mod tests {
             None,
             "coturn itself gets no secret env"
         );
-        assert_eq!(
-            turn_secret_ref(&ds),
-            ("demo-turn-secret".into(), "turn-secret".into())
-        );
+        assert_eq!(keys_secret(&ds), "demo-turn-keys");
     }
 
     #[test]
@@ -959,8 +1001,9 @@ mod tests {
             name: "mine".into(),
             key: Some("shared".into()),
         });
+        // Through the keys Secret the operator derives from it (`build::turn_keys`).
         let ds = build_daemonset(&cr, &observed()).unwrap().unwrap();
-        assert_eq!(turn_secret_ref(&ds), ("mine".into(), "shared".into()));
+        assert_eq!(keys_secret(&ds), "demo-turn-keys");
     }
 
     #[test]
@@ -987,6 +1030,8 @@ mod tests {
             address: Some(node.public_ip),
             pod: "demo-turn-x".into(),
             deadline: None,
+            host_ip: None,
+            allocations: None,
         });
         let data = build_nodes_config_map(&cr, &obs)
             .unwrap()
@@ -998,38 +1043,23 @@ mod tests {
     }
 
     #[test]
-    fn the_secrets_agent_follows_the_mounted_secret() {
-        let mut cr = cr();
-        cr.spec.turn.credential_ttl = "1h".into();
-        cr.spec.turn.secret_ref = Some(SecretKeyRef {
-            name: "mine".into(),
-            key: Some("shared".into()),
-        });
+    fn the_secrets_agent_follows_the_mounted_keys() {
+        let cr = cr();
         let p = pod(&daemonset(&cr, &observed()));
         let agent = p.containers.iter().find(|c| c.name == "secrets").unwrap();
         let cmd = agent.command.clone().unwrap();
-        assert_eq!(cmd[2], SECRETS_AGENT_SCRIPT);
-        // The previous secret stays for the credential TTL plus the margin.
-        let keep = (3600 + ROTATION_MARGIN_SECONDS).to_string();
-        assert_eq!(
-            &cmd[3..],
-            [
-                "secrets",
-                "/etc/otter/turn-secret/turn-secret",
-                keep.as_str(),
-                "5"
-            ]
-        );
+        assert_eq!(cmd[2], SECRETS_SYNC_SCRIPT);
+        assert_eq!(&cmd[3..], ["secrets", SECRET_DIR, "5"]);
         let volume = p
             .volumes
             .unwrap()
             .into_iter()
-            .find(|v| v.name == "turn-secret")
+            .find(|v| v.name == "turn-keys")
             .unwrap()
             .secret
             .unwrap();
-        assert_eq!(volume.secret_name.as_deref(), Some("mine"));
-        assert_eq!(volume.items.unwrap()[0].key, "shared");
+        assert_eq!(volume.secret_name.as_deref(), Some("demo-turn-keys"));
+        assert_eq!(volume.items, None, "every key: next and previous too");
         let mounts = agent.volume_mounts.clone().unwrap();
         assert!(mounts.iter().any(|m| m.mount_path == SECRET_DIR));
         assert!(mounts.iter().any(|m| m.mount_path == "/var/lib/coturn"));
@@ -1037,6 +1067,25 @@ mod tests {
             agent.env.clone().unwrap()[1].value.as_deref(),
             Some("otter")
         );
+    }
+
+    #[test]
+    fn host_ports_list_every_port_a_turn_pod_binds() {
+        let mut cr = cr();
+        let ports = |cr: &OtterDeployment| {
+            host_ports(cr)
+                .into_iter()
+                .map(|(p, _)| p)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ports(&cr), [3478]);
+        cr.spec.turn.tls.enabled = true;
+        cr.spec.turn.metrics.enabled = true;
+        cr.spec.turn.metrics.port = 9641;
+        cr.spec.turn.metrics.redis_port = 6390;
+        assert_eq!(ports(&cr), [3478, 5349, 6390, 9641]);
+        cr.spec.turn.enabled = false;
+        assert!(host_ports(&cr).is_empty());
     }
 
     #[test]

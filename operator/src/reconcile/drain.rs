@@ -36,6 +36,12 @@ pub fn split_nodes(nodes: Vec<TurnNode>, pods: &[Pod]) -> (Vec<TurnNode>, Vec<Dr
             // For a pod, the deletion timestamp is when the kubelet kills it: the end of the
             // grace period, so the latest the drain can last.
             deadline: p.metadata.deletion_timestamp.as_ref().map(|t| t.0),
+            host_ip: p
+                .status
+                .as_ref()
+                .and_then(|s| s.host_ip.as_deref())
+                .and_then(|ip| ip.parse().ok()),
+            allocations: None,
         })
         .collect();
     draining.sort();
@@ -57,8 +63,73 @@ pub fn status_entries(draining: &[DrainingNode]) -> Vec<DrainingTurnNode> {
             node: d.node.clone(),
             pod: d.pod.clone(),
             deadline: d.deadline.map(|t| t.to_string()),
+            allocations: d.allocations,
         })
         .collect()
+}
+
+/// The relay allocations a TURN exporter reports: the sum of its `otter_turn_allocations`
+/// series (one per client transport) in a Prometheus text scrape. None when it has none.
+pub fn allocations_in_scrape(text: &str) -> Option<u64> {
+    let mut found = false;
+    let mut sum = 0u64;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("otter_turn_allocations") else {
+            continue;
+        };
+        // Only the gauge itself: not `_created_total` and the like.
+        if !(rest.starts_with('{') || rest.starts_with(' ')) {
+            continue;
+        }
+        let Some(value) = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
+            continue;
+        };
+        found = true;
+        // A gauge of live allocations: a whole, non-negative number.
+        sum = sum.saturating_add(value.max(0.0).round() as u64);
+    }
+    found.then_some(sum)
+}
+
+/// How long a scrape of a draining pod's exporter may take: the reconcile waits for it.
+const SCRAPE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+/// The most of a scrape read (the exporter's output is a few KiB).
+const SCRAPE_LIMIT: u64 = 256 * 1024;
+
+/// GET /metrics of the TURN exporter at `addr` (HTTP/1.0, so the body ends with the
+/// connection) and the allocations it reports. None when it does not answer in time.
+pub async fn scrape_allocations(addr: std::net::SocketAddr) -> Option<u64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let scrape = async {
+        let mut conn = tokio::net::TcpStream::connect(addr).await.ok()?;
+        conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: otter-operator\r\n\r\n")
+            .await
+            .ok()?;
+        let mut body = Vec::new();
+        conn.take(SCRAPE_LIMIT).read_to_end(&mut body).await.ok()?;
+        allocations_in_scrape(&String::from_utf8_lossy(&body))
+    };
+    tokio::time::timeout(SCRAPE_TIMEOUT, scrape).await.ok()?
+}
+
+/// Ask each draining pod's exporter how many allocations it still holds (with
+/// `turn.metrics.enabled`; else they stay unknown).
+pub async fn count_allocations(cr: &crate::crd::OtterDeployment, draining: &mut [DrainingNode]) {
+    let metrics = &cr.spec.turn.metrics;
+    let Ok(port) = u16::try_from(metrics.port) else {
+        return;
+    };
+    if !metrics.enabled {
+        return;
+    }
+    let counts = futures::future::join_all(draining.iter().map(|d| async move {
+        let ip = d.host_ip.or(d.address)?;
+        scrape_allocations(std::net::SocketAddr::new(ip, port)).await
+    }))
+    .await;
+    for (d, n) in draining.iter_mut().zip(counts) {
+        d.allocations = n;
+    }
 }
 
 /// One Event per node that started draining since the last status.
@@ -80,10 +151,45 @@ pub fn draining_events(
             reason: TURN_DRAINING.to_string(),
             note: Some(format!(
                 "TURN node {} left the ICE servers for new calls; its pod {} keeps relaying the \
-                 calls it carries until they end or {}",
+                 calls it carries{} until they end or {}",
                 d.node,
                 d.pod,
+                d.allocations
+                    .map(|n| format!(" ({n} relay allocation(s))"))
+                    .unwrap_or_default(),
                 d.deadline.as_deref().unwrap_or("its grace period ends"),
+            )),
+            action: "Drain".to_string(),
+            secondary: None,
+        })
+        .chain(drained(old, new))
+        .collect()
+}
+
+/// Reason of the Event telling that a TURN node's drain ended (its pod is gone).
+pub const TURN_DRAINED: &str = "TurnDrained";
+
+/// One Event per node no longer draining, with the allocations it had at the last count.
+fn drained(old: Option<&OtterDeploymentStatus>, new: &OtterDeploymentStatus) -> Vec<Event> {
+    let after: BTreeSet<(&str, &str)> = new
+        .turn_draining
+        .iter()
+        .map(|d| (d.node.as_str(), d.pod.as_str()))
+        .collect();
+    old.map(|s| s.turn_draining.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .filter(|d| !after.contains(&(d.node.as_str(), d.pod.as_str())))
+        .map(|d| Event {
+            type_: EventType::Normal,
+            reason: TURN_DRAINED.to_string(),
+            note: Some(format!(
+                "TURN pod {} on node {} is gone{}",
+                d.pod,
+                d.node,
+                d.allocations
+                    .map(|n| format!(" ({n} relay allocation(s) at the last count)"))
+                    .unwrap_or_default(),
             )),
             action: "Drain".to_string(),
             secondary: None,
@@ -159,6 +265,7 @@ mod tests {
             node: node.into(),
             pod: pod.into(),
             deadline: Some("2026-12-01T10:15:00Z".into()),
+            allocations: None,
         };
         let old = OtterDeploymentStatus {
             turn_draining: vec![entry("node-a", "t-a")],
@@ -175,5 +282,42 @@ mod tests {
         assert!(note.contains("node-b") && note.contains("t-b"), "{note}");
         assert!(draining_events(Some(&new), &new).is_empty());
         assert_eq!(draining_events(None, &new).len(), 2);
+    }
+
+    #[test]
+    fn allocations_are_summed_over_transports_from_a_scrape() {
+        let text = "# HELP otter_turn_allocations Live TURN allocations\n\
+                    otter_turn_allocations{transport=\"udp\"} 3\n\
+                    otter_turn_allocations{transport=\"tcp\"} 2\n\
+                    otter_turn_allocations_created_total 40\n\
+                    otter_turn_allocations_ended_total 35\n# EOF\n";
+        assert_eq!(allocations_in_scrape(text), Some(5));
+        assert_eq!(
+            allocations_in_scrape("otter_turn_allocations_created_total 4\n"),
+            None
+        );
+        assert_eq!(allocations_in_scrape("HTTP/1.0 500\r\n\r\nnope"), None);
+    }
+
+    #[test]
+    fn a_drained_node_gets_an_event_with_its_last_count() {
+        let entry = DrainingTurnNode {
+            node: "node-a".into(),
+            pod: "t-a".into(),
+            deadline: None,
+            allocations: Some(2),
+        };
+        let old = OtterDeploymentStatus {
+            turn_draining: vec![entry],
+            ..Default::default()
+        };
+        let events = draining_events(Some(&old), &OtterDeploymentStatus::default());
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].reason, TURN_DRAINED);
+        let note = events[0].note.clone().unwrap_or_default();
+        assert!(
+            note.contains("t-a") && note.contains("2 relay allocation(s)"),
+            "{note}"
+        );
     }
 }

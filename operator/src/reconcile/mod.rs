@@ -16,6 +16,7 @@ pub mod events;
 pub mod observe;
 pub mod ports;
 pub mod prune;
+pub mod rotation;
 pub mod status;
 pub mod watch;
 
@@ -30,7 +31,8 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, Resource, ResourceExt};
 
-use crate::build::secrets::{turn_secret_source, user_secret_problems};
+use crate::build::secrets::user_secret_problems;
+use crate::build::turn_keys::{TurnKeys, previous_expires_in, turn_keys_source};
 use crate::crd::{OtterDeployment, OtterDeploymentStatus};
 use crate::desired::{Applied, Desired};
 use crate::error::{Error, request};
@@ -158,11 +160,14 @@ async fn reconcile_inner(cr: &OtterDeployment, ctx: &Context) -> Result<Action, 
     if cr.metadata.deletion_timestamp.is_some() {
         let ns = cr.namespace().unwrap_or_default();
         ctx.metrics.set_turn_reachable(&ns, &cr.name_any(), None);
+        ctx.metrics.set_turn_draining(&ns, &cr.name_any(), &[]);
         // Owner references let the garbage collector remove every child.
         return Ok(Action::await_change());
     }
     let ns = namespace(cr)?;
-    let obs = observe::observe(&ctx.client, &ctx.images, cr, &ns).await?;
+    let mut obs = observe::observe(&ctx.client, &ctx.images, cr, &ns).await?;
+    obs.turn_next_confirmed = rotation::confirm(cr, &ctx.prober, &obs).await;
+    drain::count_allocations(cr, &mut obs.draining_turn_nodes).await;
     let (applied, failure) = match Desired::build(cr, &obs) {
         Err(e) => (Applied::default(), Some(Error::from(e))),
         Ok(desired) => converge(cr, ctx, &ns, &obs, &desired).await,
@@ -176,16 +181,42 @@ async fn reconcile_inner(cr: &OtterDeployment, ctx: &Context) -> Result<Action, 
     let status = compute_status(cr, &obs, &applied, &problems, Timestamp::now());
     let serving = turn_nodes_serving(cr, obs.turn_nodes.len(), &status);
     ctx.metrics.set_turn_reachable(&ns, &cr.name_any(), serving);
+    ctx.metrics
+        .set_turn_draining(&ns, &cr.name_any(), &status.turn_draining);
     write_status(cr, ctx, &ns, &status).await?;
     if let Some(e) = failure {
         return Err(e);
     }
-    let ready = find_condition(&status, READY).is_some_and(|c| c.status == "True");
-    Ok(Action::requeue(if ready {
+    Ok(Action::requeue(next_reconcile(
+        cr, ctx, &obs, &applied, &status,
+    )))
+}
+
+/// When to look again: soon while a TURN secret rotation waits for the TURN pods or a drain's
+/// count moves, when the previous TURN secret expires (to remove it), after the resync period
+/// when Ready, else in 30 s.
+fn next_reconcile(
+    cr: &OtterDeployment,
+    ctx: &Context,
+    obs: &Observed,
+    applied: &Applied,
+    status: &OtterDeploymentStatus,
+) -> Duration {
+    let ready = find_condition(status, READY).is_some_and(|c| c.status == "True");
+    let keys = keys_in_use(cr, obs, applied);
+    let every = if keys.as_ref().is_some_and(TurnKeys::pending) || !status.turn_draining.is_empty()
+    {
+        rotation::PENDING_REQUEUE
+    } else if ready {
         ctx.resync
     } else {
         Duration::from_secs(30)
-    }))
+    };
+    // Plus a second, so the expiry has passed.
+    let expiry = keys
+        .and_then(|k| previous_expires_in(&k, obs.unix_now))
+        .map(|s| Duration::from_secs(s.saturating_add(1)));
+    expiry.map_or(every, |e| e.min(every))
 }
 
 /// Allocate on every published TURN address once the TURN pods have been ready (then on every
@@ -207,10 +238,22 @@ async fn probe_turn(
     if !(probed_before || status::turn_rolled_out(cr, applied)) {
         return None;
     }
-    let source = turn_secret_source(cr)?;
-    let secret = obs.secret_value(&source.name, &source.key)?;
+    // The value signaling mints with: during a rotation the TURN Secret already holds the new
+    // one, which the TURN pods may not accept yet.
+    let secret = keys_in_use(cr, obs, applied)?.current;
     let port = u16::try_from(turn.port).ok()?;
-    Some(probe::probe_nodes(&ctx.prober, &obs.turn_nodes, port, secret).await)
+    Some(probe::probe_nodes(&ctx.prober, &obs.turn_nodes, port, &secret).await)
+}
+
+/// The TURN keys as this reconcile applied them (else as observed).
+fn keys_in_use(cr: &OtterDeployment, obs: &Observed, applied: &Applied) -> Option<TurnKeys> {
+    let name = turn_keys_source(cr)?.name;
+    applied
+        .secrets
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some(name.as_str()))
+        .or_else(|| obs.secrets.get(&name))
+        .and_then(TurnKeys::from_secret)
 }
 
 /// Apply, tell about generated Secrets, prune. What was applied, and the first failure.

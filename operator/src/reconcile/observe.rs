@@ -62,6 +62,11 @@ pub async fn observe(
         draining_turn_nodes,
         secrets,
         fresh: FreshSecrets::generate(),
+        turn_next_confirmed: false,
+        unix_now: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs(),
     })
 }
 

@@ -9,22 +9,12 @@ use kube::ResourceExt;
 
 use crate::crd::OtterDeployment;
 
-/// The host ports TURN takes on each of its nodes: coturn's listening port and TLS port (it
-/// binds no alternate port + 1: `coturn_args` turns RFC 5780 off), and with metrics on, the
-/// exporter's port and the statistics Redis's port (on the node's loopback).
+/// The host ports TURN takes on each of its nodes (`build::turn::host_ports`).
 pub fn turn_host_ports(cr: &OtterDeployment) -> Vec<i32> {
-    let t = &cr.spec.turn;
-    if !t.enabled {
-        return Vec::new();
-    }
-    let mut ports = vec![t.port];
-    if t.tls.enabled {
-        ports.push(t.tls.port);
-    }
-    if t.metrics.enabled {
-        ports.extend([t.metrics.port, t.metrics.redis_port]);
-    }
-    ports
+    crate::build::turn::host_ports(cr)
+        .into_iter()
+        .map(|(port, _)| port)
+        .collect()
 }
 
 /// Whether two node selectors can match the same node (no label asked with different values).

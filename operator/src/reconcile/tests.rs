@@ -68,6 +68,8 @@ struct World {
     fail: Option<(&'static str, u16)>,
     /// Whether the generated TURN Secret exists (with the value `turn_probe::TURN_SECRET`).
     turn_secret: bool,
+    /// The keys Secret `demo-turn-keys`, when it exists.
+    turn_keys: Option<Value>,
 }
 
 fn status_of(code: u16, reason: &str) -> Value {
@@ -132,6 +134,9 @@ fn answer(world: &mut World, call: &Call) -> (u16, Value) {
         }
         "GET" if world.turn_secret && call.path.ends_with("/secrets/demo-turn-secret") => {
             (200, turn_probe::turn_secret())
+        }
+        "GET" if call.path.ends_with("/secrets/demo-turn-keys") && world.turn_keys.is_some() => {
+            (200, world.turn_keys.clone().unwrap_or_default())
         }
         "GET" => (404, status_of(404, "NotFound")),
         // A status patch answers with the whole resource.

@@ -164,3 +164,91 @@ async fn a_node_that_answered_before_is_probed_during_a_rollout_and_tells_when_i
     assert_eq!(ready_reason(&status), "RollingOut");
     assert!(event_reasons(&calls).contains(&"TurnNodeUnreachable".to_string()));
 }
+
+/// `demo-turn-keys` as the API server answers a GET of it: string values base64-encoded.
+fn turn_keys(data: &[(&str, &str)]) -> Value {
+    use base64::Engine;
+    let data: serde_json::Map<String, Value> = data
+        .iter()
+        .map(|(k, v)| {
+            let v = base64::engine::general_purpose::STANDARD.encode(v);
+            (k.to_string(), Value::String(v))
+        })
+        .collect();
+    json!({"apiVersion": "v1", "kind": "Secret",
+           "metadata": {"name": "demo-turn-keys", "namespace": "calls"}, "data": data})
+}
+
+/// The string data of the keys Secret this reconcile applied.
+fn applied_keys(calls: &[Call]) -> std::collections::BTreeMap<String, String> {
+    use base64::Engine;
+    let call = calls
+        .iter()
+        .find(|c| c.method == "PATCH" && c.path.ends_with("/secrets/demo-turn-keys"))
+        .expect("the keys Secret is applied");
+    let data = call.body["data"].as_object().expect("data");
+    data.iter()
+        .map(|(k, v)| {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(v.as_str().unwrap_or_default())
+                .unwrap();
+            (k.clone(), String::from_utf8(bytes).unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_new_turn_secret_waits_as_next_until_every_node_allocates_with_it() {
+    // The TURN Secret holds a new value; signaling still mints with the old one.
+    let rotating = || World {
+        turn_keys: Some(turn_keys(&[("turn-secret", "old-value")])),
+        ..ready_world()
+    };
+    let prober = Arc::new(Answering {
+        outcome: ProbeOutcome::NoAnswer,
+        asked: Mutex::new(Vec::new()),
+    });
+    let (result, calls) = run_probed(&seen_cr(), rotating(), prober.clone()).await;
+    // Phase 1: the new value is written as next; the probe of reachability mints from the
+    // value in use, and the reconcile comes back soon.
+    assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(10)));
+    let keys = applied_keys(&calls);
+    assert_eq!(keys["turn-secret"], "old-value");
+    assert_eq!(keys["next"], TURN_SECRET);
+    let asked = prober.asked.lock().unwrap().clone();
+    let (expiry, _) = asked[0].1.username.split_once(':').unwrap();
+    assert_eq!(
+        asked[0].1,
+        mint(b"old-value", "otter-probe", expiry.parse().unwrap())
+    );
+
+    // A node that does not allocate with next holds the switch.
+    let pending = World {
+        turn_keys: Some(turn_keys(&[
+            ("turn-secret", "old-value"),
+            ("next", TURN_SECRET),
+        ])),
+        ..ready_world()
+    };
+    let (_, calls) = run_probed(&seen_cr(), pending.clone(), prober.clone()).await;
+    assert_eq!(applied_keys(&calls)["turn-secret"], "old-value");
+
+    // Every node allocates with next: signaling mints with it, the old value stays accepted.
+    let allocating = answering(ProbeOutcome::Allocated { relayed: None });
+    let (result, calls) = run_probed(&seen_cr(), pending, allocating).await;
+    let keys = applied_keys(&calls);
+    assert_eq!(keys["turn-secret"], TURN_SECRET);
+    assert_eq!(keys["previous"], "old-value");
+    assert!(!keys.contains_key("next"), "{keys:?}");
+    let until: u64 = keys["previous-until"].parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // credentialTtl (default 6h) plus the 10-minute margin.
+    assert!(
+        until >= now + 6 * 3600 + 600 - 60 && until <= now + 6 * 3600 + 600,
+        "{until}"
+    );
+    assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(300)));
+}
