@@ -1,10 +1,11 @@
 // TURN drain on real nodes (issue 17): the TURN exporter in a real TURN pod counts a relayed
 // call; a TURN pod that is going away leaves the ICE servers at once (status and an Event say
-// which node drains), keeps relaying the calls it carries, and exits as soon as they end (long
-// before turn.drainTimeout); a new call meanwhile goes through the other node; a call whose TURN
-// node goes away for good moves to the other node by ICE restart. Its own OtterDeployment, on its
-// own TURN port and relay range, so 01's TURN pods
-// (still draining after its deletion) cannot collide with it. Needs two real nodes.
+// which node drains, the status how many allocations it still holds), keeps relaying the calls
+// it carries, and exits as soon as they end (long before turn.drainTimeout); a new call
+// meanwhile goes through the other node; a call whose TURN node goes away for good moves to the
+// other node by ICE restart. Its own OtterDeployment, on its own TURN port and relay range, so
+// 01's TURN pods (still draining after its deletion) cannot collide with it. Needs two real
+// nodes.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -145,10 +146,13 @@ test('a deleted TURN pod drains: its node leaves the ICE servers, its call keeps
     const events = (await getJson(['get', 'events.events.k8s.io', '-n', NS, '--field-selector', 'reason=TurnDraining'])).items;
     return events.some((e) => (e.note ?? '').includes(node.metadata.name)) || `!${events.length} events`;
   });
-  // Not asserted yet: status.turnDraining[].allocations. The operator asks the pod's exporter,
-  // but the exporter and its Redis are sidecars that get SIGTERM as the drain starts (only
-  // coturn has the preStop hook), so on real nodes the count is never there. Making them native
-  // sidecars (init containers with restartPolicy Always, stopped after coturn) is the fix.
+  // The status says how many allocations the draining pod still holds (its exporter's count:
+  // a native sidecar, still up while coturn drains).
+  const counted = await waitFor('the draining node\'s allocations in status', async () => {
+    const d = ((await otter()).status.turnDraining ?? []).find((x) => x.node === node.metadata.name);
+    return (d?.allocations >= 1 && d) || `!${JSON.stringify(d)}`;
+  }, { timeoutMs: 60000, intervalMs: 1000 });
+  record('drain.allocations_in_status', counted.allocations);
   // Signaling re-reads its ConfigMap (mounted: the kubelet updates it within about a minute).
   await waitFor('signaling hands out the other node only', async () => {
     const urls = await iceUrls();

@@ -598,8 +598,8 @@ fn pod_spec(
     let t = &cr.spec.turn;
     let image = t.image.clone().unwrap_or_else(|| obs.images.turn.clone());
     let mut coturn = coturn_container(cr, &image)?;
-    let mut sidecars = vec![secrets_agent(cr, &image)];
-    crate::build::turn_metrics::attach(cr, obs, &mut coturn, &mut sidecars);
+    let sidecars = vec![secrets_agent(cr, &image)];
+    let native_sidecars = crate::build::turn_metrics::attach(cr, obs, &mut coturn);
     let drain = duration_secs("turn.drainTimeout", &t.drain_timeout)?;
     Ok(PodSpec {
         host_network: Some(true),
@@ -609,7 +609,7 @@ fn pod_spec(
         // node in a roll, found on real nodes). With the pause container as PID 1, SIGTERM
         // ends coturn at once.
         share_process_namespace: Some(true),
-        init_containers: Some(vec![init_container(cr, &image)]),
+        init_containers: Some([vec![init_container(cr, &image)], native_sidecars].concat()),
         containers: [vec![coturn], sidecars].concat(),
         volumes: Some(pod_volumes(cr, keys)),
         node_selector: Some(t.node_selector.clone()),

@@ -95,22 +95,25 @@ pub fn exporter(cr: &OtterDeployment, obs: &Observed) -> Container {
     }
 }
 
-/// With `turn.metrics.enabled`: make coturn publish and add the two sidecars.
-pub fn attach(
-    cr: &OtterDeployment,
-    obs: &Observed,
-    coturn: &mut Container,
-    containers: &mut Vec<Container>,
-) {
+/// With `turn.metrics.enabled`: make coturn publish, and the two sidecars, as native sidecars
+/// (init containers that keep running): the kubelet stops them only after coturn has exited, so
+/// a draining pod's exporter still answers the operator's count of its allocations. Ordinary
+/// sidecars got SIGTERM as the drain began (found on real nodes).
+pub fn attach(cr: &OtterDeployment, obs: &Observed, coturn: &mut Container) -> Vec<Container> {
     if !cr.spec.turn.metrics.enabled {
-        return;
+        return Vec::new();
     }
     coturn
         .args
         .get_or_insert_with(Vec::new)
         .push(statsdb_arg(cr.spec.turn.metrics.redis_port));
-    containers.push(stats_redis(cr, obs));
-    containers.push(exporter(cr, obs));
+    [stats_redis(cr, obs), exporter(cr, obs)]
+        .into_iter()
+        .map(|c| Container {
+            restart_policy: Some("Always".to_string()),
+            ..c
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -125,10 +128,8 @@ mod tests {
             args: Some(vec!["--no-cli".to_string()]),
             ..Default::default()
         };
-        let mut containers = vec![];
-        attach(c, &obs, &mut coturn, &mut containers);
-        containers.insert(0, coturn);
-        containers
+        let sidecars = attach(c, &obs, &mut coturn);
+        [vec![coturn], sidecars].concat()
     }
 
     #[test]
@@ -147,6 +148,14 @@ mod tests {
         let c = pod_containers(&od);
         let names: Vec<&str> = c.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["coturn", "stats-redis", "turn-exporter"]);
+        for sidecar in &c[1..] {
+            assert_eq!(
+                sidecar.restart_policy.as_deref(),
+                Some("Always"),
+                "{} is a native sidecar: it outlives coturn's drain",
+                sidecar.name
+            );
+        }
         let coturn_args = c[0].args.clone().unwrap_or_default();
         assert!(coturn_args.contains(&statsdb_arg(6400)), "{coturn_args:?}");
         assert!(statsdb_arg(6400).contains("ip=127.0.0.1 dbname=0 port=6400"));
