@@ -108,7 +108,8 @@ test('the TURN exporter in a real TURN pod counts a relayed call\'s allocations 
   const [ip] = await relayIps(call.a);
   const node = await nodeOfIp(ip);
   const pod = (await turnPods()).find((p) => p.spec.nodeName === node.metadata.name);
-  const port = pod.spec.containers.find((c) => c.name === 'turn-exporter').ports[0].containerPort;
+  // A native sidecar: an init container that keeps running.
+  const port = (pod.spec.initContainers ?? []).find((c) => c.name === 'turn-exporter').ports[0].containerPort;
   const scrape = () => podMetrics(NS, pod.metadata.name, port);
   const first = await waitFor('the exporter sees the call\'s allocations', async () => {
     const text = await scrape();
