@@ -248,6 +248,26 @@ fn start_coturn(dir: &Path, db: &Path, relay: (u16, u16)) -> (Proc, SocketAddr) 
     );
 }
 
+/// The drain hook over relay range `min..=max`, with a 60 s bound, and its stdout's lines. No
+/// coturn pidfile: the hook tells on its own stdout, which the test reads.
+fn start_drain_hook(
+    min: u16,
+    max: u16,
+) -> (Proc, std::io::Lines<BufReader<std::process::ChildStdout>>) {
+    let mut hook = Proc(
+        Command::new("/bin/sh")
+            .args(["-c", DRAIN_SCRIPT, "drain", "60"])
+            .args([min.to_string(), max.to_string()])
+            .env("OTTER_TURN_PIDFILE", "/nonexistent/pidfile")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the drain hook"),
+    );
+    let lines = BufReader::new(hook.0.stdout.take().expect("stdout")).lines();
+    (hook, lines)
+}
+
 /// Wait until `f` holds, polling; the agent acts within a poll interval.
 fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -379,18 +399,7 @@ fn the_drain_hook_waits_for_the_last_allocation_and_no_longer() {
     assert_eq!(alice.allocate(), 0);
 
     // A 60 s bound: the hook must return long before it, when the allocation is released.
-    let mut hook = Proc(
-        Command::new("/bin/sh")
-            .args(["-c", DRAIN_SCRIPT, "drain", "60"])
-            .args([RELAY_MIN.to_string(), RELAY_MAX.to_string()])
-            // No coturn pidfile: the hook tells on its own stdout, which the test reads.
-            .env("OTTER_TURN_PIDFILE", dir.join("no-such-pidfile"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the drain hook"),
-    );
-    let mut lines = BufReader::new(hook.0.stdout.take().expect("stdout")).lines();
+    let (mut hook, mut lines) = start_drain_hook(RELAY_MIN, RELAY_MAX);
     let first = lines.next().expect("a first line").expect("utf8");
     assert!(
         first.contains("draining: 1 relay allocation(s)"),
@@ -424,17 +433,7 @@ fn the_drain_hook_counts_tcp_relays_but_not_established_connections() {
     let client =
         std::net::TcpStream::connect(outside.local_addr().expect("addr")).expect("connect");
     let _accepted = outside.accept().expect("accept");
-    let mut hook = Proc(
-        Command::new("/bin/sh")
-            .args(["-c", DRAIN_SCRIPT, "drain", "60"])
-            .args([min.to_string(), max.to_string()])
-            .env("OTTER_TURN_PIDFILE", "/nonexistent/pidfile")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the drain hook"),
-    );
-    let mut lines = BufReader::new(hook.0.stdout.take().expect("stdout")).lines();
+    let (mut hook, mut lines) = start_drain_hook(min, max);
     let first = lines.next().expect("a first line").expect("utf8");
     assert!(first.contains("draining: 1 relay allocation(s)"), "{first}");
     drop(listener);
