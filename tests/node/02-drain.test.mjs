@@ -93,6 +93,15 @@ async function hangUp({ a, b }) {
   }
 }
 
+/** What a pod that should have exited is still doing: its running containers, the drain hook's last words. */
+async function whyNotGone(pod) {
+  const running = [...(pod.status.initContainerStatuses ?? []), ...(pod.status.containerStatuses ?? [])]
+    .filter((c) => c.state?.running).map((c) => c.name);
+  const log = await kubectl(['logs', '-n', NS, pod.metadata.name, '-c', 'coturn', '--tail=200'], { allowFail: true });
+  const drain = (typeof log === 'string' ? log : log.stderr).split('\n').filter((l) => l.includes('otter:')).slice(-2);
+  return `running ${running.join(',') || 'none'}; ${drain.join(' | ') || 'no drain line'}`;
+}
+
 /** The TURN URIs signaling hands a new join right now. */
 async function iceUrls() {
   const r = await fetch(`${state.url}/v1/ice-servers`, { headers: { authorization: `Bearer ${roomToken(tokenSecret, 'probe', { ttlSeconds: 600 })}` } });
@@ -174,7 +183,10 @@ test('a deleted TURN pod drains: its node leaves the ICE servers, its call keeps
   const ended = Date.now();
   await hangUp(first);
   await hangUp(second);
-  await waitFor('the drained pod exits', async () => !(await turnPods()).some((p) => p.metadata.uid === victim.metadata.uid) || '!still there', { timeoutMs: 240000, intervalMs: 1000 });
+  await waitFor('the drained pod exits', async () => {
+    const pod = (await turnPods()).find((p) => p.metadata.uid === victim.metadata.uid);
+    return !pod || `!still there: ${await whyNotGone(pod)}`;
+  }, { timeoutMs: 240000, intervalMs: 1000 });
   record('drain.pod_exit_after_calls_end_s', (Date.now() - ended) / 1000);
   await waitFor('a TurnDrained Event', async () => {
     const events = (await getJson(['get', 'events.events.k8s.io', '-n', NS, '--field-selector', 'reason=TurnDrained'])).items;
