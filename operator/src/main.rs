@@ -11,7 +11,7 @@ use otter_operator::http::{self, Health};
 use otter_operator::leader::{self, LeaseElector, Timing};
 use otter_operator::metrics::Metrics;
 use otter_operator::observed::Images;
-use otter_operator::reconcile::{Context, watch};
+use otter_operator::reconcile::{self, Context, watch};
 use tokio::sync::watch as flag;
 
 /// Kubernetes operator for Otter: one OtterDeployment becomes a WebRTC calling backend
@@ -86,6 +86,10 @@ struct RunArgs {
     /// How often a Ready OtterDeployment is reconciled anyway (drift, user Secret changes).
     #[arg(long, env = "OTTER_OPERATOR_RESYNC", default_value = "5m", value_parser = humantime::parse_duration)]
     resync: Duration,
+
+    /// OtterDeployments reconciled at once at most (0: no bound).
+    #[arg(long, env = "OTTER_OPERATOR_CONCURRENCY", default_value_t = reconcile::DEFAULT_CONCURRENCY)]
+    concurrency: u16,
 
     /// Signaling image used when the spec names none.
     #[arg(long, env = "OTTER_OPERATOR_SIGNALING_IMAGE", default_value_t = Images::default().signaling)]
@@ -203,17 +207,20 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let elector = args
         .leader_election
         .then(|| elector(&args, &client, &identity));
-    let ctx = Arc::new(Context::new(
-        client,
-        Images {
-            signaling: args.signaling_image.clone(),
-            turn: args.turn_image.clone(),
-            redis: args.redis_image.clone(),
-        },
-        metrics.clone(),
-        identity,
-        args.resync,
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            client,
+            Images {
+                signaling: args.signaling_image.clone(),
+                turn: args.turn_image.clone(),
+                redis: args.redis_image.clone(),
+            },
+            metrics.clone(),
+            identity,
+            args.resync,
+        )
+        .with_concurrency(args.concurrency),
+    );
     let namespace = args.namespace.clone();
     let gauge = metrics.leader.clone();
     leader::run_terms(
@@ -297,16 +304,20 @@ mod tests {
         assert!(cli.run.leader_election);
         assert_eq!(cli.run.lease_duration, Duration::from_secs(15));
         assert_eq!(cli.run.turn_image, "docker.io/coturn/coturn:4.6.3");
+        assert_eq!(cli.run.concurrency, reconcile::DEFAULT_CONCURRENCY);
         let cli = Cli::try_parse_from([
             "otter-operator",
             "--leader-election",
             "false",
             "--resync",
             "1m",
+            "--concurrency",
+            "4",
         ])
         .unwrap();
         assert!(!cli.run.leader_election);
         assert_eq!(cli.run.resync, Duration::from_secs(60));
+        assert_eq!(cli.run.concurrency, 4);
         let cli = Cli::try_parse_from(["otter-operator", "crd"]).unwrap();
         assert!(matches!(cli.command, Some(Command::Crd)));
     }

@@ -54,12 +54,19 @@ pub struct Context {
     pub metrics: Metrics,
     /// How often a Ready resource is re-checked (picks up drift and user Secret changes).
     pub resync: Duration,
+    /// OtterDeployments reconciled at once at most (0: no bound).
+    pub concurrency: u16,
     failures: Mutex<HashMap<String, u32>>,
     /// The controller's cache of every OtterDeployment (replaced each leadership term).
     peers: RwLock<Option<Store<OtterDeployment>>>,
     /// Allocates on the published TURN addresses (`probe::UdpProber`; tests answer for it).
     prober: Arc<dyn Prober>,
 }
+
+/// Reconciles at once by default: enough to keep a busy API server fed, few enough that a burst
+/// of new OtterDeployments does not queue thousands of requests in it (each reconcile sends a
+/// dozen at once), where they would wait out the request timeout.
+pub const DEFAULT_CONCURRENCY: u16 = 16;
 
 impl Context {
     /// A context reporting Events as `otter-operator` from `instance`.
@@ -80,10 +87,17 @@ impl Context {
             images,
             metrics,
             resync,
+            concurrency: DEFAULT_CONCURRENCY,
             failures: Mutex::new(HashMap::new()),
             peers: RwLock::new(None),
             prober: Arc::new(UdpProber),
         }
+    }
+
+    /// Reconcile at most `n` OtterDeployments at once (0: no bound).
+    pub fn with_concurrency(mut self, n: u16) -> Self {
+        self.concurrency = n;
+        self
     }
 
     /// Probe TURN with `prober` instead of real Allocates over UDP.

@@ -104,7 +104,11 @@ fn controller(ctx: &Context, namespace: Option<&str>) -> Controller<OtterDeploym
         scoped::<OtterDeployment>(client, namespace),
         watcher::Config::default(),
     )
-    .with_config(ControllerConfig::default().debounce(Duration::from_millis(500)));
+    .with_config(
+        ControllerConfig::default()
+            .debounce(Duration::from_millis(500))
+            .concurrency(ctx.concurrency),
+    );
     let store = controller.store();
     ctx.set_peers(store.clone());
     let mut owns = Owns { client, namespace };
