@@ -135,7 +135,7 @@ test('the TURN exporter in a real TURN pod counts a relayed call\'s allocations 
   await hangUp(call);
 });
 
-// Up to 12 min: see the wait for the pod's exit.
+// Up to 12 min: see the wait for the pod's exit. (tests/node/test gives each file 20 min.)
 test('a deleted TURN pod drains: its node leaves the ICE servers, its call keeps flowing, a new call uses the other node, and it exits when its calls end', { skip: two, timeout: 720000 }, async () => {
   const first = await relayCall('drain-one');
   const [ip] = await relayIps(first.a);
