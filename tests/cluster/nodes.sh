@@ -254,10 +254,18 @@ node_start() {
     local i=$1 d=$RUN_DIR/nodes/$1 name
     name=$(node_name "$i")
     node_cgroup_create "$i"
-    log "node $name: starting containerd"
-    start_component "containerd-$i" nsenter --net="/run/netns/$(node_ns "$i")" \
-        containerd --config "$d/containerd.toml" --log-level warn
-    wait_for "containerd-$i" "containerd of $name" test -S "$d/containerd.sock"
+    # Started again when it exits before its socket is up: once in a CI run, containerd 1.6
+    # stopped at once with only "containerd: context canceled" (a SIGTERM or SIGINT during its
+    # start; the sender was not found). Its log keeps every try.
+    local try
+    for try in 1 2 3; do
+        log "node $name: starting containerd"
+        start_component "containerd-$i" nsenter --net="/run/netns/$(node_ns "$i")" \
+            containerd --config "$d/containerd.toml" --log-level warn
+        WAIT_SOFT=1 wait_for "containerd-$i" "containerd of $name" test -S "$d/containerd.sock" && break
+        ((try < 3)) || die "containerd of $name exited 3 times while starting; log: $RUN_DIR/logs/containerd-$i.log"
+        log "containerd of $name exited while starting (try $try); starting it again"
+    done
     log "node $name: starting kubelet and kube-proxy ($(node_ip "$i"))"
     start_component "kubelet-$i" nsenter --net="/run/netns/$(node_ns "$i")" \
         "$KUBELET" --config "$d/kubelet.yaml" --kubeconfig "$RUN_DIR/node-$i.kubeconfig" \
