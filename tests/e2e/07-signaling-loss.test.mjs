@@ -18,7 +18,7 @@ test('a signaling blip: reconnect with backoff, resume the seat, the call never 
   const proxy = await startProxy(env.server.port);
   try {
     const room = roomName('blip');
-    const a = await env.page('A', '/', proxy.url);
+    const a = await env.page('A', undefined, proxy.url);
     const b = await env.page('B');
     // A reaches the server through the proxy; B directly.
     const { peerId: aId } = await joinCall(a, { room, name: 'Alice', url: proxy.url });
@@ -68,7 +68,7 @@ test('an offer made while the other side\'s signaling was down is made again', a
   const proxy = await startProxy(env.server.port);
   try {
     const room = roomName('lostoffer');
-    const a = await env.page('A', '/', proxy.url);
+    const a = await env.page('A', undefined, proxy.url);
     const b = await env.page('B');
     const { peerId: aId } = await joinCall(a, { room, url: proxy.url });
     const { peerId: bId } = await joinCall(b, { room });
@@ -116,7 +116,7 @@ test('a half-open signaling connection: the silence is noticed, a new socket res
   const proxy = await startProxy(env.server.port);
   try {
     const room = roomName('halfopen');
-    const a = await env.page('A', '/', proxy.url);
+    const a = await env.page('A', undefined, proxy.url);
     const b = await env.page('B');
     const { peerId: aId } = await joinCall(a, { room, url: proxy.url, keepalive: { intervalMs: 500, timeoutMs: 2500 } });
     await joinCall(b, { room });

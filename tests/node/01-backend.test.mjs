@@ -89,6 +89,8 @@ test('an OtterDeployment becomes Ready from real pods', async () => {
 });
 
 async function call(room, policy) {
+  // The pages drive the SDK from a blank document of the server's origin (BLANK); the demo page
+  // itself is checked once, served through the same NodePort.
   const a = await openPage(state.browser, state.url, `A-${room}`);
   const b = await openPage(state.browser, state.url, `B-${room}`);
   const opts = policy ? { iceTransportPolicy: policy } : {};
@@ -100,6 +102,9 @@ async function call(room, policy) {
 }
 
 test('a relayed call goes through the coturn pods, on the published node addresses', async () => {
+  const demo = await fetch(`${state.url}/`);
+  assert.equal(demo.status, 200, 'the demo page through the NodePort');
+  assert.match(await demo.text(), /demo\.js/, 'the demo page through the NodePort');
   const { a, b, ms } = await call('relay', 'relay');
   record('apply_to_first_relay_frame_s', (Date.now() - state.applied) / 1000);
   record('join_to_first_relay_frame_ms', Math.round(ms));

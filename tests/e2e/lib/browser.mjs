@@ -25,10 +25,17 @@ export async function launch() {
 }
 
 /**
- * Open a page on the signaling server's origin (so /otter.js imports same-origin) in its own
- * browser context, collecting console errors for diagnosis.
+ * A same-origin document that runs nothing: the pages that drive the SDK need the server's origin
+ * (so /otter.js imports same-origin, in a secure context), not the demo page, whose camera
+ * preview and microphone meter cost about half a core per page for as long as it is open.
  */
-export async function openPage(browser, baseUrl, label, path = '/') {
+export const BLANK = '/healthz';
+
+/**
+ * Open a page on the signaling server's origin (by default a blank one: pass '/' or a demo URL
+ * for the demo page) in its own browser context, collecting console errors for diagnosis.
+ */
+export async function openPage(browser, baseUrl, label, path = BLANK) {
   const context = await browser.newContext();
   const page = await context.newPage();
   page.label = label;

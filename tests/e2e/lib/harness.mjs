@@ -9,8 +9,9 @@ export function useCallEnv(opts = {}) {
     env.turn = await startCoturn();
     env.server = await startSignaling({ turn: env.turn, ...opts.signaling });
     env.browser = await launch();
-    // `base`: the origin the page loads from. A page whose signaling goes through a test
-    // proxy loads through it too: the demo page's CSP allows connections to its own origin only.
+    // `path`: the document (default a blank one, see BLANK). `base`: the origin it loads from;
+    // a page whose signaling goes through a test proxy loads through it too, as the demo page
+    // must (its CSP allows connections to its own origin only).
     env.page = async (label, path, base = env.server.url) => {
       const p = await openPage(env.browser, base, label, path);
       env.pages.push(p);
