@@ -51,9 +51,8 @@ test('the ICE restart gets fresh TURN credentials when those from joined have ex
   const server = await startSignaling({ turn: env.turn, extraArgs: ['--turn-ttl', '6s'], name: 'signaling-short-ttl' });
   try {
     const room = roomName('expired-turn');
-    const a = await env.page('A2');
-    const b = await env.page('B2');
-    await Promise.all([a, b].map((p) => p.goto(`${server.url}/`)));
+    const a = await env.page('A2', undefined, server.url);
+    const b = await env.page('B2', undefined, server.url);
     await joinCall(a, { room, iceTransportPolicy: 'relay' });
     await joinCall(b, { room, iceTransportPolicy: 'relay' });
     await expectMediaEverywhere([a, b]);
