@@ -4,10 +4,12 @@
 ns=otter-system   # examples/argocd/otter-operator.yaml's destination
 app_ns=calls      # examples/argocd/otter-backend.yaml's destination
 backend_file=examples/argocd/backend/otterdeployment.yaml
-# The quiet windows that count writes. kwok runs the 60 s; on real nodes (inside the node
-# suite's CI time) half: Argo CD compares on every change it watches, so a permanent OutOfSync
-# shows at its first comparison after the sync, long before either window ends.
-if $real_nodes; then rest_secs=30 quiet_secs=15; else rest_secs=60 quiet_secs=30; fi
+# The quiet windows that count writes. At rest, kwok runs the 60 s; on real nodes (inside
+# the node suite's CI time) half. After drift, 15 s on both: Argo CD compares on every change it
+# watches, so a write loop or a permanent OutOfSync shows at its first comparison after the
+# sync, long before either window ends.
+if $real_nodes; then rest_secs=30; else rest_secs=60; fi
+quiet_secs=15
 
 check "Argo CD configured: its CRDs ($ARGOCD_VERSION), argocd-cm + examples/argocd/argocd-cm-patch.yaml, argocd-secret, project default" argocd_config
 start_argocd || { tail -n 20 "$work"/logs/*.log >&2; die "Argo CD processes did not start (logs above)"; }

@@ -121,7 +121,7 @@ export const SERVER_BIN = process.env.OTTER_SIGNALING_BIN || join(REPO, 'target'
 
 /** Start the signaling server on a free loopback port, handing out coturn's URIs. */
 export async function startSignaling({ turn, turnSecret = turn?.secret, turnUris, extraArgs = [], env = {}, name = 'signaling', port: fixedPort } = {}) {
-  if (!existsSync(SERVER_BIN)) throw new Error(`${SERVER_BIN} not found: run cargo build -p otter-signaling (tests/e2e/run does)`);
+  if (!existsSync(SERVER_BIN)) throw new Error(`${SERVER_BIN} not found: run cargo build --workspace (tests/e2e/run does)`);
   const port = fixedPort ?? await freePort();
   const args = ['--listen', `127.0.0.1:${port}`, '--reconnect-grace', '15s'];
   if (turn) {
