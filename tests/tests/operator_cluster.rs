@@ -728,6 +728,17 @@ async fn turn_uris_follow_nodes() {
     op.assert_no_forbidden();
 }
 
+/// Degraded for the missing Secret `name` (reason SecretNotFound, naming it).
+fn degraded_for_secret(name: &'static str) -> impl Condition<OtterDeployment> {
+    move |cr: Option<&OtterDeployment>| {
+        cr.and_then(|cr| cr.status.as_ref())
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Degraded"))
+            .is_some_and(|c| {
+                c.status == "True" && c.reason == "SecretNotFound" && c.message.contains(name)
+            })
+    }
+}
+
 #[tokio::test]
 async fn deleting_the_otterdeployment_collects_children_but_not_user_secrets() {
     let (c, client, ns, op) = setup("gc").await;
@@ -740,10 +751,6 @@ async fn deleting_the_otterdeployment_collects_children_but_not_user_secrets() {
         data: Some([("secret".to_string(), ByteString(b"users-own".to_vec()))].into()),
         ..Default::default()
     };
-    secrets
-        .create(&PostParams::default(), &mine)
-        .await
-        .expect("the user's Secret");
     c.add_node(
         &format!("turn-{ns}"),
         Some("10.9.1.2"),
@@ -756,17 +763,49 @@ async fn deleting_the_otterdeployment_collects_children_but_not_user_secrets() {
     apply_cr(&client, &ns, cr)
         .await
         .expect("apply the OtterDeployment");
+    // The user's Secret comes late: Degraded names it, and its creation brings Ready.
+    let crs: Api<OtterDeployment> = ns_api(&client, &ns);
+    let degraded = "Degraded=True, SecretNotFound naming my-turn";
+    let within = Duration::from_secs(60);
+    wait_until(
+        &crs,
+        "otter",
+        degraded,
+        within,
+        degraded_for_secret("my-turn"),
+    )
+    .await;
+    secrets
+        .create(&PostParams::default(), &mine)
+        .await
+        .expect("the user's Secret");
     await_ready(&client, &ns, &op).await;
+    // At rest (Ready: the next look is the 5 min resync), a new value in the user's Secret is
+    // a Secret event: the rotation starts at once, its value offered to coturn as `next`.
+    op.quiesce(&crs, "otter").await;
+    let rotated = Secret {
+        data: Some([("secret".to_string(), ByteString(b"users-new".to_vec()))].into()),
+        ..Default::default()
+    };
+    secrets
+        .patch("my-turn", &PatchParams::default(), &Patch::Merge(&rotated))
+        .await
+        .expect("rotate the user's Secret");
+    let offered = |s: Option<&Secret>| {
+        s.and_then(|s| s.data.as_ref()?.get("next"))
+            .is_some_and(|v| v.0 == b"users-new")
+    };
+    let what =
+        "otter-turn-keys to offer the rotated value as next (a Secret event, not the resync)";
+    wait_until(&secrets, "otter-turn-keys", what, within, offered).await;
     let user_secret = secrets.get("my-turn").await.expect("user secret");
     assert!(
         user_secret.metadata.owner_references.is_none(),
         "the user's Secret is not owned"
     );
-    let crs: Api<OtterDeployment> = ns_api(&client, &ns);
     crs.delete("otter", &DeleteParams::foreground())
         .await
         .expect("delete");
-    let within = Duration::from_secs(60);
     wait_until(&crs, "otter", "the OtterDeployment to go", within, gone()).await;
     let what = "garbage collection";
     collected::<ConfigMap>(&client, &ns, "otter-signaling", within).await;

@@ -1,5 +1,5 @@
 //! The controller's wiring: the OtterDeployments, every owned kind (by the `managed-by` label),
-//! and the Nodes whose addresses the TURN URIs publish.
+//! the Nodes whose addresses the TURN URIs publish, and the Secrets of the user's they name.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod, Secret};
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 
+use crate::build::secrets::user_secret_names;
 use crate::crd::OtterDeployment;
 use crate::kinds::{Kind, Owned, PerKind};
 use crate::reconcile::{Context, error_policy, reconcile};
@@ -70,6 +71,28 @@ pub fn node_concerns(cr: &OtterDeployment, node: &Node) -> bool {
         })
 }
 
+/// Secrets no OtterDeployment can name, left out of the Secret watch: Helm's release records
+/// (large, rewritten on every upgrade) and ServiceAccount tokens.
+pub const SECRETS_FIELD_SELECTOR: &str =
+    "type!=helm.sh/release.v1,type!=kubernetes.io/service-account-token";
+
+/// The resources that name this Secret as one of the user's (TURN secret, token key, Redis URL,
+/// TURN TLS): created, changed or deleted, it must not wait for the next resync — a resource
+/// Degraded by its absence recovers at once, and a rotated TURN secret starts rotating.
+pub fn secret_readers(
+    crs: &[Arc<OtterDeployment>],
+    secret: &Secret,
+) -> Vec<ObjectRef<OtterDeployment>> {
+    let (Some(ns), name) = (secret.namespace(), secret.name_any()) else {
+        return Vec::new();
+    };
+    crs.iter()
+        .filter(|cr| cr.namespace().as_deref() == Some(ns.as_str()))
+        .filter(|cr| user_secret_names(cr).contains(&name))
+        .map(|cr| ObjectRef::from_obj(&**cr))
+        .collect()
+}
+
 fn scoped<K>(client: &Client, ns: Option<&str>) -> Api<K>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
@@ -97,7 +120,8 @@ impl PerKind for Owns<'_> {
     }
 }
 
-/// The controller with every watch: the resource, each owned kind, the Nodes.
+/// The controller with every watch: the resource, each owned kind, the user's Secrets, the TURN
+/// pods, the Nodes.
 fn controller(ctx: &Context, namespace: Option<&str>) -> Controller<OtterDeployment> {
     let client = &ctx.client;
     let controller = Controller::new(
@@ -115,7 +139,13 @@ fn controller(ctx: &Context, namespace: Option<&str>) -> Controller<OtterDeploym
     let controller = Kind::ALL
         .into_iter()
         .fold(controller, |c, kind| kind.visit(&mut owns)(c));
+    let readers = store.clone();
     controller
+        .watches(
+            scoped::<Secret>(client, namespace),
+            watcher::Config::default().fields(SECRETS_FIELD_SELECTOR),
+            move |secret: Secret| secret_readers(&readers.state(), &secret),
+        )
         .watches(
             scoped::<Pod>(client, namespace),
             watcher::Config::default().labels(TURN_PODS_SELECTOR),
@@ -177,6 +207,34 @@ mod tests {
         let owner = turn_pod_owner(&pod).unwrap();
         assert_eq!(owner.name, "demo");
         assert_eq!(owner.namespace.as_deref(), Some("calls"));
+    }
+
+    #[test]
+    fn a_user_secret_event_reaches_the_resources_naming_it_in_its_namespace() {
+        let mut named = cr();
+        named.spec.turn.secret_ref = Some(crate::crd::SecretKeyRef {
+            name: "turn-shared".into(),
+            key: None,
+        });
+        let mut elsewhere = named.clone();
+        elsewhere.metadata.namespace = Some("other".into());
+        let unnamed = cr();
+        let crs: Vec<_> = [named.clone(), elsewhere, unnamed]
+            .into_iter()
+            .map(Arc::new)
+            .collect();
+        let mut secret = Secret::default();
+        secret.metadata.name = Some("turn-shared".into());
+        secret.metadata.namespace = named.metadata.namespace.clone();
+        assert_eq!(
+            secret_readers(&crs, &secret),
+            vec![ObjectRef::from_obj(&named)]
+        );
+        secret.metadata.name = Some("something-else".into());
+        assert!(secret_readers(&crs, &secret).is_empty());
+        // A generated Secret is the owned-kind watch's: its name is not the user's.
+        secret.metadata.name = Some(format!("{}-turn-secret", named.name_any()));
+        assert!(secret_readers(&crs, &secret).is_empty());
     }
 
     #[test]
