@@ -9,7 +9,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 use crate::crd::{DrainingTurnNode, OtterDeployment, OtterDeploymentStatus};
 
@@ -92,17 +92,15 @@ impl Metrics {
     pub fn new() -> Self {
         let mut root = Registry::default();
         let registry = root.sub_registry_with_prefix("otter_operator");
-        let reconciliations = Family::<ReconcileLabels, Counter>::default();
-        registry.register(
+        let reconciliations: Family<ReconcileLabels, Counter> = registered(
+            registry,
             "reconciliations",
             "Reconciles of OtterDeployments by result",
-            reconciliations.clone(),
         );
-        let errors = Family::<ErrorLabels, Counter>::default();
-        registry.register(
+        let errors: Family<ErrorLabels, Counter> = registered(
+            registry,
             "reconcile_errors",
             "Failed reconciles by kind of error",
-            errors.clone(),
         );
         // 5 ms to 82 s: a reconcile under a burst on a busy control plane took over 10 s.
         let duration = Histogram::new(exponential_buckets(0.005, 2.0, 15));
@@ -111,49 +109,42 @@ impl Metrics {
             "Time taken by one reconcile",
             duration.clone(),
         );
-        let status_writes = Counter::default();
-        registry.register(
+        let status_writes = registered(
+            registry,
             "status_writes",
             "Status updates written (none when nothing changed)",
-            status_writes.clone(),
         );
-        let pruned = Counter::default();
-        registry.register(
+        let pruned = registered(
+            registry,
             "children_pruned",
             "Children deleted because the spec no longer wants them",
-            pruned.clone(),
         );
-        let leader = Gauge::<i64>::default();
-        registry.register(
+        let leader = registered(
+            registry,
             "leader",
             "1 while this replica holds the leader Lease",
-            leader.clone(),
         );
-        let api_requests = Counter::default();
-        registry.register(
+        let api_requests = registered(
+            registry,
             "api_requests",
             "Requests the operator sent to the Kubernetes API (watches count once)",
-            api_requests.clone(),
         );
         // Named like the TURN exporter's metrics (otter_turn_*), which the dashboard and the
         // alerts read beside it.
-        let turn_reachable_nodes = Family::<DeploymentLabels, Gauge>::default();
-        root.register(
+        let turn_reachable_nodes = registered(
+            &mut root,
             "otter_turn_reachable_nodes",
             "TURN nodes of an OtterDeployment that clients can use (0: relayed calls fail)",
-            turn_reachable_nodes.clone(),
         );
-        let turn_draining_nodes = Family::<DeploymentLabels, Gauge>::default();
-        root.register(
+        let turn_draining_nodes = registered(
+            &mut root,
             "otter_turn_draining_nodes",
             "TURN nodes of an OtterDeployment whose pod is draining (left the ICE servers, still relaying)",
-            turn_draining_nodes.clone(),
         );
-        let turn_draining_allocations = Family::<DrainingLabels, Gauge>::default();
-        root.register(
+        let turn_draining_allocations = registered(
+            &mut root,
             "otter_turn_draining_allocations",
             "Relay allocations a draining TURN node still holds (with turn.metrics.enabled)",
-            turn_draining_allocations.clone(),
         );
         // Zero-valued series from the start, so the dashboard and alerts see every step.
         for kind in crate::error::Error::STEPS {
@@ -269,6 +260,14 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
+}
+
+/// A new metric of type `M`, registered as `name`: the registry keeps a clone, and clones share
+/// one value.
+fn registered<M: Metric + Clone + Default>(registry: &mut Registry, name: &str, help: &str) -> M {
+    let metric = M::default();
+    registry.register(name, help, metric.clone());
+    metric
 }
 
 /// What `otter_turn_reachable_nodes` reports: the nodes where the operator's probe allocated a
