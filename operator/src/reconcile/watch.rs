@@ -192,7 +192,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{cr, node};
+    use crate::testing::{cr, node, secret};
 
     #[test]
     fn a_turn_pod_event_reaches_its_otter_deployment() {
@@ -223,9 +223,7 @@ mod tests {
             .into_iter()
             .map(Arc::new)
             .collect();
-        let mut secret = Secret::default();
-        secret.metadata.name = Some("turn-shared".into());
-        secret.metadata.namespace = named.metadata.namespace.clone();
+        let mut secret = secret("turn-shared", &[]);
         assert_eq!(
             secret_readers(&crs, &secret),
             vec![ObjectRef::from_obj(&named)]
