@@ -42,6 +42,26 @@ fn need(bin: &str) -> PathBuf {
     p
 }
 
+/// A PATH with only the tools a coturn image has besides turnserver (tests/cluster/images copies
+/// sh, cat, sleep and turnadmin): a script that needs any other one fails here as in a TURN
+/// pod. (A drain hook that used `sort` once passed here and returned at once in every pod.)
+fn image_path() -> PathBuf {
+    let bin = std::env::temp_dir().join(format!("otter-coturn-image-path-{}", std::process::id()));
+    std::fs::create_dir_all(&bin).expect("image PATH dir");
+    for tool in ["sh", "cat", "sleep", "turnadmin"] {
+        let found = ["/usr/bin", "/bin"]
+            .iter()
+            .map(|d| Path::new(d).join(tool))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| panic!("{tool} not found (tests/install-deps)"));
+        match std::os::unix::fs::symlink(&found, bin.join(tool)) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => panic!("link {tool}: {e}"),
+            _ => {}
+        }
+    }
+    bin
+}
+
 /// A TURN REST API credential, as the signaling server mints it.
 fn credential(secret: &str, id: &str) -> (String, String) {
     let expiry = SystemTime::now()
@@ -199,10 +219,12 @@ fn free_udp_port() -> u16 {
 }
 
 /// The relay range of the drain test's coturn: narrow, off coturn's default range and off the
-/// other test's, so that the drain hook (which counts every UDP socket of the host in the range)
-/// sees only that coturn's relays.
-const RELAY_MIN: u16 = 45100;
-const RELAY_MAX: u16 = 45199;
+/// other test's, and below the kernel's ephemeral ports (32768 and up), so that the drain hook
+/// (which counts every UDP socket of the host in the range) sees only that coturn's relays and
+/// not a socket some other process on a busy machine was given. (A run beside the node suite
+/// once saw one there.)
+const RELAY_MIN: u16 = 29100;
+const RELAY_MAX: u16 = 29199;
 
 fn start_coturn(dir: &Path, db: &Path, relay: (u16, u16)) -> (Proc, SocketAddr) {
     for _ in 0..5 {
@@ -256,6 +278,7 @@ fn start_drain_hook(
 ) -> (Proc, std::io::Lines<BufReader<std::process::ChildStdout>>) {
     let mut hook = Proc(
         Command::new("/bin/sh")
+            .env("PATH", image_path())
             .args(["-c", DRAIN_SCRIPT, "drain", "60"])
             .args([min.to_string(), max.to_string()])
             .env("OTTER_TURN_PIDFILE", "/nonexistent/pidfile")
@@ -283,6 +306,7 @@ fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 /// Seed coturn's database from the keys in `keys` once, as the init container does.
 fn seed(keys: &Path, db: &Path) {
     let seeded = Command::new("/bin/sh")
+        .env("PATH", image_path())
         .args(["-c", SECRETS_SYNC_SCRIPT, "init"])
         .args([keys.to_str().expect("utf8"), "0"])
         .env("OTTER_TURN_DB", db)
@@ -322,6 +346,7 @@ fn a_rotation_in_two_phases_keeps_old_allocations_and_drops_the_old_secret_witho
     let (coturn, server) = start_coturn(&dir, &db, (45200, 45299));
     let _agent = Proc(
         Command::new("/bin/sh")
+            .env("PATH", image_path())
             .args(["-c", SECRETS_SYNC_SCRIPT, "agent"])
             .args([keys.to_str().expect("utf8"), "1"])
             .env("OTTER_TURN_DB", &db)
@@ -427,7 +452,7 @@ fn the_drain_hook_waits_for_the_last_allocation_and_no_longer() {
 fn the_drain_hook_counts_tcp_relays_but_not_established_connections() {
     // An RFC 6062 TCP relay is a listening socket in the relay range; an established connection
     // whose local port falls in the range (the node's own outgoing ones) is not a relay.
-    let (min, max) = (45400u16, 45420u16);
+    let (min, max) = (29400u16, 29420u16);
     let listener = std::net::TcpListener::bind(("127.0.0.1", min + 3)).expect("bind in range");
     let outside = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let client =

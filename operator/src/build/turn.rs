@@ -340,42 +340,55 @@ pub fn turn_checksum(cr: &OtterDeployment, obs: &Observed) -> String {
 /// `/proc/net` tables (the pod is on host networking): every UDP socket, and TCP sockets in
 /// LISTEN state (RFC 6062 TCP relays). Established TCP connections are not counted: the default
 /// relay range overlaps the kernel's ephemeral ports, and every outgoing TCP connection of the
-/// node (kubelet to the API server) would count. Each change of the count goes to the pod log.
+/// node (kubelet to the API server) would count. Each change goes to the pod log, with the
+/// first ports still held, so a drain that does not end can be traced to its sockets.
 /// Arguments: timeout in seconds, relay range min and max.
 pub const DRAIN_SCRIPT: &str = r##"timeout="$1"; min="$2"; max="$3"
-# Sockets of table $1 bound in the relay range, in state $2 (any state when empty).
-count_in() {
-  n=0
-  [ -r "$1" ] || { echo 0; return; }
+# Only sh builtins, cat and sleep: all a coturn image is sure to have.
+# Adds to $ports the ports of table $1 bound in the relay range, in state $2 (any when empty).
+ports_in() {
+  [ -r "$1" ] || return 0
   while read -r _ local _ st _; do
     port="${local##*:}"
     case "$port" in *[!0-9A-Fa-f]*|"") continue ;; esac
     [ -z "$2" ] || [ "$st" = "$2" ] || continue
     p=$((0x$port))
-    if [ "$p" -ge "$min" ] && [ "$p" -le "$max" ]; then n=$((n + 1)); fi
+    if [ "$p" -ge "$min" ] && [ "$p" -le "$max" ]; then ports="$ports $p"; fi
   done < "$1"
-  echo "$n"
 }
-# UDP relays, and TCP relays (RFC 6062: a listening socket in the range; established TCP
-# connections are left out, as the node's own outgoing ones use the same ephemeral ports).
-count() {
-  echo $(( $(count_in /proc/net/udp "") + $(count_in /proc/net/udp6 "") \
-    + $(count_in /proc/net/tcp 0A) + $(count_in /proc/net/tcp6 0A) ))
+# The relays: UDP sockets, and TCP ones (RFC 6062: a listening socket in the range; established
+# TCP connections are left out, as the node's own outgoing ones use the same ephemeral ports).
+relays() {
+  ports=""
+  ports_in /proc/net/udp ""; ports_in /proc/net/udp6 ""
+  ports_in /proc/net/tcp 0A; ports_in /proc/net/tcp6 0A
+  echo "$ports"
+}
+count() { set -- $1; echo $#; }
+# " (ports a b c ...)": the first eight, so a count that does not fall can be traced to its
+# sockets (ss -uanp on the node).
+shown() {
+  set -- $1
+  [ $# -gt 0 ] || return 0
+  out=""; i=0
+  while [ $# -gt 0 ] && [ "$i" -lt 8 ]; do out="$out $1"; shift; i=$((i + 1)); done
+  [ $# -eq 0 ] || out="$out ..."
+  echo " (ports$out)"
 }
 # A hook's output is not logged: tell through coturn's own stdout (the pod log).
 pidfile="${OTTER_TURN_PIDFILE:-/var/tmp/turnserver.pid}"
-say() { echo "otter: $*" > "/proc/$(cat "$pidfile" 2>/dev/null)/fd/1" 2>/dev/null || echo "otter: $*"; }
+say() { echo "otter: $*" 2>/dev/null > "/proc/$(cat "$pidfile" 2>/dev/null)/fd/1" || echo "otter: $*"; }
 waited=0
-left=$(count)
-say "draining: $left relay allocation(s), waiting up to ${timeout}s"
+ports=$(relays); left=$(count "$ports")
+say "draining: $left relay allocation(s), waiting up to ${timeout}s$(shown "$ports")"
 while [ "$left" -gt 0 ] && [ "$waited" -lt "$timeout" ]; do
   sleep 2
   waited=$((waited + 2))
-  now=$(count)
-  [ "$now" = "$left" ] || say "draining: $now relay allocation(s) left"
-  left=$now
+  now=$(relays)
+  [ "$now" = "$ports" ] || say "draining: $(count "$now") relay allocation(s) left$(shown "$now")"
+  ports=$now; left=$(count "$ports")
 done
-say "drained after ${waited}s: $left relay allocation(s) left"
+say "drained after ${waited}s: $left relay allocation(s) left$(shown "$ports")"
 "##;
 
 /// Seconds the kubelet waits after the drain before it kills coturn: SIGTERM ends coturn at
