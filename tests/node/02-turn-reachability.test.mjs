@@ -7,16 +7,14 @@
 // namespace and TURN ports.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
-import { env, kubectl, getJson, waitFor, otterCondition, condition, netnsOf } from './lib.mjs';
+import { env, kubectl, getJson, waitFor, otterCondition, condition, netnsOf, dropInNetns } from './lib.mjs';
 
-const run = promisify(execFile);
 const NS = 'reach';
 const NAME = 'reach';
 // Apart from the other node tests' ports: their TURN pods may still be draining on the same nodes.
 const PORT = 3486;
 const nodeIps = env('OTTER_NODE_IPS').split(' ');
+/** Functions that lift the drops in place. */
 const blocked = [];
 
 const otterYaml = () => `apiVersion: otter.dev/v1alpha1
@@ -34,16 +32,12 @@ spec:
     mode: Disabled
 `;
 
-const rule = (ns, op) => ['netns', 'exec', ns, 'iptables', op, 'INPUT', '-p', 'udp', '--dport', String(PORT), '-j', 'DROP'];
-
 async function block(ip) {
-  const ns = await netnsOf(ip);
-  await run('ip', rule(ns, '-I'));
-  blocked.push(ns);
+  blocked.push(await dropInNetns(await netnsOf(ip), [['-p', 'udp', '--dport', String(PORT)]]));
 }
 
 async function unblockAll() {
-  while (blocked.length > 0) await run('ip', rule(blocked.pop(), '-D'));
+  while (blocked.length > 0) await blocked.pop()();
 }
 
 async function reachability() {

@@ -2,7 +2,7 @@
 // media-gap sampler that runs inside the call pages.
 import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
-import { writeFileSync, mkdirSync, readFileSync } from 'node:fs';
+import { writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startProxy } from '../e2e/lib/proxy.mjs';
@@ -163,19 +163,22 @@ export async function netnsOf(ip) {
 }
 
 /**
- * SIGKILL the processes in network namespace NS whose argv MATCHES (a crash, not a stop: no
- * preStop hook, no grace). Host-network pods' processes live in their node's namespace.
- * Resolves how many were killed.
+ * Drop, inside network namespace NS, whatever arrives that matches one of MATCHES (iptables
+ * match arguments, e.g. ['-p', 'udp', '--dport', '3478']): the node is cut off on those ports,
+ * as behind a failed link, while its processes and its kubelet go on. Resolves a function that
+ * lifts the drop again.
  */
-export async function killInNetns(ns, matches) {
-  const { stdout } = await run('ip', ['netns', 'pids', ns]);
-  let killed = 0;
-  for (const pid of stdout.split('\n').filter(Boolean)) {
-    let argv;
-    try { argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean); } catch { continue; } // gone meanwhile
-    if (!matches(argv)) continue;
-    process.kill(Number(pid), 'SIGKILL');
-    killed += 1;
-  }
-  return killed;
+export async function dropInNetns(ns, matches) {
+  const rule = (op, m) => ['netns', 'exec', ns, 'iptables', op, 'INPUT', ...m, '-j', 'DROP'];
+  for (const m of matches) await run('ip', rule('-I', m));
+  return async () => { for (const m of matches) await run('ip', rule('-D', m)); };
+}
+
+/** The UDP sockets in network namespace NS bound to a port in MIN..MAX, with their processes (ss lines). */
+export async function udpSocketsInNetns(ns, min, max) {
+  const { stdout } = await run('nsenter', [`--net=/run/netns/${ns}`, 'ss', '-uanpH']);
+  return stdout.split('\n').filter((line) => {
+    const port = Number(line.trim().split(/\s+/)[3]?.split(':').pop());
+    return port >= min && port <= max;
+  });
 }
