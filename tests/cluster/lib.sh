@@ -1,5 +1,5 @@
 # shellcheck shell=bash disable=SC2034 # variables here are used by the scripts that source this file
-# Shared by tests/cluster/{install,up,down,smoke-test}. Sourced, not executed.
+# Shared by tests/cluster/{install,up,down,smoke-test}, tests/eks/test and tests/bench/operator. Sourced, not executed.
 
 CLUSTER_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$CLUSTER_DIR/../.." && pwd)
@@ -156,6 +156,20 @@ wait_for() {
         fi
         sleep 0.2
     done
+}
+
+# crd_established CRD KUBECTL...: poll for up to 60 s until CRD's Established condition is True;
+# 1 when it is not. Polled, not "kubectl wait": that fails at once ("accessor error: <nil>")
+# while a CRD just created has no status yet.
+crd_established() {
+    local crd=$1 _
+    shift
+    for _ in $(seq 120); do
+        [[ $("$@" get crd "$crd" -o 'jsonpath={.status.conditions[?(@.type=="Established")].status}' 2>/dev/null) == True ]] &&
+            return 0
+        sleep 0.5
+    done
+    return 1
 }
 
 # free_port VAR: set VAR to a TCP port below the kernel's ephemeral range (so no outgoing connection can hold
