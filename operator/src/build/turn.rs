@@ -385,8 +385,10 @@ while [ "$left" -gt 0 ] && [ "$waited" -lt "$timeout" ]; do
   sleep 2
   waited=$((waited + 2))
   now=$(relays)
-  [ "$now" = "$ports" ] || say "draining: $(count "$now") relay allocation(s) left$(shown "$now")"
-  ports=$now; left=$(count "$ports")
+  if [ "$now" != "$ports" ]; then
+    ports=$now; left=$(count "$ports")
+    say "draining: $left relay allocation(s) left$(shown "$ports")"
+  fi
 done
 say "drained after ${waited}s: $left relay allocation(s) left$(shown "$ports")"
 "##;
