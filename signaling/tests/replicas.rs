@@ -155,6 +155,30 @@ async fn a_crashed_replica_peers_leave_within_the_lease() {
     );
 }
 
+/// A Redis that stalls (a host too busy to run it) for longer than a relayed frame may wait,
+/// but not as long as the lease: a join waits it out and succeeds, instead of `unavailable`.
+#[tokio::test]
+async fn a_join_waits_out_a_redis_stall() {
+    let cluster = Cluster::start(2, &["--replica-lease", "10s"]).await;
+    let (mut a, _) = Client::join(&cluster.replicas[0], "stall", "a").await;
+    let mut b = Client::connect(&cluster.replicas[1]).await;
+    cluster.redis.pause();
+    b.send(json!({"type":"join","room":"stall","name":"b"}))
+        .await;
+    // The stall itself, twice the 2 s a relayed frame may wait.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    cluster.redis.unpause();
+    let joined = b.recv().await;
+    assert_eq!(joined["type"], "joined", "{joined}");
+    assert_eq!(joined["peers"][0]["name"], "a", "{joined}");
+    let m = a.recv().await;
+    assert_eq!(
+        (m["type"].clone(), m["peer"]["name"].clone()),
+        (json!("peer-joined"), json!("b")),
+        "{m}"
+    );
+}
+
 #[tokio::test]
 async fn redis_restart_is_survived_with_correct_membership() {
     let mut cluster = Cluster::start(3, &[]).await;

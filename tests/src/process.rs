@@ -227,6 +227,27 @@ impl RedisServer {
         }
     }
 
+    /// Stop the server's process (SIGSTOP) without closing its connections: a stalled Redis
+    /// (an overloaded or paused host). Commands queue until [`RedisServer::unpause`].
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Let a paused server run again (SIGCONT): it answers what queued meanwhile.
+    pub fn unpause(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("redis-server running").id();
+        let ok = Command::new(which("kill", "Debian package procps"))
+            .args([sig, &pid.to_string()])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill {sig} {pid} failed");
+    }
+
     /// Start again on the same port, empty.
     pub fn restart(&mut self) {
         self.kill();

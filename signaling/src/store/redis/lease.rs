@@ -64,7 +64,8 @@ impl RedisStore {
 
     async fn channel_subscribed(&self) -> bool {
         let channel = format!("{PREFIX}r:{}", self.replica);
-        let reply: Result<Vec<fred::types::Value>, _> = self.client.pubsub_numsub(channel).await;
+        let numsub = self.client.pubsub_numsub(channel);
+        let reply: Result<Vec<fred::types::Value>, _> = super::within(self.lease / 4, numsub).await;
         match reply {
             Ok(pair) => pair.get(1).and_then(|v| v.as_i64()).is_some_and(|n| n >= 1),
             Err(_) => false,
@@ -78,29 +79,27 @@ impl RedisStore {
             self.ttl_ms().to_string(),
         ];
         args.extend(self.view.owned_rooms().iter().map(|r| room_key(r)));
-        let added: i64 = self
-            .scripts
-            .renew
-            .evalsha_with_reload(
-                &self.client,
-                vec![format!("{PREFIX}replicas"), replica_set_key(&self.replica)],
-                args,
-            )
-            .await?;
+        self.reachable()?;
+        // At most half the lease: a renewal stuck behind a burst of scripts must end (and
+        // report not-ready) while the lease it renews still holds.
+        let renewal = self.scripts.renew.evalsha_with_reload(
+            &self.client,
+            vec![format!("{PREFIX}replicas"), replica_set_key(&self.replica)],
+            args,
+        );
+        let added: i64 = super::within(self.lease / 2, renewal).await?;
         Ok(added == 1)
     }
 
     /// Remove the seats of dead replicas and tell their rooms.
     async fn reap(&self) -> Result<(), fred::error::Error> {
-        let removed: Vec<String> = self
-            .scripts
-            .reap
-            .evalsha_with_reload(
-                &self.client,
-                vec![format!("{PREFIX}replicas")],
-                vec![PREFIX.to_owned()],
-            )
-            .await?;
+        // Bounded like the renewal's other steps: the next renewal waits for this one.
+        let reap = self.scripts.reap.evalsha_with_reload(
+            &self.client,
+            vec![format!("{PREFIX}replicas")],
+            vec![PREFIX.to_owned()],
+        );
+        let removed: Vec<String> = super::within(self.lease / 4, reap).await?;
         for entry in removed {
             if let Some((room, peer)) = entry.split_once(' ') {
                 tracing::info!(room, peer, "removed a peer of a dead replica");

@@ -108,6 +108,24 @@ fn unavailable(e: fred::error::Error) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+/// How long a relayed frame may wait for Redis (a script that routes it, or the PUBLISH of its
+/// batch): a signaling frame late by more is better reported `unavailable` to its sender.
+/// Membership changes wait longer ([`setup::COMMAND_TIMEOUT`]).
+pub(crate) const RELAY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `f`'s outcome, or a timeout error after `limit`.
+pub(crate) async fn within<T>(
+    limit: Duration,
+    f: impl Future<Output = Result<T, fred::error::Error>>,
+) -> Result<T, fred::error::Error> {
+    tokio::time::timeout(limit, f).await.unwrap_or_else(|_| {
+        Err(fred::error::Error::new(
+            fred::error::ErrorKind::Timeout,
+            "Request timed out",
+        ))
+    })
+}
+
 impl RedisStore {
     /// Connect (in the background: the server starts and reports not-ready until Redis answers),
     /// subscribe to this replica's channel, and start the lease and reaper loops.
@@ -137,6 +155,21 @@ impl RedisStore {
         Ok(store)
     }
 
+    /// Fails at once while the client knows Redis is away (its connection dropped and it is
+    /// reconnecting), instead of queueing the command for its whole timeout: a leave during an
+    /// outage then tells local peers now, and a frame for another replica gets `unavailable`
+    /// now. One client carries every command, so this one signal is the same for all of them.
+    fn reachable(&self) -> Result<(), fred::error::Error> {
+        if self.client.is_connected() {
+            Ok(())
+        } else {
+            Err(fred::error::Error::new(
+                fred::error::ErrorKind::IO,
+                "not connected to Redis",
+            ))
+        }
+    }
+
     fn ttl_ms(&self) -> u64 {
         (self.lease.as_millis() as u64).saturating_mul(3)
     }
@@ -160,6 +193,7 @@ impl RedisStore {
         rec: &PeerRecord,
         max: u32,
     ) -> Result<Option<Vec<Seat>>, StoreError> {
+        self.reachable().map_err(unavailable)?;
         let seat = serde_json::to_string(&self.seat(rec))
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let reply: Vec<String> = self
@@ -194,6 +228,7 @@ impl RedisStore {
         peer: &str,
         epoch: Option<u64>,
     ) -> Result<i64, fred::error::Error> {
+        self.reachable()?;
         self.scripts
             .leave
             .evalsha_with_reload(
@@ -211,15 +246,17 @@ impl RedisStore {
 
     /// Route a frame by the room hash, when this replica's view does not know the peer.
     async fn send_by_script(&self, room: &str, to: &str, frame: Frame) -> Result<bool, StoreError> {
-        let outcome: Result<String, _> = self
-            .scripts
-            .send
-            .evalsha_with_reload(
-                &self.client,
-                vec![room_key(room)],
-                vec![to, &*self.replica, &*frame, PREFIX, room],
-            )
-            .await;
+        let outcome: Result<String, _> = match self.reachable() {
+            Ok(()) => {
+                let routed = self.scripts.send.evalsha_with_reload(
+                    &self.client,
+                    vec![room_key(room)],
+                    vec![to, &*self.replica, &*frame, PREFIX, room],
+                );
+                within(RELAY_TIMEOUT, routed).await
+            }
+            Err(e) => Err(e),
+        };
         let replica = match outcome {
             Ok(replica) => replica,
             Err(e) if self.deliver_locally(room, to, frame.clone()) => {
@@ -280,6 +317,7 @@ impl RoomStore for RedisStore {
         resume_token: &str,
         new_token: &str,
     ) -> Result<Option<PeerRecord>, StoreError> {
+        self.reachable().map_err(unavailable)?;
         let reply: Option<String> = self
             .scripts
             .resume
@@ -313,6 +351,7 @@ impl RoomStore for RedisStore {
     }
 
     async fn claim_token(&self, jti: &str, expires: u64) -> Result<bool, StoreError> {
+        self.reachable().map_err(unavailable)?;
         // Hashed: the key names no token material, and odd `jti` values stay one short key.
         let key = format!(
             "{PREFIX}jti:{}",
@@ -333,6 +372,7 @@ impl RoomStore for RedisStore {
     }
 
     async fn members(&self, room: &str) -> Result<Vec<PeerInfo>, StoreError> {
+        self.reachable().map_err(unavailable)?;
         let values: Vec<String> = self
             .client
             .hvals(room_key(room))
@@ -362,9 +402,7 @@ impl RoomStore for RedisStore {
             self.local.deliver(to, frame);
             return Ok(true);
         }
-        if !self.client.is_connected() {
-            return Err(StoreError::Unavailable("not connected to Redis".into()));
-        }
+        self.reachable().map_err(unavailable)?;
         self.publisher.send(&replica, room, to, frame);
         Ok(true)
     }
@@ -383,23 +421,27 @@ impl RoomStore for RedisStore {
         if presence == Presence::Left {
             self.view.left(room, except);
         }
-        let outcome: Result<Vec<String>, _> = self
-            .scripts
-            .broadcast
-            .evalsha_with_reload(
-                &self.client,
-                vec![room_key(room)],
-                vec![
-                    except,
-                    &*self.replica,
-                    &*frame,
-                    PREFIX,
-                    room,
-                    kind.tag(),
-                    &*self.replica,
-                ],
-            )
-            .await;
+        let outcome: Result<Vec<String>, _> = match self.reachable() {
+            Ok(()) => {
+                self.scripts
+                    .broadcast
+                    .evalsha_with_reload(
+                        &self.client,
+                        vec![room_key(room)],
+                        vec![
+                            except,
+                            &*self.replica,
+                            &*frame,
+                            PREFIX,
+                            room,
+                            kind.tag(),
+                            &*self.replica,
+                        ],
+                    )
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         let local = match outcome {
             Ok(ids) => ids,
             Err(e) => {

@@ -114,7 +114,8 @@ impl Queue {
                 next = rx.try_recv().ok();
             }
         }
-        let sent: Result<i64, _> = self.client.publish(self.channel.as_str(), batch).await;
+        let publish = self.client.publish(self.channel.as_str(), batch);
+        let sent: Result<i64, _> = super::within(super::RELAY_TIMEOUT, publish).await;
         if let Err(e) = sent {
             // Lost like a frame to a peer whose connection drops; the sender was told the
             // store is unavailable if Redis was already known to be away.

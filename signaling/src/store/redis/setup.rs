@@ -23,6 +23,13 @@ pub enum RedisSetupError {
 /// so a few thousand messages is deep: a lag is logged as an error.
 const SUBSCRIBER_CAPACITY: usize = 4096;
 
+/// How long a membership change (join, resume, leave, the presence broadcast) may wait for
+/// Redis. Long: under load (tens of thousands of peers joining on two busy cores) scripts queue
+/// for seconds, and failing a join costs the user more than waiting for it. Relayed frames wait
+/// less ([`super::RELAY_TIMEOUT`]); when Redis is known to be away nothing waits
+/// ([`super::RedisStore::reachable`]).
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// TLS that trusts the CA certificates in a PEM file.
 fn tls_with_ca(
     path: &std::path::Path,
@@ -66,7 +73,7 @@ pub fn clients(
     let policy = ReconnectPolicy::new_exponential(0, 100, 2_000, 2);
     let build = |b: &mut Builder, capacity: usize| {
         b.with_performance_config(|p| {
-            p.default_command_timeout = Duration::from_secs(2);
+            p.default_command_timeout = COMMAND_TIMEOUT;
             p.broadcast_channel_capacity = capacity;
         })
         .with_connection_config(|c| {
