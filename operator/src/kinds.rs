@@ -111,6 +111,18 @@ impl Kind {
         self != Kind::Deployment
     }
 
+    /// The API kind, e.g. `Deployment`.
+    pub fn api_kind(self) -> String {
+        struct Name;
+        impl PerKind for Name {
+            type Out = String;
+            fn visit<K: Owned>(&mut self) -> String {
+                K::kind(&()).into_owned()
+            }
+        }
+        self.visit(&mut Name)
+    }
+
     /// API group and plural resource name, for RBAC.
     pub fn resource(self) -> (String, String) {
         struct Names;

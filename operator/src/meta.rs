@@ -16,6 +16,8 @@ pub const FIELD_MANAGER: &str = "otter-operator";
 pub const APP_NAME: &str = "otter";
 /// Pod template annotation whose change rolls the pods.
 pub const CHECKSUM_ANNOTATION: &str = "otter.dev/config-checksum";
+/// Annotation on every child: a sum of the object as last applied (see `reconcile::cache`).
+pub const APPLIED_ANNOTATION: &str = "otter.dev/applied";
 
 /// The part of the backend an object belongs to (`app.kubernetes.io/component`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

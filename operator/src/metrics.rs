@@ -36,6 +36,13 @@ pub struct ErrorLabels {
     pub kind: String,
 }
 
+/// Labels of `otter_operator_applies_skipped_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// The child's API kind, e.g. `Deployment`.
+    pub kind: String,
+}
+
 /// Labels of `otter_turn_reachable_nodes`: one series per OtterDeployment (`namespace/name`; a
 /// label of its own so it never clashes with the scrape's `namespace` target label).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -58,6 +65,8 @@ pub struct Metrics {
     pub status_writes: Counter,
     /// Child deletions of objects the spec no longer wants.
     pub pruned: Counter,
+    /// Children not applied because the watch showed them as wanted, by kind.
+    pub applies_skipped: Family<KindLabels, Counter>,
     /// 1 while this replica holds the leader Lease.
     pub leader: Gauge,
     /// Requests sent to the Kubernetes API (reads, writes, watches).
@@ -119,6 +128,11 @@ impl Metrics {
             "children_pruned",
             "Children deleted because the spec no longer wants them",
         );
+        let applies_skipped: Family<KindLabels, Counter> = registered(
+            registry,
+            "applies_skipped",
+            "Children not applied: the watch showed them as wanted (no request sent)",
+        );
         let leader = registered(
             registry,
             "leader",
@@ -152,6 +166,11 @@ impl Metrics {
                 kind: kind.to_string(),
             });
         }
+        for kind in crate::kinds::Kind::ALL {
+            let _ = applies_skipped.get_or_create(&KindLabels {
+                kind: kind.api_kind(),
+            });
+        }
         for result in [Outcome::Ok, Outcome::Error] {
             let _ = reconciliations.get_or_create(&ReconcileLabels { result });
         }
@@ -162,6 +181,7 @@ impl Metrics {
             duration,
             status_writes,
             pruned,
+            applies_skipped,
             leader,
             api_requests,
             turn_reachable_nodes,
@@ -230,6 +250,17 @@ impl Metrics {
             None => {
                 self.turn_reachable_nodes.remove(&labels);
             }
+        }
+    }
+
+    /// Count the children a reconcile left as they were.
+    pub fn skipped(&self, skipped: &[(crate::kinds::Kind, u64)]) {
+        for (kind, n) in skipped {
+            self.applies_skipped
+                .get_or_create(&KindLabels {
+                    kind: kind.api_kind(),
+                })
+                .inc_by(*n);
         }
     }
 
@@ -342,6 +373,7 @@ mod tests {
             "otter_operator_reconcile_errors_total{kind=\"apply\"} 1",
             "otter_operator_reconcile_duration_seconds_count 2",
             "otter_operator_status_writes_total 0",
+            "otter_operator_applies_skipped_total{kind=\"Deployment\"} 0",
             "otter_operator_leader 1",
             "otter_turn_reachable_nodes{otterdeployment=\"ns/a\"} 2",
             "# EOF",

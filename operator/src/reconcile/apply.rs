@@ -1,14 +1,19 @@
 //! Step 3: server-side apply of every desired child with one field manager, concurrently
-//! (bounded), Secrets and config before the workloads that mount them. Returns the objects as
-//! the API server answered, status included, so the status step needs no second read.
+//! (bounded), Secrets and config before the workloads that mount them. A child the watches show
+//! as already wanted is not sent ([`super::cache`]). Returns the objects as the API server
+//! answered (or the watch last saw them), status included, so the status step needs no second
+//! read.
+
+use std::sync::Arc;
 
 use futures::StreamExt;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 
+use super::cache::{Children, difference, stamped};
 use crate::desired::{Applied, Desired};
 use crate::error::{Error, request};
-use crate::kinds::Owned;
+use crate::kinds::{Kind, Owned};
 use crate::meta::FIELD_MANAGER;
 
 /// Requests in flight per kind at most (a reconcile applies about a dozen objects).
@@ -27,15 +32,51 @@ async fn apply_one<K: Owned>(api: &Api<K>, ns: &str, obj: &K) -> Result<K, Error
     .map_err(|e| Error::Apply(request(format!("applying {} {ns}/{name}", K::kind(&())), e)))
 }
 
-/// Apply all objects of one kind; what was applied, and the first failure.
-async fn apply_kind<K: Owned>(client: &Client, ns: &str, objs: &[K]) -> (Vec<K>, Option<Error>) {
+/// How many children of each kind were left as they were (not sent).
+pub type Skipped = Vec<(Kind, u64)>;
+
+/// Apply all objects of one kind, except those `seen` shows as they are wanted; what was
+/// applied (or left as it was), how many were left, and the first failure.
+async fn apply_kind<K: Owned>(
+    client: &Client,
+    ns: &str,
+    objs: &[K],
+    seen: &Children,
+) -> (Vec<K>, (Kind, u64), Option<Error>) {
     let api = Api::<K>::namespaced(client.clone(), ns);
+    let mut skipped = 0;
     // Each future owns what it uses: futures borrowing from the closure's argument are not
     // `Send` for every lifetime, which the controller's reconcile future must be.
-    let results: Vec<Result<K, Error>> = futures::stream::iter(objs.to_vec())
+    let work: Vec<(K, Option<Arc<K>>)> = objs
+        .iter()
         .map(|obj| {
+            let want = stamped(obj);
+            let name = want.meta().name.clone().unwrap_or_default();
+            let live = seen.get::<K>(ns, &name).filter(|l| {
+                let why = difference(l.as_ref(), &want);
+                if let Some(why) = &why {
+                    tracing::debug!(
+                        kind = K::kind(&()).as_ref(),
+                        name,
+                        differs = why,
+                        "applying"
+                    );
+                }
+                why.is_none()
+            });
+            skipped += u64::from(live.is_some());
+            (want, live)
+        })
+        .collect();
+    let results: Vec<Result<K, Error>> = futures::stream::iter(work)
+        .map(|(want, live)| {
             let (api, ns) = (api.clone(), ns.to_string());
-            async move { apply_one(&api, &ns, &obj).await }
+            async move {
+                match live {
+                    Some(live) => Ok(K::clone(&live)),
+                    None => apply_one(&api, &ns, &want).await,
+                }
+            }
         })
         .buffered(CONCURRENCY)
         .collect()
@@ -50,12 +91,18 @@ async fn apply_kind<K: Owned>(client: &Client, ns: &str, objs: &[K]) -> (Vec<K>,
             }
         }
     }
-    (applied, failure)
+    (applied, (K::KIND, skipped), failure)
 }
 
 /// Apply everything `desired` holds. On failure, what was applied so far and the first error;
-/// the workloads are not applied when their config failed (their pods would not start).
-pub async fn apply(client: &Client, ns: &str, desired: &Desired) -> (Applied, Option<Error>) {
+/// the workloads are not applied when their config failed (their pods would not start). Also
+/// how many children were left as they were.
+pub async fn apply(
+    client: &Client,
+    ns: &str,
+    desired: &Desired,
+    seen: &Children,
+) -> (Applied, Skipped, Option<Error>) {
     // Destructured without `..`: a new kind in `Desired` is a compile error until applied here.
     let Desired {
         secrets,
@@ -69,28 +116,28 @@ pub async fn apply(client: &Client, ns: &str, desired: &Desired) -> (Applied, Op
         pdbs,
     } = desired;
     let mut applied = Applied::default();
-    let mut errors = Vec::new();
     let (s, c, v, n) = tokio::join!(
-        apply_kind(client, ns, secrets),
-        apply_kind(client, ns, config_maps),
-        apply_kind(client, ns, services),
-        apply_kind(client, ns, network_policies),
+        apply_kind(client, ns, secrets, seen),
+        apply_kind(client, ns, config_maps, seen),
+        apply_kind(client, ns, services, seen),
+        apply_kind(client, ns, network_policies, seen),
     );
     (applied.secrets, applied.config_maps) = (s.0, c.0);
     (applied.services, applied.network_policies) = (v.0, n.0);
-    errors.extend([s.1, c.1, v.1, n.1].into_iter().flatten());
-    if let Some(first) = errors.into_iter().next() {
-        return (applied, Some(first));
+    let mut skipped = vec![s.1, c.1, v.1, n.1];
+    if let Some(first) = [s.2, c.2, v.2, n.2].into_iter().flatten().next() {
+        return (applied, skipped, Some(first));
     }
     let (st, d, ds, h, p) = tokio::join!(
-        apply_kind(client, ns, stateful_sets),
-        apply_kind(client, ns, deployments),
-        apply_kind(client, ns, daemon_sets),
-        apply_kind(client, ns, hpas),
-        apply_kind(client, ns, pdbs),
+        apply_kind(client, ns, stateful_sets, seen),
+        apply_kind(client, ns, deployments, seen),
+        apply_kind(client, ns, daemon_sets, seen),
+        apply_kind(client, ns, hpas, seen),
+        apply_kind(client, ns, pdbs, seen),
     );
     (applied.stateful_sets, applied.deployments) = (st.0, d.0);
     (applied.daemon_sets, applied.hpas, applied.pdbs) = (ds.0, h.0, p.0);
-    let failure = [st.1, d.1, ds.1, h.1, p.1].into_iter().flatten().next();
-    (applied, failure)
+    skipped.extend([st.1, d.1, ds.1, h.1, p.1]);
+    let failure = [st.2, d.2, ds.2, h.2, p.2].into_iter().flatten().next();
+    (applied, skipped, failure)
 }

@@ -2,7 +2,8 @@
 //!
 //! 1. [`observe`]: read the TURN nodes and Secrets into `Observed`;
 //! 2. build: the pure builders make the desired children (`Desired::build`);
-//! 3. [`apply`]: server-side apply of every child, concurrently, keeping what was applied;
+//! 3. [`apply`]: server-side apply of every child, concurrently, keeping what was applied; a
+//!    child the watches already show as wanted is not sent ([`cache`]);
 //! 4. [`prune`]: delete owned children the spec no longer wants;
 //! 5. [`status`]: conditions from the applied objects and this reconcile's problems (including a
 //!    TURN port another OtterDeployment holds, [`ports`]), written only when they changed, with
@@ -11,6 +12,7 @@
 //! [`watch`] wires the controller: the resource, every owned kind, the Nodes.
 
 pub mod apply;
+pub mod cache;
 pub mod drain;
 pub mod events;
 pub mod observe;
@@ -61,6 +63,8 @@ pub struct Context {
     peers: RwLock<Option<Store<OtterDeployment>>>,
     /// Allocates on the published TURN addresses (`probe::UdpProber`; tests answer for it).
     prober: Arc<dyn Prober>,
+    /// The children as the owned-kind watches see them (replaced each leadership term).
+    children: RwLock<Arc<cache::Children>>,
 }
 
 /// Reconciles at once by default: enough to keep a busy API server fed, few enough that a burst
@@ -91,6 +95,7 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             peers: RwLock::new(None),
             prober: Arc::new(UdpProber),
+            children: RwLock::default(),
         }
     }
 
@@ -113,6 +118,23 @@ impl Context {
             Err(poisoned) => poisoned.into_inner(),
         };
         *peers = Some(store);
+    }
+
+    /// Use `children` as the owned-kind watches' cache.
+    pub fn set_children(&self, children: cache::Children) {
+        let mut held = match self.children.write() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *held = Arc::new(children);
+    }
+
+    fn children(&self) -> Arc<cache::Children> {
+        let held = match self.children.read() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        Arc::clone(&held)
     }
 
     fn port_clash(&self, cr: &OtterDeployment) -> Option<ports::PortClash> {
@@ -278,7 +300,8 @@ async fn converge(
     obs: &Observed,
     desired: &Desired,
 ) -> (Applied, Option<Error>) {
-    let (applied, failure) = apply::apply(&ctx.client, ns, desired).await;
+    let (applied, skipped, failure) = apply::apply(&ctx.client, ns, desired, &ctx.children()).await;
+    ctx.metrics.skipped(&skipped);
     if failure.is_some() {
         return (applied, failure);
     }

@@ -70,6 +70,8 @@ struct World {
     turn_secret: bool,
     /// The keys Secret `demo-turn-keys`, when it exists.
     turn_keys: Option<Value>,
+    /// Secrets that exist, answered to a GET by name.
+    secrets: Vec<Value>,
 }
 
 fn status_of(code: u16, reason: &str) -> Value {
@@ -109,6 +111,13 @@ fn answer(world: &mut World, call: &Call) -> (u16, Value) {
         return (code, status_of(code, "Refused"));
     }
     let plural = call.path.split('/').rev().nth(1).unwrap_or_default();
+    let existing = world.secrets.iter().find(|s| {
+        let name = s["metadata"]["name"].as_str().unwrap_or("-");
+        call.method == "GET" && call.path.ends_with(&format!("/secrets/{name}"))
+    });
+    if let Some(secret) = existing {
+        return (200, secret.clone());
+    }
     match call.method.as_str() {
         "GET" if call.path.ends_with("/nodes") => (
             200,
@@ -201,6 +210,16 @@ async fn run_probed(
     world: World,
     prober: Arc<dyn crate::probe::Prober>,
 ) -> (Result<Action, Error>, Vec<Call>) {
+    run_seeing(cr, world, prober, cache::Children::default()).await
+}
+
+/// [`run_probed`], with the owned-kind watches showing `children`.
+async fn run_seeing(
+    cr: &OtterDeployment,
+    world: World,
+    prober: Arc<dyn crate::probe::Prober>,
+    children: cache::Children,
+) -> (Result<Action, Error>, Vec<Call>) {
     let (client, log) = mock_client(world);
     let ctx = Context::new(
         client,
@@ -210,6 +229,7 @@ async fn run_probed(
         Duration::from_secs(300),
     );
     let ctx = Arc::new(ctx.with_prober(prober));
+    ctx.set_children(children);
     let result = reconcile(Arc::new(cr.clone()), ctx).await;
     let calls = log.lock().unwrap().clone();
     (result, calls)
@@ -324,6 +344,89 @@ async fn status_is_written_only_when_it_changed() {
         event_reasons(&calls)
     );
     assert!(!shorts(&calls).iter().any(|c| c.starts_with("DELETE")));
+}
+
+/// Stores holding the children `calls` applied, as the API server answered them, with `edit`
+/// made to each (someone else's change).
+fn watched(calls: &[Call], ready: bool, edit: impl Fn(&mut Value)) -> cache::Children {
+    struct Fill<'a, E> {
+        calls: &'a [Call],
+        ready: bool,
+        edit: E,
+        children: cache::Children,
+    }
+    impl<E: Fn(&mut Value)> crate::kinds::PerKind for Fill<'_, E> {
+        type Out = ();
+        fn visit<K: crate::kinds::Owned>(&mut self) {
+            let (store, mut writer) = kube::runtime::reflector::store::<K>();
+            let plural = K::plural(&()).into_owned();
+            let applies = self.calls.iter().filter(|c| {
+                c.method == "PATCH"
+                    && c.path.contains(&format!("/{plural}/"))
+                    && !c.path.ends_with("/status")
+            });
+            for call in applies {
+                let mut obj = with_status(call.body.clone(), &plural, self.ready);
+                (self.edit)(&mut obj);
+                let obj: K = serde_json::from_value(obj).unwrap();
+                writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(obj));
+            }
+            self.children.insert(store);
+        }
+    }
+    let mut fill = Fill {
+        calls,
+        ready,
+        edit,
+        children: cache::Children::default(),
+    };
+    for kind in crate::kinds::Kind::ALL {
+        kind.visit(&mut fill);
+    }
+    fill.children
+}
+
+fn patches(calls: &[Call]) -> Vec<String> {
+    calls
+        .iter()
+        .filter(|c| c.method == "PATCH")
+        .map(Call::short)
+        .collect()
+}
+
+#[tokio::test]
+async fn children_the_watch_shows_as_wanted_are_not_applied_again_but_drift_is() {
+    let world = World {
+        ready: true,
+        ..World::default()
+    };
+    let (first, applied) = run(&seen_cr(), world.clone()).await;
+    assert!(first.is_ok(), "{first:?}");
+    assert!(patches(&applied).len() > 8, "{:#?}", patches(&applied));
+    let mut cr = seen_cr();
+    cr.status = status_written(&applied);
+    // What a real cluster holds now: the generated Secrets (read by name) and every child.
+    let secrets: Vec<Value> = applied
+        .iter()
+        .filter(|c| c.method == "PATCH" && c.path.contains("/secrets/"))
+        .map(|c| c.body.clone())
+        .collect();
+    let world = World { secrets, ..world };
+    let probe = || turn_probe::answering(crate::probe::ProbeOutcome::NoAnswer);
+
+    let as_applied = watched(&applied, true, |_| {});
+    let (again, calls) = run_seeing(&cr, world.clone(), probe(), as_applied).await;
+    assert!(again.is_ok(), "{again:?}");
+    assert_eq!(patches(&calls), Vec::<String>::new(), "nothing changed");
+
+    // Someone scaled the Deployment by hand: only that is applied (and so taken back).
+    let hand_scaled = watched(&applied, true, |obj| {
+        if obj["kind"] == "Deployment" {
+            obj["spec"]["replicas"] = json!(7);
+        }
+    });
+    let (_, calls) = run_seeing(&cr, world, probe(), hand_scaled).await;
+    assert_eq!(patches(&calls), vec!["PATCH deployments/demo-signaling"]);
 }
 
 fn owned_meta(name: &str, owner: &str) -> Value {

@@ -10,13 +10,13 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{Node, Pod, Secret};
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::build::secrets::user_secret_names;
 use crate::crd::OtterDeployment;
 use crate::kinds::{Kind, Owned, PerKind};
-use crate::reconcile::{Context, error_policy, reconcile};
+use crate::reconcile::{Context, cache, error_policy, reconcile};
 
 /// Label every child carries; owned-object watches select on it.
 pub const MANAGED_BY_SELECTOR: &str = "app.kubernetes.io/managed-by=otter-operator";
@@ -105,10 +105,12 @@ where
 
 type AddWatch = Box<dyn FnOnce(Controller<OtterDeployment>) -> Controller<OtterDeployment>>;
 
-/// The watch of one owned kind, to add to the controller being built.
+/// The watch of one owned kind, to add to the controller being built; its objects are kept in
+/// a store in `children`, which the apply step reads.
 struct Owns<'a> {
     client: &'a Client,
     namespace: Option<&'a str>,
+    children: cache::Children,
 }
 
 impl PerKind for Owns<'_> {
@@ -116,7 +118,10 @@ impl PerKind for Owns<'_> {
     fn visit<K: Owned>(&mut self) -> AddWatch {
         let config = watcher::Config::default().labels(MANAGED_BY_SELECTOR);
         let api = scoped::<K>(self.client, self.namespace);
-        Box::new(move |c| c.owns(api, config))
+        let (store, writer) = reflector::store::<K>();
+        self.children.insert(store);
+        let stream = reflector::reflector(writer, watcher(api, config)).touched_objects();
+        Box::new(move |c| c.owns_stream(stream))
     }
 }
 
@@ -135,10 +140,15 @@ fn controller(ctx: &Context, namespace: Option<&str>) -> Controller<OtterDeploym
     );
     let store = controller.store();
     ctx.set_peers(store.clone());
-    let mut owns = Owns { client, namespace };
+    let mut owns = Owns {
+        client,
+        namespace,
+        children: cache::Children::default(),
+    };
     let controller = Kind::ALL
         .into_iter()
         .fold(controller, |c, kind| kind.visit(&mut owns)(c));
+    ctx.set_children(owns.children);
     let readers = store.clone();
     controller
         .watches(
