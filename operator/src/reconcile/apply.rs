@@ -32,6 +32,24 @@ async fn apply_one<K: Owned>(api: &Api<K>, ns: &str, obj: &K) -> Result<K, Error
     .map_err(|e| Error::Apply(request(format!("applying {} {ns}/{name}", K::kind(&())), e)))
 }
 
+/// The child as the watch last saw it, when it already is `want`; else why it is applied.
+fn already_wanted<K: Owned>(seen: &Children, ns: &str, want: &K) -> Option<Arc<K>> {
+    let name = want.meta().name.as_deref().unwrap_or_default();
+    let live = seen.get::<K>(ns, name)?;
+    match difference(live.as_ref(), want) {
+        None => Some(live),
+        Some(why) => {
+            tracing::debug!(
+                kind = K::kind(&()).as_ref(),
+                name,
+                differs = why,
+                "applying"
+            );
+            None
+        }
+    }
+}
+
 /// How many children of each kind were left as they were (not sent).
 pub type Skipped = Vec<(Kind, u64)>;
 
@@ -51,19 +69,7 @@ async fn apply_kind<K: Owned>(
         .iter()
         .map(|obj| {
             let want = stamped(obj);
-            let name = want.meta().name.clone().unwrap_or_default();
-            let live = seen.get::<K>(ns, &name).filter(|l| {
-                let why = difference(l.as_ref(), &want);
-                if let Some(why) = &why {
-                    tracing::debug!(
-                        kind = K::kind(&()).as_ref(),
-                        name,
-                        differs = why,
-                        "applying"
-                    );
-                }
-                why.is_none()
-            });
+            let live = already_wanted(seen, ns, &want);
             skipped += u64::from(live.is_some());
             (want, live)
         })
