@@ -120,7 +120,9 @@ impl PerKind for Owns<'_> {
         let api = scoped::<K>(self.client, self.namespace);
         let (store, writer) = reflector::store::<K>();
         self.children.insert(store);
-        let stream = reflector::reflector(writer, watcher(api, config)).touched_objects();
+        // managedFields are most of an object and never part of what is compared: not kept.
+        let events = watcher(api, config).modify(|obj| obj.meta_mut().managed_fields = None);
+        let stream = reflector::reflector(writer, events).touched_objects();
         Box::new(move |c| c.owns_stream(stream))
     }
 }
