@@ -192,14 +192,20 @@ impl Operator {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Reconciles counted by the operator's own metrics.
-    async fn reconciles(&self) -> u64 {
+    /// The operator's /metrics (empty while it does not answer).
+    async fn metrics(&self) -> String {
         let url = format!("http://127.0.0.1:{}/metrics", self.port);
-        let text = match reqwest::get(&url).await {
+        match reqwest::get(&url).await {
             Ok(r) => r.text().await.unwrap_or_default(),
             Err(_) => String::new(),
-        };
-        text.lines()
+        }
+    }
+
+    /// Reconciles counted by the operator's own metrics.
+    async fn reconciles(&self) -> u64 {
+        self.metrics()
+            .await
+            .lines()
             .filter(|l| l.starts_with("otter_operator_reconciliations_total"))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum::<f64>() as u64
@@ -207,12 +213,9 @@ impl Operator {
 
     /// Children left as they were (not applied), by kind, from the operator's own metrics.
     async fn skipped(&self) -> Vec<(String, u64)> {
-        let url = format!("http://127.0.0.1:{}/metrics", self.port);
-        let text = match reqwest::get(&url).await {
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        };
-        text.lines()
+        self.metrics()
+            .await
+            .lines()
             .filter_map(|l| l.strip_prefix("otter_operator_applies_skipped_total{kind=\""))
             .filter_map(|l| {
                 let (kind, n) = l.split_once("\"} ")?;
