@@ -271,13 +271,19 @@ fn start_coturn(dir: &Path, db: &Path, relay: (u16, u16)) -> (Proc, SocketAddr) 
 }
 
 /// The drain hook over relay range `min..=max`, with a 60 s bound, and its stdout's lines. No
-/// coturn pidfile: the hook tells on its own stdout, which the test reads.
+/// coturn pidfile: the hook tells on its own stdout, which the test reads. `proc_net`: read the
+/// socket tables there instead of /proc/net.
 fn start_drain_hook(
     min: u16,
     max: u16,
+    proc_net: Option<&Path>,
 ) -> (Proc, std::io::Lines<BufReader<std::process::ChildStdout>>) {
+    let mut command = Command::new("/bin/sh");
+    if let Some(dir) = proc_net {
+        command.env("OTTER_PROC_NET", dir);
+    }
     let mut hook = Proc(
-        Command::new("/bin/sh")
+        command
             .env("PATH", image_path())
             .args(["-c", DRAIN_SCRIPT, "drain", "60"])
             .args([min.to_string(), max.to_string()])
@@ -424,7 +430,7 @@ fn the_drain_hook_waits_for_the_last_allocation_and_no_longer() {
     assert_eq!(alice.allocate(), 0);
 
     // A 60 s bound: the hook must return long before it, when the allocation is released.
-    let (mut hook, mut lines) = start_drain_hook(RELAY_MIN, RELAY_MAX);
+    let (mut hook, mut lines) = start_drain_hook(RELAY_MIN, RELAY_MAX, None);
     let first = lines.next().expect("a first line").expect("utf8");
     assert!(
         first.contains("draining: 1 relay allocation(s)"),
@@ -458,7 +464,7 @@ fn the_drain_hook_counts_tcp_relays_but_not_established_connections() {
     let client =
         std::net::TcpStream::connect(outside.local_addr().expect("addr")).expect("connect");
     let _accepted = outside.accept().expect("accept");
-    let (mut hook, mut lines) = start_drain_hook(min, max);
+    let (mut hook, mut lines) = start_drain_hook(min, max, None);
     let first = lines.next().expect("a first line").expect("utf8");
     assert!(first.contains("draining: 1 relay allocation(s)"), "{first}");
     drop(listener);
@@ -472,4 +478,44 @@ fn the_drain_hook_counts_tcp_relays_but_not_established_connections() {
     assert!(last.contains(": 0 relay allocation(s) left"), "{last}");
     assert!(hook.0.wait().expect("hook exit").success());
     drop(client);
+}
+
+#[test]
+fn the_drain_hook_counts_only_the_sockets_of_its_own_user() {
+    // With host networking the node's other processes share coturn's network namespace: their
+    // sockets in the relay range (another user's ephemeral ports) are not allocations. A table
+    // shaped like /proc/net/udp: one socket of this user's, one of another user's, both in range.
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let me: u32 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("a Uid line");
+    let dir = std::env::temp_dir().join(format!("otter-drain-net-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let socket = |sl: u32, port: u16, uid: u32| {
+        format!(
+            "{sl:4}: 0100007F:{port:04X} 00000000:0000 07 00000000:00000000 00:00000000 00000000 {uid:5}        0 {} 2 0000000000000000 0\n",
+            1000 + sl
+        )
+    };
+    let header = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n";
+    let write = |body: String| {
+        let tmp = dir.join("udp.tmp");
+        std::fs::write(&tmp, format!("{header}{body}")).expect("write");
+        std::fs::rename(&tmp, dir.join("udp")).expect("rename");
+    };
+    let other = me.wrapping_add(1);
+    write(socket(0, 29501, me) + &socket(1, 29502, other));
+    let (mut hook, mut lines) = start_drain_hook(29500, 29510, Some(&dir));
+    let first = lines.next().expect("a first line").expect("utf8");
+    assert!(
+        first.contains("draining: 1 relay allocation(s)") && first.contains("(ports 29501)"),
+        "only this user's socket counts: {first}"
+    );
+    write(socket(1, 29502, other));
+    let last = lines.next().expect("a last line").expect("utf8");
+    assert!(last.contains(": 0 relay allocation(s) left"), "{last}");
+    assert!(hook.0.wait().expect("hook exit").success());
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -345,10 +345,17 @@ pub fn turn_checksum(cr: &OtterDeployment, obs: &Observed) -> String {
 /// Arguments: timeout in seconds, relay range min and max.
 pub const DRAIN_SCRIPT: &str = r##"timeout="$1"; min="$2"; max="$3"
 # Only sh builtins, cat and sleep: all a coturn image is sure to have.
+# Only this user's sockets (coturn's, the same user as this hook): with host networking the
+# node's other processes share this network namespace, and their ephemeral ports may fall in
+# the relay range.
+me=""
+while read -r key value _; do [ "$key" = "Uid:" ] && me="$value"; done < /proc/self/status
+net="${OTTER_PROC_NET:-/proc/net}"
 # Adds to $ports the ports of table $1 bound in the relay range, in state $2 (any when empty).
 ports_in() {
   [ -r "$1" ] || return 0
-  while read -r _ local _ st _; do
+  while read -r _ local _ st _ _ _ uid _; do
+    [ -z "$me" ] || [ "$uid" = "$me" ] || continue
     port="${local##*:}"
     case "$port" in *[!0-9A-Fa-f]*|"") continue ;; esac
     [ -z "$2" ] || [ "$st" = "$2" ] || continue
@@ -360,8 +367,8 @@ ports_in() {
 # TCP connections are left out, as the node's own outgoing ones use the same ephemeral ports).
 relays() {
   ports=""
-  ports_in /proc/net/udp ""; ports_in /proc/net/udp6 ""
-  ports_in /proc/net/tcp 0A; ports_in /proc/net/tcp6 0A
+  ports_in "$net/udp" ""; ports_in "$net/udp6" ""
+  ports_in "$net/tcp" 0A; ports_in "$net/tcp6" 0A
   echo "$ports"
 }
 count() { set -- $1; echo $#; }
