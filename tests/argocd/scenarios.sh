@@ -147,7 +147,8 @@ check "degraded: Healthy again once the Secret exists" eventually 180 app_is ott
 # watch_writes NAME KIND/NAME NAMESPACE SECONDS: record every change of one object for SECONDS.
 watch_writes() {
   timeout "$4" "$kubectl" -n "$3" get "$2" --watch-only \
-    -o jsonpath='{.metadata.resourceVersion} {.metadata.generation}{"\n"}' >"$work/watch-$1" 2>&1 || true
+    -o jsonpath='{.metadata.resourceVersion} {.metadata.generation}{range .metadata.managedFields[*]} {.manager}/{.subresource}@{.time}{end}{"\n"}' \
+    >"$work/watch-$1" 2>&1 || true
 }
 writes() { grep -c '^[0-9]' "$work/watch-$1" || true; }
 at_rest() { # SECONDS: both Applications Synced and Healthy all along, nothing written
@@ -167,6 +168,12 @@ at_rest() { # SECONDS: both Applications Synced and Healthy all along, nothing w
     sleep 1
   done
   wait "${watchers[@]}"
+  # A write names its writer: each line is the resourceVersion, the generation and every
+  # manager with the time of its last write.
+  local w
+  for w in rest-cr rest-signaling rest-operator; do
+    [ "$(writes "$w")" -eq 0 ] || sed "s/^/$w: /" "$work/watch-$w"
+  done
   echo "$samples samples, $bad not Synced+Healthy; writes: CR $(writes rest-cr), signaling Deployment $(writes rest-signaling), operator Deployment $(writes rest-operator)"
   [ "$bad" -eq 0 ] && [ "$(writes rest-cr)" -eq 0 ] && [ "$(writes rest-signaling)" -eq 0 ] && [ "$(writes rest-operator)" -eq 0 ]
 }
@@ -189,6 +196,19 @@ settled() {
 if $real_nodes; then
   check "at rest: nothing left moving (no terminating pods, every component ready, no TURN drain)" eventually 180 settled
 fi
+# quiet SECONDS: the CR has not been written for SECONDS. Healthy (Ready=True) can come before the
+# last status change of a roll (a TURN pod count catching up after the Secret's rotation): the
+# window below measures rest, so it starts once those writes have ended.
+quiet() {
+  local rv last
+  last=$(k -n "$app_ns" get otterdeployment otter -o jsonpath='{.metadata.resourceVersion}') || return 1
+  for _ in $(seq "$1"); do
+    sleep 1
+    rv=$(k -n "$app_ns" get otterdeployment otter -o jsonpath='{.metadata.resourceVersion}') || return 1
+    [ "$rv" = "$last" ] || { echo "written at resourceVersion $rv"; return 1; }
+  done
+}
+check "at rest: the OtterDeployment unwritten for 10 s before the window" eventually 180 quiet 10
 if out=$(at_rest "$rest_secs" 2>&1); then pass "at rest $rest_secs s: both Synced and Healthy throughout, no write to the CR or the Deployments ($(tail -n1 <<<"$out"))"
 else fail "at rest $rest_secs s: both Synced and Healthy throughout, no write to the CR or the Deployments" "$out"; fi
 
