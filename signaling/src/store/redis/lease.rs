@@ -79,11 +79,10 @@ impl RedisStore {
             self.ttl_ms().to_string(),
         ];
         args.extend(self.view.owned_rooms().iter().map(|r| room_key(r)));
-        self.reachable()?;
         // At most half the lease: a renewal stuck behind a burst of scripts must end (and
         // report not-ready) while the lease it renews still holds.
-        let renewal = self.scripts.renew.evalsha_with_reload(
-            &self.client,
+        let renewal = self.run(
+            &self.scripts.renew,
             vec![format!("{PREFIX}replicas"), replica_set_key(&self.replica)],
             args,
         );

@@ -30,6 +30,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
+use fred::types::scripts::Script;
+use fred::types::{MultipleKeys, MultipleValues};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
@@ -170,6 +172,18 @@ impl RedisStore {
         }
     }
 
+    /// Run `script`, unless the client knows Redis is away ([`Self::reachable`]).
+    async fn run<R, K, V>(&self, script: &Script, keys: K, args: V) -> Result<R, fred::error::Error>
+    where
+        R: FromValue,
+        K: Into<MultipleKeys> + Send,
+        V: TryInto<MultipleValues> + Send,
+        V::Error: Into<fred::error::Error> + Send,
+    {
+        self.reachable()?;
+        script.evalsha_with_reload(&self.client, keys, args).await
+    }
+
     fn ttl_ms(&self) -> u64 {
         (self.lease.as_millis() as u64).saturating_mul(3)
     }
@@ -193,14 +207,11 @@ impl RedisStore {
         rec: &PeerRecord,
         max: u32,
     ) -> Result<Option<Vec<Seat>>, StoreError> {
-        self.reachable().map_err(unavailable)?;
         let seat = serde_json::to_string(&self.seat(rec))
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let reply: Vec<String> = self
-            .scripts
-            .join
-            .evalsha_with_reload(
-                &self.client,
+            .run(
+                &self.scripts.join,
                 vec![room_key(room), replica_set_key(&self.replica)],
                 vec![
                     rec.id.clone(),
@@ -228,35 +239,27 @@ impl RedisStore {
         peer: &str,
         epoch: Option<u64>,
     ) -> Result<i64, fred::error::Error> {
-        self.reachable()?;
-        self.scripts
-            .leave
-            .evalsha_with_reload(
-                &self.client,
-                vec![room_key(room)],
-                vec![
-                    peer.to_owned(),
-                    epoch.map(|e| e.to_string()).unwrap_or_default(),
-                    room.to_owned(),
-                    PREFIX.to_owned(),
-                ],
-            )
-            .await
+        self.run(
+            &self.scripts.leave,
+            vec![room_key(room)],
+            vec![
+                peer.to_owned(),
+                epoch.map(|e| e.to_string()).unwrap_or_default(),
+                room.to_owned(),
+                PREFIX.to_owned(),
+            ],
+        )
+        .await
     }
 
     /// Route a frame by the room hash, when this replica's view does not know the peer.
     async fn send_by_script(&self, room: &str, to: &str, frame: Frame) -> Result<bool, StoreError> {
-        let outcome: Result<String, _> = match self.reachable() {
-            Ok(()) => {
-                let routed = self.scripts.send.evalsha_with_reload(
-                    &self.client,
-                    vec![room_key(room)],
-                    vec![to, &*self.replica, &*frame, PREFIX, room],
-                );
-                within(RELAY_TIMEOUT, routed).await
-            }
-            Err(e) => Err(e),
-        };
+        let routed = self.run(
+            &self.scripts.send,
+            vec![room_key(room)],
+            vec![to, &*self.replica, &*frame, PREFIX, room],
+        );
+        let outcome: Result<String, _> = within(RELAY_TIMEOUT, routed).await;
         let replica = match outcome {
             Ok(replica) => replica,
             Err(e) if self.deliver_locally(room, to, frame.clone()) => {
@@ -317,12 +320,9 @@ impl RoomStore for RedisStore {
         resume_token: &str,
         new_token: &str,
     ) -> Result<Option<PeerRecord>, StoreError> {
-        self.reachable().map_err(unavailable)?;
         let reply: Option<String> = self
-            .scripts
-            .resume
-            .evalsha_with_reload(
-                &self.client,
+            .run(
+                &self.scripts.resume,
                 vec![room_key(room)],
                 vec![
                     resume_token,
@@ -421,27 +421,21 @@ impl RoomStore for RedisStore {
         if presence == Presence::Left {
             self.view.left(room, except);
         }
-        let outcome: Result<Vec<String>, _> = match self.reachable() {
-            Ok(()) => {
-                self.scripts
-                    .broadcast
-                    .evalsha_with_reload(
-                        &self.client,
-                        vec![room_key(room)],
-                        vec![
-                            except,
-                            &*self.replica,
-                            &*frame,
-                            PREFIX,
-                            room,
-                            kind.tag(),
-                            &*self.replica,
-                        ],
-                    )
-                    .await
-            }
-            Err(e) => Err(e),
-        };
+        let outcome: Result<Vec<String>, _> = self
+            .run(
+                &self.scripts.broadcast,
+                vec![room_key(room)],
+                vec![
+                    except,
+                    &*self.replica,
+                    &*frame,
+                    PREFIX,
+                    room,
+                    kind.tag(),
+                    &*self.replica,
+                ],
+            )
+            .await;
         let local = match outcome {
             Ok(ids) => ids,
             Err(e) => {
