@@ -62,7 +62,6 @@ async fn apply_kind<K: Owned>(
     seen: &Children,
 ) -> (Vec<K>, (Kind, u64), Option<Error>) {
     let api = Api::<K>::namespaced(client.clone(), ns);
-    let mut skipped = 0;
     // Each future owns what it uses: futures borrowing from the closure's argument are not
     // `Send` for every lifetime, which the controller's reconcile future must be.
     let work: Vec<(K, Option<Arc<K>>)> = objs
@@ -70,10 +69,10 @@ async fn apply_kind<K: Owned>(
         .map(|obj| {
             let want = stamped(obj);
             let live = already_wanted(seen, ns, &want);
-            skipped += u64::from(live.is_some());
             (want, live)
         })
         .collect();
+    let skipped = work.iter().filter(|(_, live)| live.is_some()).count() as u64;
     let results: Vec<Result<K, Error>> = futures::stream::iter(work)
         .map(|(want, live)| {
             let (api, ns) = (api.clone(), ns.to_string());

@@ -50,45 +50,34 @@ pub fn stamped<K: Owned>(obj: &K) -> K {
     out
 }
 
-/// Whether `live` already is `want` (stamped): applying it would change nothing. Someone
-/// else's edit of a field the operator sets shows as a difference, so drift is still repaired.
-pub fn unchanged<K: Owned>(live: &K, want: &K) -> bool {
-    difference(live, want).is_none()
-}
-
-/// Where `live` is not yet `want`: the path of the first field that differs (`None` when
-/// applying would change nothing). Logged, so a child applied on every reconcile says why.
+/// Where `live` is not yet `want` (stamped): the path of the first field that differs, `None`
+/// when applying would change nothing. Someone else's edit of a field the operator sets shows
+/// as a difference, so drift is still repaired. Logged, so a child applied on every reconcile
+/// says why.
 pub fn difference<K: Owned>(live: &K, want: &K) -> Option<String> {
     match (serde_json::to_value(live), serde_json::to_value(want)) {
-        (Ok(live), Ok(want)) => first_difference(&live, &want, ""),
+        (Ok(live), Ok(want)) => first_difference(&live, &want),
         _ => Some("(not serializable)".into()),
     }
 }
 
-/// Whether `live` holds every field `want` sets, with the same value. Fields `want` leaves out
-/// belong to the server (defaults, status, other managers) and do not count; an empty map or
-/// list, or `false`, in `want` matches a field the server dropped. Lists match element by
-/// element.
-pub fn covers(live: &Value, want: &Value) -> bool {
-    first_difference(live, want, "").is_none()
-}
-
-fn first_difference(live: &Value, want: &Value, at: &str) -> Option<String> {
+/// Whether `live` holds every field `want` sets, with the same value; if not, the first field
+/// that differs. Fields `want` leaves out belong to the server (defaults, status, other
+/// managers) and do not count; an empty map or list, or `false`, in `want` matches a field the
+/// server dropped. Lists match element by element. The path is built only for a difference.
+fn first_difference(live: &Value, want: &Value) -> Option<String> {
     match (want, live) {
-        (Value::Object(w), Value::Object(l)) => w.iter().find_map(|(k, wv)| {
-            let path = format!("{at}.{k}");
-            match l.get(k) {
-                Some(lv) => first_difference(lv, wv, &path),
-                None => (!is_empty(wv)).then_some(path),
-            }
+        (Value::Object(w), Value::Object(l)) => w.iter().find_map(|(k, wv)| match l.get(k) {
+            Some(lv) => first_difference(lv, wv).map(|rest| format!(".{k}{rest}")),
+            None => (!is_empty(wv)).then(|| format!(".{k}")),
         }),
-        (Value::Array(w), Value::Array(l)) if w.len() == l.len() => w
-            .iter()
-            .zip(l)
-            .enumerate()
-            .find_map(|(i, (wv, lv))| first_difference(lv, wv, &format!("{at}[{i}]"))),
+        (Value::Array(w), Value::Array(l)) if w.len() == l.len() => {
+            w.iter().zip(l).enumerate().find_map(|(i, (wv, lv))| {
+                first_difference(lv, wv).map(|rest| format!("[{i}]{rest}"))
+            })
+        }
         _ if want == live || (is_empty(want) && is_empty(live)) => None,
-        _ => Some(format!("{at}: {live} instead of {want}")),
+        _ => Some(format!(": {live} instead of {want}")),
     }
 }
 
@@ -103,12 +92,6 @@ fn is_empty(v: &Value) -> bool {
     }
 }
 
-/// Which kinds a set of stores holds (for tests of the wiring).
-#[cfg(test)]
-pub fn kinds(children: &Children) -> std::collections::BTreeSet<Kind> {
-    children.stores.keys().copied().collect()
-}
-
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::core::v1::ConfigMap;
@@ -117,6 +100,14 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    fn covers(live: &Value, want: &Value) -> bool {
+        first_difference(live, want).is_none()
+    }
+
+    fn unchanged(live: &ConfigMap, want: &ConfigMap) -> bool {
+        difference(live, want).is_none()
+    }
 
     fn config_map(data: &[(&str, &str)]) -> ConfigMap {
         let mut cm = ConfigMap::default();

@@ -23,7 +23,7 @@ pub mod status;
 pub mod watch;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::jiff::Timestamp;
@@ -113,44 +113,32 @@ impl Context {
 
     /// Use `store` to find TURN port clashes between OtterDeployments.
     pub fn set_peers(&self, store: Store<OtterDeployment>) {
-        let mut peers = match self.peers.write() {
-            Ok(p) => p,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut peers = self.peers.write().unwrap_or_else(PoisonError::into_inner);
         *peers = Some(store);
     }
 
     /// Use `children` as the owned-kind watches' cache.
     pub fn set_children(&self, children: cache::Children) {
-        let mut held = match self.children.write() {
-            Ok(c) => c,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut held = self
+            .children
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         *held = Arc::new(children);
     }
 
     fn children(&self) -> Arc<cache::Children> {
-        let held = match self.children.read() {
-            Ok(c) => c,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let held = self.children.read().unwrap_or_else(PoisonError::into_inner);
         Arc::clone(&held)
     }
 
     fn port_clash(&self, cr: &OtterDeployment) -> Option<ports::PortClash> {
-        let peers = match self.peers.read() {
-            Ok(p) => p,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let peers = self.peers.read().unwrap_or_else(PoisonError::into_inner);
         let all = peers.as_ref()?.state();
         ports::port_holder(cr, all.iter().map(AsRef::as_ref))
     }
 
     fn failures(&self, key: &str, bump: bool) -> u32 {
-        let mut map = match self.failures.lock() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut map = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
         if bump {
             let n = map.entry(key.to_string()).or_insert(0);
             *n = n.saturating_add(1);
