@@ -199,12 +199,13 @@ fi
 # quiet SECONDS: the CR has not been written for SECONDS. Healthy (Ready=True) can come before the
 # last status change of a roll (a TURN pod count catching up after the Secret's rotation): the
 # window below measures rest, so it starts once those writes have ended.
+cr_version() { k -n "$app_ns" get otterdeployment otter -o jsonpath='{.metadata.resourceVersion}'; }
 quiet() {
   local rv last
-  last=$(k -n "$app_ns" get otterdeployment otter -o jsonpath='{.metadata.resourceVersion}') || return 1
+  last=$(cr_version) || return 1
   for _ in $(seq "$1"); do
     sleep 1
-    rv=$(k -n "$app_ns" get otterdeployment otter -o jsonpath='{.metadata.resourceVersion}') || return 1
+    rv=$(cr_version) || return 1
     [ "$rv" = "$last" ] || { echo "written at resourceVersion $rv"; return 1; }
   done
 }
