@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::{Fuse, FusedFuture, FutureExt};
+use futures::stream::{SplitSink, SplitStream};
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -80,11 +81,58 @@ enum Step {
 
 type Writer<Si> = Fuse<JoinHandle<Option<Si>>>;
 
+/// When the connection's one timer is due: pings, and the join deadline while it holds no
+/// seat. One timer instead of an interval and a sleep: each is a timer entry in every
+/// connection, and the interval's is a separate allocation.
+struct Clock {
+    next_ping: tokio::time::Instant,
+    join_by: tokio::time::Instant,
+}
+
+impl Clock {
+    fn new(limits: &ConnLimits) -> Clock {
+        let now = tokio::time::Instant::now();
+        Clock {
+            next_ping: now + limits.ping_interval,
+            join_by: now + limits.join_timeout,
+        }
+    }
+
+    fn next(&self, unjoined: bool) -> tokio::time::Instant {
+        if unjoined {
+            self.next_ping.min(self.join_by)
+        } else {
+            self.next_ping
+        }
+    }
+}
+
 /// Serve one upgraded connection until it ends, then close it gracefully: the close frame is
 /// written, unread input is drained for a bounded time (a socket dropped with unread input
 /// sends a TCP reset, and the client would lose the close frame), then the socket is dropped.
-pub async fn serve<S>(ws: WebSocketStream<S>, hub: Arc<Hub>, limits: ConnLimits, over: bool)
+///
+/// The stream is split before the future is built: a future keeps its arguments for its whole
+/// life, and a `WebSocketStream` held there would cost every connection its size again.
+pub fn serve<S>(
+    ws: WebSocketStream<S>,
+    hub: Arc<Hub>,
+    limits: Arc<ConnLimits>,
+    over: bool,
+) -> impl Future<Output = ()> + Send + 'static
 where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sink, stream) = ws.split();
+    serve_split(sink, stream, hub, limits, over)
+}
+
+async fn serve_split<S>(
+    sink: SplitSink<WebSocketStream<S>, Message>,
+    mut stream: SplitStream<WebSocketStream<S>>,
+    hub: Arc<Hub>,
+    limits: Arc<ConnLimits>,
+    over: bool,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     hub.metrics.connections.inc();
@@ -94,9 +142,9 @@ where
         room = tracing::field::Empty,
         peer = tracing::field::Empty
     );
+    let metrics = Arc::clone(&hub.metrics);
     async {
-        let (sink, mut stream) = ws.split();
-        let sink = run(sink, &mut stream, Arc::clone(&hub), limits, over).await;
+        let sink = run(sink, &mut stream, hub, Arc::clone(&limits), over).await;
         if let Some(sink) = sink
             && let Ok(mut ws) = sink.reunite(stream)
         {
@@ -106,7 +154,7 @@ where
     }
     .instrument(span)
     .await;
-    hub.metrics.connections.dec();
+    metrics.connections.dec();
 }
 
 /// Half-close, then read and discard until the client closes too, within the bounds.
@@ -131,7 +179,7 @@ pub async fn run<Si, St>(
     sink: Si,
     stream: &mut St,
     hub: Arc<Hub>,
-    limits: ConnLimits,
+    limits: Arc<ConnLimits>,
     over_capacity: bool,
 ) -> Option<Si>
 where
@@ -142,6 +190,7 @@ where
     let handle = tokio::spawn(write_loop(sink, rx).in_current_span());
     let abort = handle.abort_handle();
     let mut writer = handle.fuse();
+    let grace = limits.close_grace;
     let mut conn = Conn::new(hub, limits, outbox);
     let end = if over_capacity {
         conn.send_error(&ProtoError::new(
@@ -158,7 +207,7 @@ where
         conn.close(close::NORMAL, "bye");
     }
     drop(conn);
-    finish(&mut writer, abort, stream, limits.close_grace).await
+    finish(&mut writer, abort, stream, grace).await
 }
 
 /// Wait (bounded) for the writer to send the close, reading and discarding what the client
@@ -229,14 +278,16 @@ where
 /// The reading side's state.
 struct Conn {
     hub: Arc<Hub>,
-    limits: ConnLimits,
+    /// Shared by every connection: a copy would cost each one its size.
+    limits: Arc<ConnLimits>,
     outbox: Outbox,
     kill: Cutoff,
     limiter: DefaultDirectRateLimiter,
     /// Refused frames: a bucket of `burst` that refills at the sustained rate, so violations
     /// decay and only a client that keeps flooding is cut off. Built at the first refusal:
     /// building a limiter costs a CPUID on every connect (see docs/benchmarks.md).
-    strikes: Option<DefaultDirectRateLimiter>,
+    /// Boxed: most connections never need it, and it would sit in every one of them.
+    strikes: Option<Box<DefaultDirectRateLimiter>>,
     session: Option<Session>,
     last_rx: Instant,
     /// Set when the connection gives up its seat: the join deadline starts again.
@@ -244,7 +295,7 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(hub: Arc<Hub>, limits: ConnLimits, outbox: Outbox) -> Conn {
+    fn new(hub: Arc<Hub>, limits: Arc<ConnLimits>, outbox: Outbox) -> Conn {
         let quota = Quota::per_second(limits.rate_per_sec).allow_burst(limits.burst);
         Conn {
             hub,
@@ -263,30 +314,49 @@ impl Conn {
     where
         St: Stream<Item = Result<Message, WsError>> + Unpin,
     {
-        let mut ping = tokio::time::interval_at(
-            tokio::time::Instant::now() + self.limits.ping_interval,
-            self.limits.ping_interval,
-        );
-        let join_deadline = tokio::time::sleep(self.limits.join_timeout);
-        tokio::pin!(join_deadline);
+        // Built once, not per frame: a `cancelled()` registers with its token when first
+        // polled, and the shutdown token is shared by every connection.
+        let (hub, kill) = (Arc::clone(&self.hub), self.kill.clone());
+        let (shutdown, cut) = (hub.shutdown.cancelled(), kill.cancelled());
+        tokio::pin!(shutdown, cut);
+        let mut clock = Clock::new(&self.limits);
+        let timer = tokio::time::sleep_until(clock.next(true));
+        tokio::pin!(timer);
         loop {
             let step = tokio::select! {
                 biased;
-                _ = self.hub.shutdown.cancelled() => self.shutdown(),
-                _ = self.kill.cancelled() => self.cut_off(),
+                _ = &mut shutdown => self.shutdown(),
+                _ = &mut cut => self.cut_off(),
                 _ = &mut *writer => Step::Stop(End::Lost),
-                _ = &mut join_deadline, if self.session.is_none() => self.never_joined(),
-                _ = ping.tick() => self.tick(),
-                frame = stream.next() => self.on_frame(frame).await,
+                _ = &mut timer => self.on_timer(&mut clock),
+                // Boxed: handling a frame is the largest state of this loop, and unboxed it
+                // would sit in every idle connection (docs/benchmarks.md, memory).
+                frame = stream.next() => Box::pin(self.on_frame(frame)).await,
             };
             if let Step::Stop(end) = step {
                 return end;
             }
             if std::mem::take(&mut self.rearm) {
-                let at = tokio::time::Instant::now() + self.limits.join_timeout;
-                join_deadline.as_mut().reset(at);
+                clock.join_by = tokio::time::Instant::now() + self.limits.join_timeout;
+            }
+            let at = clock.next(self.session.is_none());
+            if at != timer.deadline() {
+                timer.as_mut().reset(at);
             }
         }
+    }
+
+    /// The connection's one timer fired: the join deadline (while it holds no seat) or a ping.
+    fn on_timer(&mut self, clock: &mut Clock) -> Step {
+        let now = tokio::time::Instant::now();
+        if self.session.is_none() && now >= clock.join_by {
+            return self.never_joined();
+        }
+        if now >= clock.next_ping {
+            clock.next_ping = (clock.next_ping + self.limits.ping_interval).max(now);
+            return self.tick();
+        }
+        Step::Go
     }
 
     /// Queue a reply; a client whose budget is spent is not reading and is cut off.
@@ -401,9 +471,10 @@ impl Conn {
     }
 
     fn refused(&mut self, msg: &Message) -> Step {
-        let limits = self.limits;
+        let limits = &self.limits;
         let strikes = self.strikes.get_or_insert_with(|| {
-            RateLimiter::direct(Quota::per_second(limits.rate_per_sec).allow_burst(limits.burst))
+            let quota = Quota::per_second(limits.rate_per_sec).allow_burst(limits.burst);
+            Box::new(RateLimiter::direct(quota))
         });
         if strikes.check().is_err() {
             let err = ProtoError::new(
@@ -574,7 +645,7 @@ mod tests {
             .expect("queue join");
         let conn = tokio::spawn({
             let hub = Arc::clone(&hub);
-            async move { run(sink, &mut stream, hub, limits(), false).await }
+            async move { run(sink, &mut stream, hub, Arc::new(limits()), false).await }
         });
         let Some(Message::Text(joined)) = written.next().await else {
             panic!("no joined frame");

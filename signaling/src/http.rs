@@ -36,7 +36,7 @@ struct Web;
 #[derive(Clone)]
 pub struct AppState {
     pub hub: Arc<Hub>,
-    pub limits: ConnLimits,
+    pub limits: Arc<ConnLimits>,
     pub allowed_origins: Arc<Vec<String>>,
     pub max_connections: usize,
     pub shutting_down: Arc<AtomicBool>,
@@ -113,30 +113,17 @@ async fn ws(State(app): State<AppState>, mut req: Request) -> Response {
     };
     let offered_v1 = headers.contains_key(header::SEC_WEBSOCKET_PROTOCOL);
     let over = app.hub.metrics.connections.get() >= app.max_connections as i64;
-    let limits = app.limits;
+    let limits = Arc::clone(&app.limits);
     let hub = Arc::clone(&app.hub);
     let upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
-        let io = match upgrade.await {
-            Ok(io) => TokioIo::new(io),
-            Err(e) => {
-                tracing::debug!(error = %e, "WebSocket upgrade failed");
-                return;
-            }
+        // The stream is bound inside the match so it is gone before the long await: a local
+        // kept across an await is part of every connection's task for its whole life.
+        let serving = match websocket(upgrade, limits.max_message_bytes).await {
+            Some(ws) => conn::serve(ws, hub, limits, over),
+            None => return,
         };
-        // Buffers sized to typical frames, grown on demand: tungstenite reserves (and zeroes)
-        // a 128 KiB read buffer per connection by default, 95% of the memory per connection in
-        // the first benchmark, and zeroes it before every read, so all of it is resident. An idle
-        // joined connection keeps 256 bytes; the buffer grows to the largest frame it has read
-        // (a candidate, an SDP), and never past the message limit. Writes go out once 16 KiB are pending (a burst still leaves in a few writes),
-        // so the write buffer does not keep a whole burst's capacity.
-        let config = WebSocketConfig::default()
-            .max_message_size(Some(limits.max_message_bytes))
-            .max_frame_size(Some(limits.max_message_bytes))
-            .read_buffer_size(READ_BUFFER_BYTES)
-            .write_buffer_size(WRITE_BUFFER_BYTES);
-        let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-        conn::serve(ws, hub, limits, over).await;
+        serving.await;
     });
     let mut resp = Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
@@ -148,6 +135,32 @@ async fn ws(State(app): State<AppState>, mut req: Request) -> Response {
     }
     resp.body(Body::empty())
         .unwrap_or_else(|_| (StatusCode::INTERNAL_SERVER_ERROR, "bad header").into_response())
+}
+
+/// The upgraded connection as a WebSocket, with buffers sized to typical frames and grown on
+/// demand: tungstenite reserves (and zeroes) a 128 KiB read buffer per connection by default,
+/// 95% of the memory per connection in the first benchmark, and zeroes it before every read,
+/// so all of it is resident. An idle joined connection keeps 256 bytes; the buffer grows to the
+/// largest frame it has read (a candidate, an SDP), and never past the message limit. Writes go
+/// out once 16 KiB are pending (a burst still leaves in a few writes), so the write buffer does
+/// not keep a whole burst's capacity.
+async fn websocket(
+    upgrade: hyper::upgrade::OnUpgrade,
+    max_message_bytes: usize,
+) -> Option<WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>> {
+    let io = match upgrade.await {
+        Ok(io) => TokioIo::new(io),
+        Err(e) => {
+            tracing::debug!(error = %e, "WebSocket upgrade failed");
+            return None;
+        }
+    };
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(max_message_bytes))
+        .max_frame_size(Some(max_message_bytes))
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES);
+    Some(WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await)
 }
 
 /// The `Sec-WebSocket-Accept` for a valid RFC 6455 upgrade request, or `None`.

@@ -30,7 +30,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let shutting_down = Arc::new(AtomicBool::new(false));
     let state = AppState {
         hub: Arc::clone(&hub),
-        limits: conn_limits,
+        limits: Arc::new(conn_limits),
         allowed_origins: Arc::new(config.allowed_origins.clone()),
         max_connections: config.max_connections,
         shutting_down: Arc::clone(&shutting_down),
