@@ -11,14 +11,13 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::future::{Fuse, FusedFuture, FutureExt};
+use futures::future::{self, Either, Fuse, FusedFuture, FutureExt};
 use futures::stream::{SplitSink, SplitStream};
-use futures::{Sink, SinkExt, Stream, StreamExt};
+use futures::{Sink, Stream, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::Instrument;
 
@@ -27,7 +26,10 @@ use crate::protocol::{
     ClientMsg, ErrorCode, LeaveReason, Parsed, ProtoError, RelayIn, ServerMsg, error_text,
     parse_client, parse_relay,
 };
-use crate::store::{Cutoff, Out, Outbox, Outlet};
+use crate::store::{Cutoff, Out, Outbox};
+
+mod writer;
+use writer::WriteLoop;
 
 /// Close codes (RFC 6455 and the IANA registry).
 pub mod close {
@@ -77,6 +79,12 @@ enum End {
 enum Step {
     Go,
     Stop(End),
+}
+
+/// What woke the loop: an event already handled, or a frame to handle.
+enum Next {
+    Done(Step),
+    Frame(Option<Result<Message, WsError>>),
 }
 
 type Writer<Si> = Fuse<JoinHandle<Option<Si>>>;
@@ -187,7 +195,9 @@ where
     St: Stream<Item = Result<Message, WsError>> + Unpin,
 {
     let (outbox, rx) = Outbox::new(limits.queue_bytes);
-    let handle = tokio::spawn(write_loop(sink, rx).in_current_span());
+    // Its own task, so the reading side never waits on a write. It logs nothing, so it needs
+    // no span.
+    let handle = tokio::spawn(WriteLoop::new(sink, rx));
     let abort = handle.abort_handle();
     let mut writer = handle.fuse();
     let grace = limits.close_grace;
@@ -241,40 +251,6 @@ where
     }
 }
 
-/// The writer: the only place that waits on the socket. Writes each burst with one flush (the
-/// syscall was the top cost of a relay) and gives the bytes back to the budget once written.
-async fn write_loop<Si>(mut sink: Si, mut rx: Outlet) -> Option<Si>
-where
-    Si: Sink<Message> + Unpin,
-{
-    while let Some(batch) = rx.next_batch().await {
-        let mut freed = 0;
-        for out in batch {
-            freed += out.cost();
-            let msg = match out {
-                Out::Frame(f) => Message::Text(f),
-                Out::Ping => Message::Ping(Default::default()),
-                Out::Close(code, reason) => {
-                    let frame = CloseFrame {
-                        code: code.into(),
-                        reason: reason.into(),
-                    };
-                    let _ = sink.feed(Message::Close(Some(frame))).await;
-                    return sink.flush().await.is_ok().then_some(sink);
-                }
-            };
-            if sink.feed(msg).await.is_err() {
-                return None;
-            }
-        }
-        if sink.flush().await.is_err() {
-            return None;
-        }
-        rx.written(freed);
-    }
-    Some(sink)
-}
-
 /// The reading side's state.
 struct Conn {
     hub: Arc<Hub>,
@@ -297,11 +273,12 @@ struct Conn {
 impl Conn {
     fn new(hub: Arc<Hub>, limits: Arc<ConnLimits>, outbox: Outbox) -> Conn {
         let quota = Quota::per_second(limits.rate_per_sec).allow_burst(limits.burst);
+        let kill = Cutoff::under(&hub.shutdown);
         Conn {
             hub,
             limits,
             outbox,
-            kill: Cutoff::default(),
+            kill,
             limiter: RateLimiter::direct(quota),
             strikes: None,
             session: None,
@@ -315,24 +292,36 @@ impl Conn {
         St: Stream<Item = Result<Message, WsError>> + Unpin,
     {
         // Built once, not per frame: a `cancelled()` registers with its token when first
-        // polled, and the shutdown token is shared by every connection.
-        let (hub, kill) = (Arc::clone(&self.hub), self.kill.clone());
-        let (shutdown, cut) = (hub.shutdown.cancelled(), kill.cancelled());
-        tokio::pin!(shutdown, cut);
+        // polled. The cut-off is a child of the shutdown token: one wait for both.
+        let kill = self.kill.clone();
+        let cut = kill.cancelled();
+        tokio::pin!(cut);
         let mut clock = Clock::new(&self.limits);
         let timer = tokio::time::sleep_until(clock.next(true));
         tokio::pin!(timer);
         loop {
-            let step = tokio::select! {
-                biased;
-                _ = &mut shutdown => self.shutdown(),
-                _ = &mut cut => self.cut_off(),
-                _ = &mut *writer => Step::Stop(End::Lost),
-                _ = &mut timer => self.on_timer(&mut clock),
-                // Boxed: handling a frame is the largest state of this loop, and unboxed it
-                // would sit in every idle connection (docs/benchmarks.md, memory).
-                frame = stream.next() => Box::pin(self.on_frame(frame)).await,
+            // A frame's handling is built inside this block and awaited after it: the select's
+            // output holds the frame (about 140 bytes), and held across the await it would sit
+            // in every idle connection. Boxed for the same reason: handling a frame is the
+            // largest state of this loop (docs/benchmarks.md, memory).
+            let turn = {
+                let next = tokio::select! {
+                    biased;
+                    _ = &mut cut => Next::Done(if self.hub.shutdown.is_cancelled() {
+                        self.shutdown()
+                    } else {
+                        self.cut_off()
+                    }),
+                    _ = &mut *writer => Next::Done(Step::Stop(End::Lost)),
+                    _ = &mut timer => Next::Done(self.on_timer(&mut clock)),
+                    frame = stream.next() => Next::Frame(frame),
+                };
+                match next {
+                    Next::Done(step) => Either::Left(future::ready(step)),
+                    Next::Frame(frame) => Either::Right(Box::pin(self.on_frame(frame))),
+                }
             };
+            let step = turn.await;
             if let Step::Stop(end) = step {
                 return end;
             }

@@ -114,6 +114,15 @@ pub struct Cutoff {
 }
 
 impl Cutoff {
+    /// A cut-off that also fires when `parent` is cancelled (the server shutting down), so a
+    /// connection waits on one token, not two.
+    pub fn under(parent: &CancellationToken) -> Cutoff {
+        Cutoff {
+            token: parent.child_token(),
+            superseded: Arc::default(),
+        }
+    }
+
     /// The connection cannot keep up with what it is sent.
     pub fn too_slow(&self) {
         self.token.cancel();

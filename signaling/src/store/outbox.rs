@@ -2,8 +2,8 @@
 //! (relayed frames and the connection's own replies) counts against one budget, so a peer that
 //! stops reading pins at most that much memory before it is cut off.
 //!
-//! One allocation per connection: a mutex-guarded queue that holds no memory while empty, a
-//! `Notify` for the writer, and the byte count. (tokio's unbounded channel, used before, keeps
+//! One allocation per connection: a mutex-guarded queue that holds no memory while empty, the
+//! writer's waker, and the byte count. (tokio's unbounded channel, used before, keeps
 //! a 32-slot block per connection even when idle, plus a semaphore and two more `Arc`s: about
 //! 1.5 KiB of every joined connection.) The writer takes the whole queue at once, so a burst
 //! costs one lock on its side.
@@ -11,8 +11,9 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 
-use tokio::sync::Notify;
+use futures::task::AtomicWaker;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// A text frame as queued and written: serialized once, shared by every recipient, handed to
@@ -68,7 +69,9 @@ struct State {
 #[derive(Debug)]
 struct Shared {
     state: Mutex<State>,
-    wake: Notify,
+    /// The writer's waker: registered before it looks at the queue, so a push in between still
+    /// wakes it. Lighter than a `Notify` (no waiter list behind a lock) for its one waiter.
+    wake: AtomicWaker,
     /// Live [`Outbox`] handles; the writer ends when the last one is gone and the queue is empty.
     senders: AtomicUsize,
 }
@@ -105,7 +108,7 @@ impl Clone for Outbox {
 impl Drop for Outbox {
     fn drop(&mut self) {
         if self.shared.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.shared.wake.notify_one();
+            self.shared.wake.wake();
         }
     }
 }
@@ -129,7 +132,7 @@ impl Outbox {
                 held: None,
                 closed: false,
             }),
-            wake: Notify::new(),
+            wake: AtomicWaker::new(),
             senders: AtomicUsize::new(1),
         });
         let outlet = Outlet {
@@ -149,7 +152,7 @@ impl Outbox {
             }
             st.queue.push_back(Out::Frame(frame));
         }
-        self.shared.wake.notify_one();
+        self.shared.wake.wake();
         Ok(())
     }
 
@@ -175,7 +178,7 @@ impl Outbox {
                 st.queue.extend(held.into_iter().map(Out::Frame));
             }
         }
-        self.shared.wake.notify_one();
+        self.shared.wake.wake();
         result
     }
 
@@ -187,7 +190,7 @@ impl Outbox {
             take_budget(&mut st, PING_COST)?;
             st.queue.push_back(Out::Ping);
         }
-        self.shared.wake.notify_one();
+        self.shared.wake.wake();
         Ok(())
     }
 
@@ -200,7 +203,7 @@ impl Outbox {
             }
             st.queue.push_back(out);
         }
-        self.shared.wake.notify_one();
+        self.shared.wake.wake();
     }
 }
 
@@ -216,36 +219,39 @@ fn take_budget(st: &mut State, bytes: usize) -> Result<(), Refused> {
 }
 
 impl Outlet {
-    /// Wait until something is queued and take all of it (in order). `None` once every
-    /// [`Outbox`] is gone and nothing is left.
-    pub async fn next_batch(&mut self) -> Option<VecDeque<Out>> {
-        loop {
-            {
-                let mut st = self.shared.lock();
-                if !st.queue.is_empty() {
-                    // Taken, not swapped: an idle connection keeps no queue capacity.
-                    return Some(std::mem::take(&mut st.queue));
-                }
-                if self.shared.senders.load(Ordering::Acquire) == 0 {
-                    return None;
-                }
-            }
-            // A push between the check and here leaves a permit: this returns at once.
-            self.shared.wake.notified().await;
+    /// Take everything queued (in order), or register to be woken when something is. `None`
+    /// once every [`Outbox`] is gone and nothing is left.
+    pub fn poll_batch(&mut self, cx: &mut Context<'_>) -> Poll<Option<VecDeque<Out>>> {
+        self.shared.wake.register(cx.waker());
+        let mut st = self.shared.lock();
+        if !st.queue.is_empty() {
+            // Taken, not swapped: an idle connection keeps no queue capacity.
+            return Poll::Ready(Some(std::mem::take(&mut st.queue)));
         }
+        if self.shared.senders.load(Ordering::Acquire) == 0 {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    }
+
+    /// Wait until something is queued and take all of it (see [`Outlet::poll_batch`]).
+    pub async fn next_batch(&mut self) -> Option<VecDeque<Out>> {
+        std::future::poll_fn(|cx| self.poll_batch(cx)).await
     }
 
     /// The next item, one at a time (tests and tools).
     pub async fn recv(&mut self) -> Option<Out> {
-        loop {
+        std::future::poll_fn(|cx| {
+            self.shared.wake.register(cx.waker());
             if let Some(out) = self.try_recv() {
-                return Some(out);
+                return Poll::Ready(Some(out));
             }
             if self.shared.senders.load(Ordering::Acquire) == 0 {
-                return self.try_recv();
+                return Poll::Ready(self.try_recv());
             }
-            self.shared.wake.notified().await;
-        }
+            Poll::Pending
+        })
+        .await
     }
 
     /// The next item if one is queued (its budget is given back at once).
