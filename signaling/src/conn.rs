@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::{self, Either, Fuse, FusedFuture, FutureExt};
-use futures::stream::{SplitSink, SplitStream};
 use futures::{Sink, Stream, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -119,8 +118,9 @@ impl Clock {
 /// written, unread input is drained for a bounded time (a socket dropped with unread input
 /// sends a TCP reset, and the client would lose the close frame), then the socket is dropped.
 ///
-/// The stream is split before the future is built: a future keeps its arguments for its whole
-/// life, and a `WebSocketStream` held there would cost every connection its size again.
+/// Everything that can be built before the first await is built here, outside the future: a
+/// future keeps its arguments for its whole life, so a `WebSocketStream` (288 bytes) or the
+/// writer's sink held there would cost every connection their size again.
 pub fn serve<S>(
     ws: WebSocketStream<S>,
     hub: Arc<Hub>,
@@ -131,38 +131,25 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (sink, stream) = ws.split();
-    serve_split(sink, stream, hub, limits, over)
-}
-
-async fn serve_split<S>(
-    sink: SplitSink<WebSocketStream<S>, Message>,
-    mut stream: SplitStream<WebSocketStream<S>>,
-    hub: Arc<Hub>,
-    limits: Arc<ConnLimits>,
-    over: bool,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
     hub.metrics.connections.inc();
     hub.metrics.connections_total.inc();
-    let span = tracing::info_span!(
-        "conn",
-        room = tracing::field::Empty,
-        peer = tracing::field::Empty
-    );
     let metrics = Arc::clone(&hub.metrics);
-    async {
-        let sink = run(sink, &mut stream, hub, Arc::clone(&limits), over).await;
-        if let Some(sink) = sink
-            && let Ok(mut ws) = sink.reunite(stream)
-        {
-            let cap = (4 << 20).max(2 * limits.max_message_bytes);
-            drain_input(ws.get_mut(), limits.close_grace, cap).await;
-        }
-    }
-    .instrument(span)
-    .await;
-    metrics.connections.dec();
+    let (grace, cap) = (
+        limits.close_grace,
+        (4 << 20).max(2 * limits.max_message_bytes),
+    );
+    // Chained, not awaited inside an `async move`: that block would keep the running future
+    // as a captured value and again where it is awaited.
+    Started::new(sink, hub, limits, over)
+        .run(stream)
+        .then(move |(sink, stream)| async move {
+            if let Some(sink) = sink
+                && let Ok(mut ws) = sink.reunite(stream)
+            {
+                drain_input(ws.get_mut(), grace, cap).await;
+            }
+            metrics.connections.dec();
+        })
 }
 
 /// Half-close, then read and discard until the client closes too, within the bounds.
@@ -194,30 +181,60 @@ where
     Si: Sink<Message> + Unpin + Send + 'static,
     St: Stream<Item = Result<Message, WsError>> + Unpin,
 {
-    let (outbox, rx) = Outbox::new(limits.queue_bytes);
-    // Its own task, so the reading side never waits on a write. It logs nothing, so it needs
-    // no span.
-    let handle = tokio::spawn(WriteLoop::new(sink, rx));
-    let abort = handle.abort_handle();
-    let mut writer = handle.fuse();
-    let grace = limits.close_grace;
-    let mut conn = Conn::new(hub, limits, outbox);
-    let end = if over_capacity {
-        conn.send_error(&ProtoError::new(
-            ErrorCode::ServerBusy,
-            "this server has too many connections; try again shortly",
-        ));
-        conn.close(close::TRY_LATER, "server busy");
-        End::Kicked
-    } else {
-        conn.serve_frames(stream, &mut writer).await
-    };
-    conn.settle(end).await;
-    if end != End::Lost {
-        conn.close(close::NORMAL, "bye");
+    let (sink, _) = Started::new(sink, hub, limits, over_capacity)
+        .run(stream)
+        .await;
+    sink
+}
+
+/// A connection whose writer task runs: what [`run`] builds before its first await.
+struct Started<Si> {
+    conn: Conn,
+    writer: Writer<Si>,
+    abort: AbortHandle,
+    over_capacity: bool,
+}
+
+impl<Si: Sink<Message> + Unpin + Send + 'static> Started<Si> {
+    fn new(sink: Si, hub: Arc<Hub>, limits: Arc<ConnLimits>, over_capacity: bool) -> Self {
+        let (outbox, rx) = Outbox::new(limits.queue_bytes);
+        // Its own task, so the reading side never waits on a write. It logs nothing, so it
+        // needs no span.
+        let handle = tokio::spawn(WriteLoop::new(sink, rx));
+        Started {
+            conn: Conn::new(hub, limits, outbox),
+            abort: handle.abort_handle(),
+            writer: handle.fuse(),
+            over_capacity,
+        }
     }
-    drop(conn);
-    finish(&mut writer, abort, stream, grace).await
+
+    /// Used field by field, not destructured: locals moved out of an argument would be kept
+    /// beside it in the future.
+    async fn run<St>(mut self, mut stream: St) -> (Option<Si>, St)
+    where
+        St: Stream<Item = Result<Message, WsError>> + Unpin,
+    {
+        let end = if self.over_capacity {
+            self.conn.send_error(&ProtoError::new(
+                ErrorCode::ServerBusy,
+                "this server has too many connections; try again shortly",
+            ));
+            self.conn.close(close::TRY_LATER, "server busy");
+            End::Kicked
+        } else {
+            self.conn.serve_frames(&mut stream, &mut self.writer).await
+        };
+        self.conn.settle(end).await;
+        if end != End::Lost {
+            self.conn.close(close::NORMAL, "bye");
+        }
+        let grace = self.conn.limits.close_grace;
+        // The writer ends once the last outbox handle is gone (when no close was queued).
+        drop(self.conn);
+        let sink = finish(&mut self.writer, self.abort, &mut stream, grace).await;
+        (sink, stream)
+    }
 }
 
 /// Wait (bounded) for the writer to send the close, reading and discarding what the client
@@ -348,6 +365,16 @@ impl Conn {
         Step::Go
     }
 
+    /// The connection's span, made when something may log: a span kept for the connection's
+    /// whole life costs about 460 bytes of it in the subscriber (docs/benchmarks.md, memory).
+    /// Relays, the hot path, log only their rare failures, which name room and peer themselves.
+    fn span(&self) -> tracing::Span {
+        match &self.session {
+            Some(s) => tracing::info_span!("conn", room = %s.room, peer = %s.peer_id),
+            None => tracing::info_span!("conn"),
+        }
+    }
+
     /// Queue a reply; a client whose budget is spent is not reading and is cut off.
     fn send(&self, text: String) {
         if self.outbox.push(text.into()).is_err() {
@@ -379,7 +406,8 @@ impl Conn {
         if self.kill.was_superseded() {
             self.close(close::SUPERSEDED, "seat resumed by another connection");
         } else {
-            tracing::info!("cut off: not reading fast enough");
+            self.span()
+                .in_scope(|| tracing::info!("cut off: not reading fast enough"));
             self.close(close::POLICY, "too slow to keep up");
         }
         Step::Stop(End::Kicked)
@@ -504,7 +532,8 @@ impl Conn {
         if matches!(msg, ClientMsg::Join(_) | ClientMsg::Leave) {
             // Boxed: a join's state (the store calls, the records) is most of this future's
             // size, and it would otherwise sit in every connection's task all its life.
-            return Box::pin(self.membership(msg, reference)).await;
+            let span = self.span();
+            return Box::pin(self.membership(msg, reference).instrument(span)).await;
         }
         let fail = |e: ProtoError| (e, reference.clone());
         let (to, what) = match &msg {
@@ -562,9 +591,6 @@ impl Conn {
                         return Err(fail(e));
                     }
                 };
-                let span = tracing::Span::current();
-                span.record("room", s.room.as_str());
-                span.record("peer", s.peer_id.as_str());
                 self.session = Some(s);
                 if self.outbox.release(Some(frame.into())).is_err() {
                     self.kill.too_slow();
@@ -584,15 +610,17 @@ impl Conn {
 
     /// What the end means for the seat.
     async fn settle(&mut self, end: End) {
+        let span = self.span();
         let Some(s) = self.session.take() else {
             return;
         };
-        match end {
-            End::Closed => self.hub.leave(&s, LeaveReason::Left).await,
-            End::Kicked => self.hub.leave(&s, LeaveReason::Kicked).await,
-            End::Idle => self.hub.leave(&s, LeaveReason::Timeout).await,
-            End::Lost | End::Shutdown => self.hub.detach(s),
-        }
+        let reason = match end {
+            End::Closed => LeaveReason::Left,
+            End::Kicked => LeaveReason::Kicked,
+            End::Idle => LeaveReason::Timeout,
+            End::Lost | End::Shutdown => return self.hub.detach(s),
+        };
+        self.hub.leave(&s, reason).instrument(span).await;
     }
 }
 
@@ -624,8 +652,38 @@ mod tests {
     /// The loop driven by channels: a client that reads its `joined` and then nothing more is
     /// cut off once the room has sent it more than its budget, although its input stays open
     /// and it never times out. Before the writer task, this seat was never given up.
+    /// Log output captured for assertions (one runtime thread: the default subscriber of this
+    /// thread sees every task).
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let mut out = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            out.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).into()
+        }
+    }
+
     #[tokio::test]
     async fn a_peer_that_stops_reading_is_cut_off() {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let _logging = tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_writer(move || writer.clone())
+                .finish(),
+        );
         let hub = Arc::new(crate::hub::props::test_hub(2));
         let (sink, mut written) = chan::channel::<Message>(0);
         let (input, mut stream) = chan::unbounded::<Result<Message, WsError>>();
@@ -675,5 +733,17 @@ mod tests {
             .expect("the loop ends although its input is still open")
             .expect("no panic");
         drop(input);
+        // The connection has no span of its own while it relays (it costs memory); its lines
+        // still name its room and peer. (Only lines no other test logs: tracing caches whether
+        // a log line is wanted per call site, across the threads of parallel tests.)
+        let logs = logs.text();
+        let line = logs
+            .lines()
+            .find(|l| l.contains("cut off: not reading fast enough"))
+            .unwrap_or_else(|| panic!("no cut-off line in:\n{logs}"));
+        assert!(
+            line.contains("room=r") && line.contains(&format!("peer={deaf}")),
+            "{line}"
+        );
     }
 }

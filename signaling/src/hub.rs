@@ -245,7 +245,7 @@ impl Hub {
             .broadcast(&room, &rec.id, Presence::Joined, announce)
             .await
         {
-            tracing::warn!(error = %e, room, "could not announce a join");
+            tracing::warn!(error = %e, room, peer = rec.id, "could not announce a join");
         }
         self.room_entered(&room);
         let frame = self.joined_frame(&room, &rec, false, &others);
@@ -331,7 +331,11 @@ impl Hub {
             .store
             .send(&s.room, to, frame.into())
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| {
+                // Relays run outside the connection's span (see `conn`): name them here.
+                let span = tracing::info_span!("conn", room = %s.room, peer = %s.peer_id);
+                span.in_scope(|| unavailable(e))
+            })?;
         if !delivered {
             return Err(unknown());
         }
@@ -359,7 +363,7 @@ impl Hub {
                     .store
                     .broadcast(&s.room, &s.peer_id, Presence::Left, frame);
                 if let Err(e) = left.await {
-                    tracing::warn!(error = %e, room = s.room, "could not announce a departure");
+                    tracing::warn!(error = %e, room = s.room, peer = s.peer_id, "could not announce a departure");
                 }
                 tracing::info!(room = s.room, peer = s.peer_id, ?reason, "peer left");
             }

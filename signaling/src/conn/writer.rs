@@ -172,7 +172,12 @@ mod tests {
         let Poll::Ready(Some(sink)) = poll_once(&mut writer) else {
             panic!("the loop ends with the sink once the close is written");
         };
-        assert_eq!(sink.sent.len(), 2, "nothing after the close: {:?}", sink.sent);
+        assert_eq!(
+            sink.sent.len(),
+            2,
+            "nothing after the close: {:?}",
+            sink.sent
+        );
         assert!(matches!(sink.sent[1], Message::Close(Some(_))));
         assert_eq!(sink.flushes, 1);
     }
