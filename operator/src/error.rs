@@ -38,9 +38,13 @@ pub struct Request {
 /// Why a reconcile failed: one variant per step of the pipeline.
 #[derive(Debug, Error)]
 pub enum Error {
-    /// Reading the cluster (TURN nodes, Secrets) failed.
+    /// Reading the cluster (Secrets) failed.
     #[error("{0}")]
     Observe(Request),
+    /// A watch the observe step reads (TURN Nodes, TURN pods) has not listed yet: its empty
+    /// store would read as "no TURN nodes". Counted as an observe failure.
+    #[error("the {0} watch has not listed yet")]
+    NotListed(&'static str),
     /// Building the desired state failed (invalid spec the CRD schema did not catch).
     #[error("invalid spec: {0}")]
     Build(#[from] BuildError),
@@ -62,7 +66,7 @@ impl Error {
     /// The pipeline step that failed (`otter_operator_reconcile_errors_total{kind}`).
     pub fn step(&self) -> &'static str {
         match self {
-            Self::Observe(_) => "observe",
+            Self::Observe(_) | Self::NotListed(_) => "observe",
             Self::Build(_) => "build",
             Self::Apply(_) => "apply",
             Self::Prune(_) => "prune",

@@ -3,10 +3,13 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeCondition, NodeStatus, Secret};
+use k8s_openapi::api::core::v1::{
+    Container, Node, NodeAddress, NodeCondition, NodeStatus, Pod, PodSpec, PodStatus, Secret,
+};
 use kube::api::ObjectMeta;
 
 use crate::crd::{OtterDeployment, OtterDeploymentSpec};
+use crate::meta::{Component, labels};
 use crate::observed::{FreshSecrets, Images, Observed, TurnNode};
 
 /// `calls/demo` with every field defaulted.
@@ -87,5 +90,36 @@ pub fn node(name: &str, ready: bool, addresses: &[(&str, &str)]) -> Node {
             ..Default::default()
         }),
         ..Default::default()
+    }
+}
+
+/// A TURN pod of `cr` on `node` (terminating or not), with the fields the API server fills in
+/// that the operator does not read (managedFields, containers, conditions).
+pub fn turn_pod(cr: &OtterDeployment, name: &str, node: &str, terminating: bool) -> Pod {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, Time};
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: cr.metadata.namespace.clone(),
+            labels: Some(labels(cr, Component::Turn)),
+            annotations: Some(BTreeMap::from([("note".into(), "x".repeat(100))])),
+            deletion_timestamp: terminating
+                .then(|| Time(k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).unwrap())),
+            managed_fields: Some(vec![ManagedFieldsEntry::default()]),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            node_name: Some(node.into()),
+            containers: vec![Container {
+                name: "coturn".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        status: Some(PodStatus {
+            host_ip: Some("10.0.0.9".into()),
+            phase: Some("Running".into()),
+            ..Default::default()
+        }),
     }
 }

@@ -4,14 +4,19 @@
 //! step: a reconcile woken by a child's status change then writes nothing. At scale most
 //! reconciles are that, and every skipped apply is a write the API server does not have to
 //! handle.
+//!
+//! The TURN Nodes and TURN pods the observe step reads are kept the same way ([`Turn`]).
 
 use std::any::Any;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::reflector::{ObjectRef, Store};
 use serde_json::Value;
 
+use crate::error::Error;
 use crate::kinds::{Kind, Owned};
 use crate::meta::{APPLIED_ANNOTATION, checksum};
 
@@ -31,6 +36,50 @@ impl Children {
     pub fn get<K: Owned>(&self, ns: &str, name: &str) -> Option<Arc<K>> {
         let store = self.stores.get(&K::KIND)?.downcast_ref::<Store<K>>()?;
         store.get(&ObjectRef::new(name).within(ns))
+    }
+}
+
+/// How long a reconcile waits for the TURN watches' first list before it fails (and is retried
+/// with backoff): at start they list within a second; longer means they cannot (e.g. RBAC).
+pub const LISTED_WITHIN: Duration = Duration::from_secs(10);
+
+/// The Nodes and the TURN pods of every OtterDeployment as the controller's watches last saw
+/// them (slimmed to what observe reads, see `watch`).
+///
+/// A store may be an event behind the API server; the event that brings the newer object
+/// triggers another reconcile (Node events by `node_concerns`, pod events by their owner), and
+/// the reflector takes it in before that trigger is sent, so the next reconcile sees it.
+#[derive(Clone)]
+pub struct Turn {
+    /// Every Node (cluster-scoped; selectors differ per OtterDeployment).
+    pub nodes: Store<Node>,
+    /// Every TURN pod in the watched namespaces (the watch selects on their labels).
+    pub pods: Store<Pod>,
+}
+
+impl Turn {
+    /// Every Node and TURN pod, once both watches have listed: before its first list a store is
+    /// empty, which would read as "no TURN nodes" and be written into the status.
+    pub async fn listed(&self) -> Result<(Vec<Arc<Node>>, Vec<Arc<Pod>>), Error> {
+        let deadline = tokio::time::Instant::now() + LISTED_WITHIN;
+        listed_by(&self.nodes, deadline, "Node").await?;
+        listed_by(&self.pods, deadline, "TURN pod").await?;
+        Ok((self.nodes.state(), self.pods.state()))
+    }
+}
+
+async fn listed_by<K>(
+    store: &Store<K>,
+    deadline: tokio::time::Instant,
+    what: &'static str,
+) -> Result<(), Error>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    match tokio::time::timeout_at(deadline, store.wait_until_ready()).await {
+        Ok(Ok(())) => Ok(()),
+        // Timed out, or the watch ended (its writer dropped) before it listed.
+        _ => Err(Error::NotListed(what)),
     }
 }
 

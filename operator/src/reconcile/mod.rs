@@ -1,6 +1,7 @@
 //! The reconcile of one `OtterDeployment`, read as its pipeline:
 //!
-//! 1. [`observe`]: read the TURN nodes and Secrets into `Observed`;
+//! 1. [`observe`]: the TURN nodes (from the watches' stores, [`cache::Turn`]) and the Secrets
+//!    (read by name) into `Observed`;
 //! 2. build: the pure builders make the desired children (`Desired::build`);
 //! 3. [`apply`]: server-side apply of every child, concurrently, keeping what was applied; a
 //!    child the watches already show as wanted is not sent ([`cache`]);
@@ -9,7 +10,8 @@
 //!    TURN port another OtterDeployment holds, [`ports`]), written only when they changed, with
 //!    [`events`] on transitions.
 //!
-//! [`watch`] wires the controller: the resource, every owned kind, the Nodes.
+//! [`watch`] wires the controller: the resource, every owned kind, the Nodes, the TURN pods, the
+//! user's Secrets.
 
 pub mod apply;
 pub mod cache;
@@ -65,6 +67,8 @@ pub struct Context {
     prober: Arc<dyn Prober>,
     /// The children as the owned-kind watches see them (replaced each leadership term).
     children: RwLock<Arc<cache::Children>>,
+    /// The Nodes and TURN pods as their watches see them (replaced each leadership term).
+    turn: RwLock<Option<cache::Turn>>,
 }
 
 /// Reconciles at once by default: enough to keep a busy API server fed, few enough that a burst
@@ -96,6 +100,7 @@ impl Context {
             peers: RwLock::new(None),
             prober: Arc::new(UdpProber),
             children: RwLock::default(),
+            turn: RwLock::default(),
         }
     }
 
@@ -129,6 +134,17 @@ impl Context {
     fn children(&self) -> Arc<cache::Children> {
         let held = self.children.read().unwrap_or_else(PoisonError::into_inner);
         Arc::clone(&held)
+    }
+
+    /// Read the TURN Nodes and pods from `turn`.
+    pub fn set_turn(&self, turn: cache::Turn) {
+        let mut held = self.turn.write().unwrap_or_else(PoisonError::into_inner);
+        *held = Some(turn);
+    }
+
+    fn turn(&self) -> Option<cache::Turn> {
+        let held = self.turn.read().unwrap_or_else(PoisonError::into_inner);
+        held.clone()
     }
 
     fn port_clash(&self, cr: &OtterDeployment) -> Option<ports::PortClash> {
@@ -189,7 +205,8 @@ async fn reconcile_inner(cr: &OtterDeployment, ctx: &Context) -> Result<Action, 
         return Ok(Action::await_change());
     }
     let ns = namespace(cr)?;
-    let mut obs = observe::observe(&ctx.client, &ctx.images, cr, &ns).await?;
+    let turn = ctx.turn();
+    let mut obs = observe::observe(&ctx.client, &ctx.images, turn.as_ref(), cr, &ns).await?;
     obs.turn_next_confirmed = rotation::confirm(cr, &ctx.prober, &obs).await;
     drain::count_allocations(cr, &mut obs.draining_turn_nodes).await;
     let (applied, failure) = match Desired::build(cr, &obs) {

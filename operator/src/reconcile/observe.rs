@@ -1,45 +1,41 @@
 //! Step 1: read what the builders need from the cluster into `Observed` — the Ready TURN nodes
-//! and the Secrets that exist (generated ones are kept, user ones are read).
+//! (from the Node and TURN pod watches' stores, no request) and the Secrets that exist
+//! (generated ones are kept, user ones are read by name).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod, Secret};
-use kube::api::ListParams;
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 
 use crate::build::secrets::{generated_secret_names, user_secret_names};
 use crate::crd::OtterDeployment;
 use crate::error::{Error, request};
 use crate::meta::{Component, labels};
-use crate::observed::{FreshSecrets, Images, Observed, TurnNode};
+use crate::observed::{DrainingNode, FreshSecrets, Images, Observed, TurnNode};
+use crate::reconcile::cache;
 use crate::reconcile::drain::split_nodes;
 
-/// `k=v,k2=v2` for a label map.
-pub fn selector_string(labels: &BTreeMap<String, String>) -> String {
-    labels
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",")
+/// Whether `labels` hold every pair of `selector` (an empty selector selects everything), as a
+/// label selector of `k=v` pairs does on the API server.
+pub fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
-/// Read the cluster for one resource in namespace `ns`.
+/// Read the cluster for one resource in namespace `ns`. `turn`: the TURN watches' stores (none
+/// before the controller has started them: an error when TURN is on).
 pub async fn observe(
     client: &Client,
     images: &Images,
+    turn: Option<&cache::Turn>,
     cr: &OtterDeployment,
     ns: &str,
 ) -> Result<Observed, Error> {
     let (mut turn_nodes, mut draining_turn_nodes) = (Vec::new(), Vec::new());
     if cr.spec.turn.enabled {
-        let params = ListParams::default().labels(&selector_string(&cr.spec.turn.node_selector));
-        let nodes = Api::<Node>::all(client.clone())
-            .list(&params)
-            .await
-            .map_err(|e| Error::Observe(request("listing TURN nodes", e)))?;
-        let mut ready: Vec<TurnNode> = nodes.items.iter().filter_map(TurnNode::from_node).collect();
-        ready.sort();
-        (turn_nodes, draining_turn_nodes) = split_nodes(ready, &turn_pods(client, cr, ns).await?);
+        let stores = turn.ok_or(Error::NotListed("Node"))?;
+        let (nodes, pods) = stores.listed().await?;
+        (turn_nodes, draining_turn_nodes) = turn_nodes_of(cr, ns, &nodes, &pods);
     }
     let api = Api::<Secret>::namespaced(client.clone(), ns);
     let mut secrets = BTreeMap::new();
@@ -70,27 +66,94 @@ pub async fn observe(
     })
 }
 
-/// The TURN pods of this resource (by their labels), terminating ones included.
-async fn turn_pods(client: &Client, cr: &OtterDeployment, ns: &str) -> Result<Vec<Pod>, Error> {
-    let params = ListParams::default().labels(&selector_string(&labels(cr, Component::Turn)));
-    let pods = Api::<Pod>::namespaced(client.clone(), ns)
-        .list(&params)
-        .await
-        .map_err(|e| Error::Observe(request(format!("listing TURN pods in {ns}"), e)))?;
-    Ok(pods.items)
+/// The Ready TURN nodes of `cr` (sorted) split into the published and the draining ones, from
+/// every Node and TURN pod the watches hold: the nodes its `turn.nodeSelector` selects, its own
+/// TURN pods (by their labels, in `ns`), terminating ones included.
+pub fn turn_nodes_of(
+    cr: &OtterDeployment,
+    ns: &str,
+    nodes: &[Arc<Node>],
+    pods: &[Arc<Pod>],
+) -> (Vec<TurnNode>, Vec<DrainingNode>) {
+    let mut ready: Vec<TurnNode> = nodes
+        .iter()
+        .filter(|n| selects(&cr.spec.turn.node_selector, n.labels()))
+        .filter_map(|n| TurnNode::from_node(n))
+        .collect();
+    ready.sort();
+    let own = labels(cr, Component::Turn);
+    let pods: Vec<Pod> = pods
+        .iter()
+        .filter(|p| p.namespace().as_deref() == Some(ns) && selects(&own, p.labels()))
+        .map(|p| Pod::clone(p))
+        .collect();
+    split_nodes(ready, &pods)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::cr;
+    use crate::testing::{cr, node, turn_pod};
 
     #[test]
-    fn selector_string_joins_labels() {
+    fn a_selector_holds_when_every_pair_matches() {
+        let selector = cr().spec.turn.node_selector;
+        let mut labels = selector.clone();
+        assert!(selects(&selector, &labels));
+        labels.insert("zone".into(), "a".into());
+        assert!(selects(&selector, &labels), "other labels do not count");
+        labels.insert("otter.dev/turn".into(), "false".into());
+        assert!(!selects(&selector, &labels));
+        assert!(!selects(&selector, &BTreeMap::new()));
+        assert!(selects(&BTreeMap::new(), &labels), "empty selects all");
+    }
+
+    #[test]
+    fn turn_nodes_come_from_the_stores_selected_ready_and_split_by_own_pods() {
         let cr = cr();
+        let mut unlabelled = node("n-unlabelled", true, &[("ExternalIP", "198.51.100.3")]);
+        unlabelled.metadata.labels = None;
+        let nodes: Vec<Arc<Node>> = [
+            node("n-b", true, &[("ExternalIP", "198.51.100.2")]),
+            node("n-a", true, &[("InternalIP", "10.0.0.1")]),
+            node("n-not-ready", false, &[("ExternalIP", "198.51.100.4")]),
+            unlabelled,
+        ]
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+        let mut other_cr = cr.clone();
+        other_cr.metadata.name = Some("other".into());
+        let mut elsewhere = turn_pod(&cr, "t-elsewhere", "n-a", true);
+        elsewhere.metadata.namespace = Some("other-ns".into());
+        let pods: Vec<Arc<Pod>> = [
+            turn_pod(&cr, "t-b", "n-b", true),
+            turn_pod(&cr, "t-a", "n-a", false),
+            // Terminating, but another resource's, or in another namespace: not ours.
+            turn_pod(&other_cr, "o-a", "n-a", true),
+            elsewhere,
+        ]
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+
+        let (published, draining) = turn_nodes_of(&cr, "calls", &nodes, &pods);
+        let names: Vec<&str> = published.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["n-a"]);
+        assert_eq!(published[0].public_ip.to_string(), "10.0.0.1");
+        assert_eq!(draining.len(), 1, "{draining:?}");
         assert_eq!(
-            selector_string(&cr.spec.turn.node_selector),
-            "otter.dev/turn=true"
+            (draining[0].node.as_str(), draining[0].pod.as_str()),
+            ("n-b", "t-b")
         );
+        assert_eq!(
+            draining[0].address.map(|a| a.to_string()).as_deref(),
+            Some("198.51.100.2")
+        );
+
+        let (published, draining) = turn_nodes_of(&cr, "calls", &nodes, &[]);
+        assert_eq!(published.len(), 2, "sorted, no pod: none draining");
+        assert!(published[0] < published[1]);
+        assert!(draining.is_empty());
     }
 }

@@ -1,18 +1,22 @@
 //! The reconcile against a mock API server (`tower-test`): every request the operator makes is
 //! recorded and answered by a small in-memory world, so the order of requests, the ownership
 //! check before a delete, status written only on change, Events and every error path are
-//! checked in milliseconds, without a cluster.
+//! checked in milliseconds, without a cluster. The watches' stores (children, TURN Nodes and
+//! pods) are filled by each test as a real watch would.
 
 use std::sync::{Arc, Mutex};
 
 use http::{Request, Response, StatusCode};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Client;
 use kube::client::Body;
+use kube::runtime::reflector;
+use kube::runtime::watcher::Event;
 use serde_json::{Value, json};
 
 use super::*;
 use crate::crd::OtterDeployment;
-use crate::testing::cr;
+use crate::testing::{cr, node, turn_pod};
 
 mod turn_probe;
 
@@ -72,6 +76,12 @@ struct World {
     turn_keys: Option<Value>,
     /// Secrets that exist, answered to a GET by name.
     secrets: Vec<Value>,
+    /// Nodes the Node watch holds besides `node-a` (Ready, TURN-labelled, 203.0.113.7).
+    more_nodes: Vec<Node>,
+    /// TURN pods the pod watch holds.
+    turn_pods: Vec<Pod>,
+    /// Whether the Node and pod watches ended before their first list.
+    unlisted: bool,
 }
 
 fn status_of(code: u16, reason: &str) -> Value {
@@ -79,11 +89,33 @@ fn status_of(code: u16, reason: &str) -> Value {
            "message": format!("mock: {reason}"), "reason": reason, "code": code})
 }
 
-fn ready_node() -> Value {
-    json!({"apiVersion": "v1", "kind": "Node",
-           "metadata": {"name": "node-a", "labels": {"otter.dev/turn": "true"}},
-           "status": {"addresses": [{"type": "ExternalIP", "address": "203.0.113.7"}],
-                      "conditions": [{"type": "Ready", "status": "True"}]}})
+/// A store filled as a watch's first list fills it (slimmed as `watch` slims), marked listed
+/// unless `unlisted` (then its writer is gone before it listed).
+fn store_of<K>(objs: &[K], slim: fn(&mut K), unlisted: bool) -> reflector::Store<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    let (store, mut writer) = reflector::store::<K>();
+    writer.apply_watcher_event(&Event::Init);
+    for obj in objs {
+        let mut obj = obj.clone();
+        slim(&mut obj);
+        writer.apply_watcher_event(&Event::InitApply(obj));
+    }
+    if !unlisted {
+        writer.apply_watcher_event(&Event::InitDone);
+    }
+    store
+}
+
+/// The Node and TURN pod watches' stores as `world` holds them.
+fn turn_stores(world: &World) -> cache::Turn {
+    let mut nodes = vec![node("node-a", true, &[("ExternalIP", "203.0.113.7")])];
+    nodes.extend(world.more_nodes.iter().cloned());
+    cache::Turn {
+        nodes: store_of(&nodes, watch::slim_node, world.unlisted),
+        pods: store_of(&world.turn_pods, watch::slim_pod, world.unlisted),
+    }
 }
 
 /// A workload as the API server answers its apply: the body, with a status.
@@ -119,14 +151,6 @@ fn answer(world: &mut World, call: &Call) -> (u16, Value) {
         return (200, secret.clone());
     }
     match call.method.as_str() {
-        "GET" if call.path.ends_with("/nodes") => (
-            200,
-            json!({"apiVersion": "v1", "kind": "NodeList", "metadata": {}, "items": [ready_node()]}),
-        ),
-        "GET" if call.path.ends_with("/pods") => (
-            200,
-            json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
-        ),
         "GET" if call.query.contains("labelSelector") => {
             let resource = call.path.rsplit('/').next().unwrap_or_default();
             let items: Vec<Value> = world
@@ -220,6 +244,7 @@ async fn run_seeing(
     prober: Arc<dyn crate::probe::Prober>,
     children: cache::Children,
 ) -> (Result<Action, Error>, Vec<Call>) {
+    let turn = turn_stores(&world);
     let (client, log) = mock_client(world);
     let ctx = Context::new(
         client,
@@ -230,6 +255,7 @@ async fn run_seeing(
     );
     let ctx = Arc::new(ctx.with_prober(prober));
     ctx.set_children(children);
+    ctx.set_turn(turn);
     let result = reconcile(Arc::new(cr.clone()), ctx).await;
     let calls = log.lock().unwrap().clone();
     (result, calls)
@@ -272,7 +298,6 @@ async fn config_is_applied_before_workloads_and_status_after_both() {
     let (result, calls) = run(&seen_cr(), World::default()).await;
     assert!(result.is_ok(), "{result:?}");
     let s = shorts(&calls);
-    assert_eq!(s[0], "GET nodes", "{s:#?}");
     let last_config = calls.iter().rposition(Call::is_config_apply).unwrap();
     let first_workload = calls.iter().position(Call::is_workload_apply).unwrap();
     assert!(last_config < first_workload, "{s:#?}");
@@ -481,18 +506,83 @@ async fn at_rest_nothing_is_listed_for_pruning() {
         ..Default::default()
     });
     let (_, calls) = run(&cr, World::default()).await;
-    // Only the TURN pods are listed (to find draining nodes), never a child kind.
+    // Nothing at all is listed: not a child kind, not the TURN Nodes or pods (the stores').
+    assert!(
+        !calls.iter().any(|c| c.query.contains("labelSelector")),
+        "{:#?}",
+        shorts(&calls)
+    );
+}
+
+#[tokio::test]
+async fn turn_nodes_and_pods_are_read_from_the_stores_not_listed() {
+    let cr = seen_cr();
+    let world = World {
+        more_nodes: vec![node("node-b", true, &[("ExternalIP", "203.0.113.8")])],
+        turn_pods: vec![
+            turn_pod(&cr, "demo-turn-a", "node-a", false),
+            turn_pod(&cr, "demo-turn-b", "node-b", true),
+        ],
+        ..World::default()
+    };
+    let (result, calls) = run(&cr, world).await;
+    assert!(result.is_ok(), "{result:?}");
+    let s = shorts(&calls);
     assert!(
         !calls
             .iter()
-            .any(|c| c.query.contains("labelSelector=app") && !c.path.ends_with("/pods"))
+            .any(|c| c.path.ends_with("/nodes") || c.path.ends_with("/pods")),
+        "no Node or pod request: {s:#?}"
     );
+    assert!(
+        s.iter()
+            .all(|c| !c.starts_with("GET") || c.starts_with("GET secrets/")),
+        "{s:#?}"
+    );
+    let status = status_written(&calls).unwrap();
+    assert_eq!(
+        status
+            .turn_uris
+            .iter()
+            .filter(|u| u.contains("203.0.113.8"))
+            .count(),
+        0,
+        "the draining node is not published: {:?}",
+        status.turn_uris
+    );
+    assert!(status.turn_uris.iter().any(|u| u.contains("203.0.113.7")));
+    let draining: Vec<_> = status
+        .turn_draining
+        .iter()
+        .map(|d| (d.node.as_str(), d.pod.as_str()))
+        .collect();
+    assert_eq!(draining, [("node-b", "demo-turn-b")]);
+}
+
+#[tokio::test]
+async fn before_the_turn_watches_listed_nothing_is_read_or_written() {
+    let world = World {
+        unlisted: true,
+        ..World::default()
+    };
+    let (result, calls) = run(&seen_cr(), world).await;
+    assert!(matches!(result, Err(Error::NotListed(_))), "{result:?}");
+    assert!(calls.is_empty(), "{:#?}", shorts(&calls));
+    // Without TURN nothing waits for them.
+    let mut off = seen_cr();
+    off.spec.turn.enabled = false;
+    let world = World {
+        unlisted: true,
+        ..World::default()
+    };
+    let (result, _) = run(&off, world).await;
+    assert!(result.is_ok(), "{result:?}");
 }
 
 #[tokio::test]
 async fn a_failed_read_writes_nothing() {
     let world = World {
-        fail: Some(("GET /api/v1/nodes", 500)),
+        fail: Some(("GET /api/v1/namespaces/calls/secrets/", 500)),
         ..World::default()
     };
     let (result, calls) = run(&seen_cr(), world).await;

@@ -1,21 +1,27 @@
 //! The controller's wiring: the OtterDeployments, every owned kind (by the `managed-by` label),
-//! the Nodes whose addresses the TURN URIs publish, and the Secrets of the user's they name.
+//! the Nodes whose addresses the TURN URIs publish, the TURN pods, and the Secrets of the user's
+//! they name. The owned kinds, the Nodes and the TURN pods are kept in reflector stores the
+//! reconcile reads ([`cache`]); the Secrets only trigger.
 
+use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::core::v1::{Node, Pod, Secret};
+use k8s_openapi::api::core::v1::{Node, NodeStatus, Pod, PodSpec, PodStatus, Secret};
+use kube::api::ObjectMeta;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
 
 use crate::build::secrets::user_secret_names;
 use crate::crd::OtterDeployment;
 use crate::kinds::{Kind, Owned, PerKind};
+use crate::reconcile::observe::selects;
 use crate::reconcile::{Context, cache, error_policy, reconcile};
 
 /// Label every child carries; owned-object watches select on it.
@@ -39,14 +45,7 @@ pub fn node_concerns(cr: &OtterDeployment, node: &Node) -> bool {
     if !cr.spec.turn.enabled {
         return false;
     }
-    let labels = node.labels();
-    let matches = cr
-        .spec
-        .turn
-        .node_selector
-        .iter()
-        .all(|(k, v)| labels.get(k) == Some(v));
-    if matches {
+    if selects(&cr.spec.turn.node_selector, node.labels()) {
         return true;
     }
     let published = cr
@@ -103,6 +102,76 @@ where
     }
 }
 
+/// The metadata the stores keep of a Node or TURN pod: what identifies it, its labels (the
+/// selectors and the owner mapping) and whether it is being deleted (a draining TURN pod).
+fn slim_meta(meta: &mut ObjectMeta) -> ObjectMeta {
+    ObjectMeta {
+        name: meta.name.take(),
+        namespace: meta.namespace.take(),
+        uid: meta.uid.take(),
+        resource_version: meta.resource_version.take(),
+        labels: meta.labels.take(),
+        deletion_timestamp: meta.deletion_timestamp.take(),
+        ..ObjectMeta::default()
+    }
+}
+
+/// A Node as the store keeps it: its addresses and conditions, all `TurnNode::from_node` and
+/// `node_concerns` read. The rest (the images on the node above all, managedFields, the
+/// annotations) is most of a Node and would be held for every node of the cluster.
+pub fn slim_node(node: &mut Node) {
+    let status = node.status.take().unwrap_or_default();
+    *node = Node {
+        metadata: slim_meta(&mut node.metadata),
+        spec: None,
+        status: Some(NodeStatus {
+            addresses: status.addresses,
+            conditions: status.conditions,
+            ..NodeStatus::default()
+        }),
+    };
+}
+
+/// A TURN pod as the store keeps it: its node and host IP, all `split_nodes` and the drain's
+/// allocation count read (the containers, volumes and conditions are not).
+pub fn slim_pod(pod: &mut Pod) {
+    let node_name = pod.spec.take().and_then(|s| s.node_name);
+    let host_ip = pod.status.take().and_then(|s| s.host_ip);
+    *pod = Pod {
+        metadata: slim_meta(&mut pod.metadata),
+        spec: Some(PodSpec {
+            node_name,
+            ..PodSpec::default()
+        }),
+        status: Some(PodStatus {
+            host_ip,
+            ..PodStatus::default()
+        }),
+    };
+}
+
+/// A watch of `api` whose objects, slimmed by `slim`, are kept in the store returned. The
+/// stream hands on each object the watch touched, to trigger reconciles, after the store has
+/// taken it in: a reconcile it triggers reads the store with that object in it.
+fn reflected<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    slim: impl FnMut(&mut K) + Send + 'static,
+) -> (
+    Store<K>,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store::<K>();
+    let events = watcher(api, config).modify(slim);
+    (
+        store,
+        reflector::reflector(writer, events).touched_objects(),
+    )
+}
+
 type AddWatch = Box<dyn FnOnce(Controller<OtterDeployment>) -> Controller<OtterDeployment>>;
 
 /// The watch of one owned kind, to add to the controller being built; its objects are kept in
@@ -118,11 +187,11 @@ impl PerKind for Owns<'_> {
     fn visit<K: Owned>(&mut self) -> AddWatch {
         let config = watcher::Config::default().labels(MANAGED_BY_SELECTOR);
         let api = scoped::<K>(self.client, self.namespace);
-        let (store, writer) = reflector::store::<K>();
-        self.children.insert(store);
         // managedFields are most of an object and never part of what is compared: not kept.
-        let events = watcher(api, config).modify(|obj| obj.meta_mut().managed_fields = None);
-        let stream = reflector::reflector(writer, events).touched_objects();
+        let (store, stream) = reflected(api, config, |obj: &mut K| {
+            obj.meta_mut().managed_fields = None;
+        });
+        self.children.insert(store);
         Box::new(move |c| c.owns_stream(stream))
     }
 }
@@ -151,6 +220,20 @@ fn controller(ctx: &Context, namespace: Option<&str>) -> Controller<OtterDeploym
         .into_iter()
         .fold(controller, |c, kind| kind.visit(&mut owns)(c));
     ctx.set_children(owns.children);
+    // Every Node: each OtterDeployment selects its own, and one that lost its label must still
+    // reach the resource publishing it.
+    let (nodes, node_events) = reflected(
+        Api::<Node>::all(client.clone()),
+        watcher::Config::default(),
+        slim_node,
+    );
+    // Only the TURN pods (by label), not every pod of the namespace.
+    let (pods, pod_events) = reflected(
+        scoped::<Pod>(client, namespace),
+        watcher::Config::default().labels(TURN_PODS_SELECTOR),
+        slim_pod,
+    );
+    ctx.set_turn(cache::Turn { nodes, pods });
     let readers = store.clone();
     controller
         .watches(
@@ -158,23 +241,15 @@ fn controller(ctx: &Context, namespace: Option<&str>) -> Controller<OtterDeploym
             watcher::Config::default().fields(SECRETS_FIELD_SELECTOR),
             move |secret: Secret| secret_readers(&readers.state(), &secret),
         )
-        .watches(
-            scoped::<Pod>(client, namespace),
-            watcher::Config::default().labels(TURN_PODS_SELECTOR),
-            |pod: Pod| turn_pod_owner(&pod),
-        )
-        .watches(
-            Api::<Node>::all(client.clone()),
-            watcher::Config::default(),
-            move |node: Node| {
-                store
-                    .state()
-                    .into_iter()
-                    .filter(|cr| node_concerns(cr, &node))
-                    .map(|cr| ObjectRef::from_obj(&*cr))
-                    .collect::<Vec<_>>()
-            },
-        )
+        .watches_stream(pod_events, |pod: Pod| turn_pod_owner(&pod))
+        .watches_stream(node_events, move |node: Node| {
+            store
+                .state()
+                .into_iter()
+                .filter(|cr| node_concerns(cr, &node))
+                .map(|cr| ObjectRef::from_obj(&*cr))
+                .collect::<Vec<_>>()
+        })
 }
 
 /// Run the controller until `shutdown` resolves. `namespace`: watch one namespace, else all.
@@ -204,7 +279,11 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{cr, node, secret};
+    use crate::observed::TurnNode;
+    use crate::reconcile::drain::split_nodes;
+    use crate::testing::{cr, node, secret, turn_pod};
+    use k8s_openapi::api::core::v1::ContainerImage;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 
     #[test]
     fn a_turn_pod_event_reaches_its_otter_deployment() {
@@ -271,5 +350,36 @@ mod tests {
         );
         cr.spec.turn.enabled = false;
         assert!(!node_concerns(&cr, &labelled));
+    }
+
+    #[test]
+    fn the_stores_keep_what_observe_and_the_triggers_read_and_little_else() {
+        let cr = cr();
+        let full = turn_pod(&cr, "demo-turn-x", "n1", true);
+        let mut pod = full.clone();
+        slim_pod(&mut pod);
+        assert!(pod.metadata.managed_fields.is_none() && pod.metadata.annotations.is_none());
+        assert!(pod.spec.as_ref().is_some_and(|s| s.containers.is_empty()));
+        assert_eq!(turn_pod_owner(&pod), turn_pod_owner(&full));
+        let nodes = vec![TurnNode {
+            name: "n1".into(),
+            public_ip: "198.51.100.4".parse().unwrap(),
+        }];
+        let split = split_nodes(nodes.clone(), std::slice::from_ref(&pod));
+        assert_eq!(split, split_nodes(nodes, &[full]));
+        assert!(split.1[0].host_ip.is_some(), "the drain's scrape needs it");
+
+        let mut full = node("n1", true, &[("ExternalIP", "198.51.100.4")]);
+        full.metadata.managed_fields = Some(vec![ManagedFieldsEntry::default()]);
+        if let Some(status) = full.status.as_mut() {
+            status.images = Some(vec![ContainerImage::default(); 50]);
+        }
+        let mut slim = full.clone();
+        slim_node(&mut slim);
+        assert!(slim.metadata.managed_fields.is_none());
+        assert!(slim.status.as_ref().is_some_and(|s| s.images.is_none()));
+        assert_eq!(TurnNode::from_node(&slim), TurnNode::from_node(&full));
+        assert_eq!(slim.labels(), full.labels());
+        assert_eq!(node_concerns(&cr, &slim), node_concerns(&cr, &full));
     }
 }
