@@ -37,21 +37,9 @@ pub async fn observe(
         let (nodes, pods) = stores.listed().await?;
         (turn_nodes, draining_turn_nodes) = turn_nodes_of(cr, ns, &nodes, &pods);
     }
-    let api = Api::<Secret>::namespaced(client.clone(), ns);
-    let mut secrets = BTreeMap::new();
     let mut names = generated_secret_names(cr);
     names.extend(user_secret_names(cr));
-    for name in names {
-        // A generated Secret is read by name, never from a cache: missing it would generate
-        // fresh values over the ones the pods already use.
-        let found = api
-            .get_opt(&name)
-            .await
-            .map_err(|e| Error::Observe(request(format!("reading Secret {ns}/{name}"), e)))?;
-        if let Some(s) = found {
-            secrets.insert(name, s);
-        }
-    }
+    let secrets = read_secrets(client, ns, names).await?;
     Ok(Observed {
         images: images.clone(),
         turn_nodes,
@@ -64,6 +52,32 @@ pub async fn observe(
             .unwrap_or_default()
             .as_secs(),
     })
+}
+
+/// The Secrets of `names` that exist, read at the same time. A generated Secret is read by
+/// name, never from a cache: a stale copy would generate fresh values over the ones the pods
+/// already use (a rotated TURN secret, say). Read one after another, they were most of a
+/// reconcile's wait on a busy API server.
+async fn read_secrets(
+    client: &Client,
+    ns: &str,
+    names: Vec<String>,
+) -> Result<BTreeMap<String, Secret>, Error> {
+    let api = Api::<Secret>::namespaced(client.clone(), ns);
+    let reads = names.into_iter().map(|name| {
+        let api = &api;
+        async move {
+            match api.get_opt(&name).await {
+                Ok(found) => Ok(found.map(|s| (name, s))),
+                Err(e) => Err(Error::Observe(request(
+                    format!("reading Secret {ns}/{name}"),
+                    e,
+                ))),
+            }
+        }
+    });
+    let found = futures::future::try_join_all(reads).await?;
+    Ok(found.into_iter().flatten().collect())
 }
 
 /// The Ready TURN nodes of `cr` (sorted) split into the published and the draining ones, from
