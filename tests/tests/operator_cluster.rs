@@ -155,6 +155,63 @@ async fn apply_manifest(client: &Client, doc: &Value) {
     }
 }
 
+/// Apply docs/operator.md's RBAC for a ServiceAccount in `ns`, then wait until the API server's
+/// authorizer grants it: its RBAC cache follows the objects a moment later (longer on a busy
+/// machine), and an operator started in between is refused and retries, which
+/// `assert_no_forbidden` would count.
+async fn install_rbac(client: &Client, ns: &str) {
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+    };
+    for doc in documented_rbac(ns) {
+        apply_manifest(client, &doc).await;
+    }
+    let user = format!("system:serviceaccount:{ns}:otter-operator");
+    // One rule of each binding: the leader Role's and the ClusterRole's.
+    let checks = [
+        (
+            "coordination.k8s.io",
+            "leases",
+            "get",
+            Some("otter-operator"),
+        ),
+        ("otter.dev", "otterdeployments", "watch", None),
+    ];
+    let reviews: Api<SubjectAccessReview> = Api::all(client.clone());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    for (group, resource, verb, name) in checks {
+        let review = SubjectAccessReview {
+            spec: SubjectAccessReviewSpec {
+                user: Some(user.clone()),
+                resource_attributes: Some(ResourceAttributes {
+                    group: Some(group.into()),
+                    resource: Some(resource.into()),
+                    verb: Some(verb.into()),
+                    namespace: Some(ns.into()),
+                    name: name.map(Into::into),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        loop {
+            let answer = reviews
+                .create(&PostParams::default(), &review)
+                .await
+                .unwrap_or_else(|e| panic!("SubjectAccessReview of {verb} {resource}: {e}"));
+            if answer.status.is_some_and(|s| s.allowed) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{user} still may not {verb} {resource} in {ns} 30 s after its RBAC was applied"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 /// An operator process with the ServiceAccount's identity, watching `ns`, Lease in `ns`.
 struct Operator {
     child: Child,
@@ -332,9 +389,7 @@ async fn setup(prefix: &str) -> (&'static Cluster, Client, String, Operator) {
     let client = c.client().await.expect("admin client");
     apply_crds(&client).await;
     let ns = c.namespace(prefix);
-    for doc in documented_rbac(&ns) {
-        apply_manifest(&client, &doc).await;
-    }
+    install_rbac(&client, &ns).await;
     let op = Operator::start(c, &ns, "op-a");
     (c, client, ns, op)
 }
@@ -932,9 +987,7 @@ async fn the_operator_survives_an_api_server_restart() {
     let client = c.client().await.expect("admin client");
     apply_crds(&client).await;
     let ns = c.namespace("restart");
-    for doc in documented_rbac(&ns) {
-        apply_manifest(&client, &doc).await;
-    }
+    install_rbac(&client, &ns).await;
     let mut op = Operator::start(&c, &ns, "op-a");
     create_pooled(&c, &client, &ns).await;
     await_ready(&client, &ns, &op).await;
