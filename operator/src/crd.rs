@@ -703,8 +703,9 @@ fn default_session_bps() -> i64 {
     1_250_000
 }
 
-/// The reachability probe: on every reconcile (and so every `--resync`, one minute by default)
-/// the operator allocates a relay on each published TURN address with a fresh credential.
+/// The reachability probe: on every reconcile (and so every `--turn-probe-interval`, five minutes
+/// by default, while Ready) the operator allocates a relay on each published TURN address with a
+/// fresh credential.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct TurnProbeSpec {

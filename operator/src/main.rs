@@ -83,9 +83,15 @@ struct RunArgs {
     #[arg(long, env = "OTTER_OPERATOR_IDENTITY")]
     identity: Option<String>,
 
-    /// How often a Ready OtterDeployment is reconciled anyway (drift, user Secret changes).
-    #[arg(long, env = "OTTER_OPERATOR_RESYNC", default_value = "5m", value_parser = humantime::parse_duration)]
+    /// How often a Ready OtterDeployment is reconciled though nothing changed. A safety net
+    /// only: the children, TURN Nodes and pods, and the Secrets it names are all watched.
+    #[arg(long, env = "OTTER_OPERATOR_RESYNC", default_value = "10h", value_parser = humantime::parse_duration)]
     resync: Duration,
+
+    /// How often the TURN relays of a Ready OtterDeployment are probed again
+    /// (`turn.probe.enabled`).
+    #[arg(long, env = "OTTER_OPERATOR_TURN_PROBE_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
+    turn_probe_interval: Duration,
 
     /// OtterDeployments reconciled at once at most (0: no bound).
     #[arg(long, env = "OTTER_OPERATOR_CONCURRENCY", default_value_t = reconcile::DEFAULT_CONCURRENCY)]
@@ -219,7 +225,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             identity,
             args.resync,
         )
-        .with_concurrency(args.concurrency),
+        .with_concurrency(args.concurrency)
+        .with_probe_interval(args.turn_probe_interval),
     );
     let namespace = args.namespace.clone();
     let gauge = metrics.leader.clone();
@@ -305,6 +312,11 @@ mod tests {
         assert_eq!(cli.run.lease_duration, Duration::from_secs(15));
         assert_eq!(cli.run.turn_image, "docker.io/coturn/coturn:4.6.3");
         assert_eq!(cli.run.concurrency, reconcile::DEFAULT_CONCURRENCY);
+        assert_eq!(cli.run.resync, Duration::from_secs(10 * 3600));
+        assert_eq!(
+            cli.run.turn_probe_interval,
+            reconcile::DEFAULT_PROBE_INTERVAL
+        );
         let cli = Cli::try_parse_from([
             "otter-operator",
             "--leader-election",

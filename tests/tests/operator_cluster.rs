@@ -875,8 +875,8 @@ async fn deleting_the_otterdeployment_collects_children_but_not_user_secrets() {
         .await
         .expect("the user's Secret");
     await_ready(&client, &ns, &op).await;
-    // At rest (Ready: the next look is the 5 min resync), a new value in the user's Secret is
-    // a Secret event: the rotation starts at once, its value offered to coturn as `next`.
+    // At rest (Ready: the next look is minutes away), a new value in the user's Secret is a
+    // Secret event: the rotation starts at once, its value offered to coturn as `next`.
     op.quiesce(&crs, "otter").await;
     let rotated = Secret {
         data: Some([("secret".to_string(), ByteString(b"users-new".to_vec()))].into()),

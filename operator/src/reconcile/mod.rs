@@ -56,8 +56,11 @@ pub struct Context {
     pub recorder: Recorder,
     /// Metrics.
     pub metrics: Metrics,
-    /// How often a Ready resource is re-checked (picks up drift and user Secret changes).
+    /// How often a Ready resource is reconciled though nothing changed: a safety net only, since
+    /// every input is watched.
     pub resync: Duration,
+    /// How often a Ready resource whose TURN relays are probed is reconciled to probe again.
+    pub probe_interval: Duration,
     /// OtterDeployments reconciled at once at most (0: no bound).
     pub concurrency: u16,
     failures: Mutex<HashMap<String, u32>>,
@@ -75,6 +78,9 @@ pub struct Context {
 /// of new OtterDeployments does not queue thousands of requests in it (each reconcile sends a
 /// dozen at once), where they would wait out the request timeout.
 pub const DEFAULT_CONCURRENCY: u16 = 16;
+
+/// How often the TURN relays of a Ready resource are probed by default.
+pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(300);
 
 impl Context {
     /// A context reporting Events as `otter-operator` from `instance`.
@@ -95,6 +101,7 @@ impl Context {
             images,
             metrics,
             resync,
+            probe_interval: DEFAULT_PROBE_INTERVAL,
             concurrency: DEFAULT_CONCURRENCY,
             failures: Mutex::new(HashMap::new()),
             peers: RwLock::new(None),
@@ -107,6 +114,12 @@ impl Context {
     /// Reconcile at most `n` OtterDeployments at once (0: no bound).
     pub fn with_concurrency(mut self, n: u16) -> Self {
         self.concurrency = n;
+        self
+    }
+
+    /// Probe a Ready resource's TURN relays again every `every`.
+    pub fn with_probe_interval(mut self, every: Duration) -> Self {
+        self.probe_interval = every;
         self
     }
 
@@ -234,8 +247,10 @@ async fn reconcile_inner(cr: &OtterDeployment, ctx: &Context) -> Result<Action, 
 }
 
 /// When to look again: soon while a TURN secret rotation waits for the TURN pods or a drain's
-/// count moves, when the previous TURN secret expires (to remove it), after the resync period
-/// when Ready, else in 30 s.
+/// count moves, when the previous TURN secret expires (to remove it), in 30 s when not Ready.
+/// When Ready, only to probe TURN again, else after the resync period: every input is watched,
+/// so a resource at rest is not reconciled (a thousand resources at a 5 min resync were 200
+/// reconciles a minute at rest, each reading its Secrets).
 fn next_reconcile(
     cr: &OtterDeployment,
     ctx: &Context,
@@ -248,6 +263,8 @@ fn next_reconcile(
     let every = if keys.as_ref().is_some_and(TurnKeys::pending) || !status.turn_draining.is_empty()
     {
         rotation::PENDING_REQUEUE
+    } else if ready && probes(cr, obs) {
+        ctx.probe_interval.min(ctx.resync)
     } else if ready {
         ctx.resync
     } else {
@@ -273,7 +290,7 @@ async fn probe_turn(
         .status
         .as_ref()
         .is_some_and(|s| !s.turn_reachability.is_empty());
-    if !turn.enabled || !turn.probe.enabled || obs.turn_nodes.is_empty() {
+    if !probes(cr, obs) {
         return None;
     }
     if !(probed_before || status::turn_rolled_out(cr, applied)) {
@@ -284,6 +301,12 @@ async fn probe_turn(
     let secret = keys_in_use(cr, obs, applied)?.current;
     let port = u16::try_from(turn.port).ok()?;
     Some(probe::probe_nodes(&ctx.prober, &obs.turn_nodes, port, &secret).await)
+}
+
+/// Whether this resource's TURN relays are probed: TURN and its probe on, and nodes to probe.
+fn probes(cr: &OtterDeployment, obs: &Observed) -> bool {
+    let turn = &cr.spec.turn;
+    turn.enabled && turn.probe.enabled && !obs.turn_nodes.is_empty()
 }
 
 /// The TURN keys as this reconcile applied them (else as observed).

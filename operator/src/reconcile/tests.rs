@@ -251,7 +251,7 @@ async fn run_seeing(
         Images::default(),
         Metrics::new(),
         "test".into(),
-        Duration::from_secs(300),
+        Duration::from_secs(10 * 3600),
     );
     let ctx = Arc::new(ctx.with_prober(prober));
     ctx.set_children(children);

@@ -106,11 +106,16 @@ async fn nothing_is_probed_before_turn_is_rolled_out_or_when_the_probe_is_off() 
     );
     let mut off = seen_cr();
     off.spec.turn.probe.enabled = false;
-    let (_, calls) = run_probed(&off, ready_world(), prober.clone()).await;
+    let (result, calls) = run_probed(&off, ready_world(), prober.clone()).await;
     let status = status_written(&calls).unwrap();
     assert!(status.turn_reachability.is_empty());
     assert_eq!(ready_reason(&status), "Available");
     assert!(prober.asked.lock().unwrap().is_empty());
+    // Nothing to probe and every input watched: at rest only the safety-net resync (10 h here).
+    assert_eq!(
+        result.unwrap(),
+        Action::requeue(Duration::from_secs(10 * 3600))
+    );
 }
 
 #[tokio::test]
