@@ -18,6 +18,8 @@ pub const APP_NAME: &str = "otter";
 pub const CHECKSUM_ANNOTATION: &str = "otter.dev/config-checksum";
 /// Annotation on every child: a sum of the object as last applied (see `reconcile::cache`).
 pub const APPLIED_ANNOTATION: &str = "otter.dev/applied";
+/// Label naming the OtterDeployment a child belongs to.
+pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
 
 /// The part of the backend an object belongs to (`app.kubernetes.io/component`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,7 +59,7 @@ pub fn selector_labels(cr: &OtterDeployment, component: Component) -> BTreeMap<S
     BTreeMap::from([
         ("app.kubernetes.io/name".to_string(), APP_NAME.to_string()),
         (
-            "app.kubernetes.io/instance".to_string(),
+            INSTANCE_LABEL.to_string(),
             cr.metadata.name.clone().unwrap_or_default(),
         ),
         (

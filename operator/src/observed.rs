@@ -3,7 +3,7 @@
 //!
 //! Builders read only this and the `OtterDeployment`, so they are pure and unit-testable.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{Node, Secret};
@@ -122,6 +122,9 @@ pub struct Observed {
     pub turn_nodes: Vec<TurnNode>,
     /// Nodes whose TURN pod is terminating (and that have no other TURN pod), sorted by name.
     pub draining_turn_nodes: Vec<DrainingNode>,
+    /// Other OtterDeployments (`namespace/name`) with a TURN pod placed on one of these TURN
+    /// nodes: they hold their host ports there.
+    pub turn_neighbours: BTreeSet<String>,
     /// Secrets that exist in the namespace, by name (generated ones and the user's).
     pub secrets: BTreeMap<String, Secret>,
     /// Values for generated Secrets that do not exist yet.

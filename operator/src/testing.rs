@@ -36,6 +36,7 @@ pub fn observed() -> Observed {
             },
         ],
         draining_turn_nodes: Vec::new(),
+        turn_neighbours: Default::default(),
         secrets: BTreeMap::new(),
         fresh: FreshSecrets {
             turn: "fresh-turn".into(),

@@ -160,10 +160,10 @@ impl Context {
         held.clone()
     }
 
-    fn port_clash(&self, cr: &OtterDeployment) -> Option<ports::PortClash> {
+    fn port_clash(&self, cr: &OtterDeployment, obs: &Observed) -> Option<ports::PortClash> {
         let peers = self.peers.read().unwrap_or_else(PoisonError::into_inner);
         let all = peers.as_ref()?.state();
-        ports::port_holder(cr, all.iter().map(AsRef::as_ref))
+        ports::port_holder(cr, all.iter().map(AsRef::as_ref), &obs.turn_neighbours)
     }
 
     fn failures(&self, key: &str, bump: bool) -> u32 {
@@ -229,7 +229,7 @@ async fn reconcile_inner(cr: &OtterDeployment, ctx: &Context) -> Result<Action, 
     let problems = Problems {
         apply_error: failure.as_ref().map(ToString::to_string),
         secret_problems: user_secret_problems(cr, &obs),
-        port_clash: ctx.port_clash(cr),
+        port_clash: ctx.port_clash(cr, &obs),
         turn_probes: probe_turn(cr, ctx, &obs, &applied).await,
     };
     let status = compute_status(cr, &obs, &applied, &problems, Timestamp::now());

@@ -2,7 +2,7 @@
 //! (from the Node and TURN pod watches' stores, no request) and the Secrets that exist
 //! (generated ones are kept, user ones are read by name).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod, Secret};
@@ -11,7 +11,7 @@ use kube::{Api, Client, ResourceExt};
 use crate::build::secrets::{generated_secret_names, user_secret_names};
 use crate::crd::OtterDeployment;
 use crate::error::{Error, request};
-use crate::meta::{Component, labels};
+use crate::meta::{Component, INSTANCE_LABEL, labels};
 use crate::observed::{DrainingNode, FreshSecrets, Images, Observed, TurnNode};
 use crate::reconcile::cache;
 use crate::reconcile::drain::split_nodes;
@@ -32,10 +32,12 @@ pub async fn observe(
     ns: &str,
 ) -> Result<Observed, Error> {
     let (mut turn_nodes, mut draining_turn_nodes) = (Vec::new(), Vec::new());
+    let mut turn_neighbours = BTreeSet::new();
     if cr.spec.turn.enabled {
         let stores = turn.ok_or(Error::NotListed("Node"))?;
         let (nodes, pods) = stores.listed().await?;
         (turn_nodes, draining_turn_nodes) = turn_nodes_of(cr, ns, &nodes, &pods);
+        turn_neighbours = neighbours_on(cr, ns, &turn_nodes, &pods);
     }
     let mut names = generated_secret_names(cr);
     names.extend(user_secret_names(cr));
@@ -44,6 +46,7 @@ pub async fn observe(
         images: images.clone(),
         turn_nodes,
         draining_turn_nodes,
+        turn_neighbours,
         secrets,
         fresh: FreshSecrets::generate(),
         turn_next_confirmed: false,
@@ -102,6 +105,31 @@ pub fn turn_nodes_of(
         .map(|p| Pod::clone(p))
         .collect();
     split_nodes(ready, &pods)
+}
+
+/// The other OtterDeployments (`namespace/name`) whose TURN pods are placed on one of `nodes`
+/// and not terminating: the scheduler counts their host ports as taken there.
+pub fn neighbours_on(
+    cr: &OtterDeployment,
+    ns: &str,
+    nodes: &[TurnNode],
+    pods: &[Arc<Pod>],
+) -> BTreeSet<String> {
+    let names: BTreeSet<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+    let me = (Some(ns), cr.metadata.name.as_deref());
+    pods.iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| {
+            let node = p.spec.as_ref().and_then(|s| s.node_name.as_deref());
+            node.is_some_and(|n| names.contains(n))
+        })
+        .filter_map(|p| {
+            let instance = p.labels().get(INSTANCE_LABEL)?;
+            let pod_ns = p.metadata.namespace.as_deref();
+            (me != (pod_ns, Some(instance.as_str())))
+                .then(|| format!("{}/{instance}", pod_ns.unwrap_or_default()))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -169,5 +197,39 @@ mod tests {
         assert_eq!(published.len(), 2, "sorted, no pod: none draining");
         assert!(published[0] < published[1]);
         assert!(draining.is_empty());
+    }
+
+    #[test]
+    fn neighbours_are_the_others_placed_on_these_turn_nodes() {
+        let cr = cr();
+        let named = |name: &str| {
+            let mut c = cr.clone();
+            c.metadata.name = Some(name.into());
+            c
+        };
+        let mut other_ns = turn_pod(&named("far"), "f-a", "n-a", false);
+        other_ns.metadata.namespace = Some("other-ns".into());
+        let mut pending = turn_pod(&named("pending"), "p", "n-a", false);
+        pending.spec.as_mut().unwrap().node_name = None;
+        let pods: Vec<Arc<Pod>> = [
+            turn_pod(&cr, "mine", "n-a", false),
+            turn_pod(&named("holder"), "h-a", "n-a", false),
+            turn_pod(&named("leaving"), "l-a", "n-a", true),
+            turn_pod(&named("other-node"), "o-c", "n-c", false),
+            other_ns,
+            pending,
+        ]
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+        let nodes = [TurnNode {
+            name: "n-a".into(),
+            public_ip: "10.0.0.1".parse().unwrap(),
+        }];
+        let found: Vec<String> = neighbours_on(&cr, "calls", &nodes, &pods)
+            .into_iter()
+            .collect();
+        // Host ports are node-wide: another namespace's pod takes them too.
+        assert_eq!(found, ["calls/holder", "other-ns/far"]);
     }
 }

@@ -1,9 +1,11 @@
 //! TURN runs on host networking, so two OtterDeployments whose TURN pods land on the same nodes
 //! cannot use the same port: the scheduler leaves the later one's pods Pending. The operator
-//! knows every OtterDeployment (the controller's cache), so it can say which one holds the port
-//! instead of only "waiting for TURN 0/1".
+//! knows every OtterDeployment (the controller's cache) and where their TURN pods are placed (the
+//! TURN pod watch), so it can say which one holds the port instead of only "waiting for TURN 0/1".
+//! The holder is the one whose pods the scheduler placed, not the oldest: created in the same
+//! second, 20 resources on one port gave it to the eighth (`tests/bench/operator --same-port`).
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 
 use kube::ResourceExt;
 
@@ -17,12 +19,7 @@ pub fn turn_host_ports(cr: &OtterDeployment) -> Vec<i32> {
         .collect()
 }
 
-/// Whether two node selectors can match the same node (no label asked with different values).
-fn selectors_overlap(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> bool {
-    a.iter().all(|(k, v)| b.get(k).is_none_or(|w| w == v))
-}
-
-/// Which came first: the scheduler gave the port to the older one.
+/// Which came first (to name one holder when several share the nodes).
 fn age_key(cr: &OtterDeployment) -> (Option<i64>, String, String) {
     let created = cr
         .metadata
@@ -41,21 +38,25 @@ pub struct PortClash {
     pub holder: String,
 }
 
-/// The oldest other OtterDeployment that takes one of `cr`'s TURN host ports on nodes `cr`'s
-/// TURN may use too, when it is older than `cr`.
+/// The other OtterDeployment that takes one of `cr`'s TURN host ports on `cr`'s TURN nodes:
+/// one of `placed` (`namespace/name` of those with a TURN pod on these nodes, see
+/// `observe::neighbours_on`), the oldest if several.
 pub fn port_holder<'a>(
     cr: &OtterDeployment,
     others: impl IntoIterator<Item = &'a OtterDeployment>,
+    placed: &BTreeSet<String>,
 ) -> Option<PortClash> {
     let mine = turn_host_ports(cr);
-    if mine.is_empty() {
+    if mine.is_empty() || placed.is_empty() {
         return None;
     }
-    let me = age_key(cr);
     others
         .into_iter()
-        .filter(|o| o.uid() != cr.uid() && age_key(o) < me)
-        .filter(|o| selectors_overlap(&cr.spec.turn.node_selector, &o.spec.turn.node_selector))
+        .filter(|o| o.uid() != cr.uid())
+        .filter(|o| {
+            let key = format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any());
+            placed.contains(&key)
+        })
         .filter_map(|o| {
             let port = turn_host_ports(o).into_iter().find(|p| mine.contains(p))?;
             Some((age_key(o), port))
@@ -83,8 +84,12 @@ mod tests {
         c
     }
 
+    fn placed(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|n| format!("calls/{n}")).collect()
+    }
+
     #[test]
-    fn the_oldest_holder_of_the_same_port_on_the_same_nodes_is_named() {
+    fn the_one_whose_turn_pods_are_placed_is_named_not_the_oldest() {
         let me = named("c", 300, 3478);
         let others = [
             named("a", 100, 3478),
@@ -92,38 +97,45 @@ mod tests {
             named("other-port", 50, 3479),
             named("d", 400, 3478),
         ];
-        let clash = port_holder(&me, &others).unwrap();
-        assert_eq!(clash.port, 3478);
-        assert_eq!(clash.holder, "calls/a");
+        // Created together, the scheduler gave the port to d: a and b wait like c.
+        let clash = port_holder(&me, &others, &placed(&["d", "other-port"])).unwrap();
+        assert_eq!((clash.port, clash.holder.as_str()), (3478, "calls/d"));
         assert_eq!(
-            port_holder(&others[0], &others),
+            port_holder(&me, &others, &placed(&["other-port"])),
             None,
-            "the first one holds it"
+            "a pod on another port holds nothing of mine"
         );
         assert_eq!(
-            port_holder(&me, std::slice::from_ref(&me)),
+            port_holder(&me, &others, &BTreeSet::new()),
+            None,
+            "nothing placed yet: the scheduler has not decided"
+        );
+        let two = placed(&["b", "d"]);
+        assert_eq!(
+            port_holder(&me, &others, &two).unwrap().holder,
+            "calls/b",
+            "several on the nodes: the oldest is named"
+        );
+        assert_eq!(
+            port_holder(&me, std::slice::from_ref(&me), &placed(&["c"])),
             None,
             "not itself"
         );
     }
 
     #[test]
-    fn other_nodes_disabled_turn_and_tls_ports_are_considered() {
+    fn disabled_turn_and_tls_ports_are_considered() {
         let me = named("c", 300, 3478);
-        let mut elsewhere = named("a", 100, 3478);
-        elsewhere
-            .spec
-            .turn
-            .node_selector
-            .insert("otter.dev/turn".into(), "other-pool".into());
-        assert_eq!(port_holder(&me, [&elsewhere]), None);
         let mut off = named("a", 100, 3478);
         off.spec.turn.enabled = false;
-        assert_eq!(port_holder(&me, [&off]), None);
+        assert_eq!(port_holder(&me, [&off], &placed(&["a"])), None);
         let mut tls = named("a", 100, 4000);
         tls.spec.turn.tls.enabled = true;
         tls.spec.turn.tls.port = 3478;
-        assert_eq!(port_holder(&me, [&tls]).unwrap().port, 3478);
+        assert_eq!(
+            port_holder(&me, [&tls], &placed(&["a"])).unwrap().port,
+            3478
+        );
     }
 
     #[test]
@@ -133,13 +145,14 @@ mod tests {
         other.spec.turn.metrics.enabled = true;
         other.spec.turn.metrics.port = 9641;
         other.spec.turn.metrics.redis_port = 6390;
-        assert_eq!(port_holder(&me, [&other]), None, "metrics off in me");
+        let on = placed(&["a"]);
+        assert_eq!(port_holder(&me, [&other], &on), None, "metrics off in me");
         me.spec.turn.metrics.enabled = true;
         me.spec.turn.metrics.port = 9700;
         me.spec.turn.metrics.redis_port = 6390;
-        assert_eq!(port_holder(&me, [&other]).unwrap().port, 6390);
+        assert_eq!(port_holder(&me, [&other], &on).unwrap().port, 6390);
         me.spec.turn.metrics.enabled = false;
         me.spec.turn.port = 9641;
-        assert_eq!(port_holder(&me, [&other]).unwrap().port, 9641);
+        assert_eq!(port_holder(&me, [&other], &on).unwrap().port, 9641);
     }
 }

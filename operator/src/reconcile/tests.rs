@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use http::{Request, Response, StatusCode};
 use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Client;
 use kube::client::Body;
 use kube::runtime::reflector;
@@ -82,6 +83,8 @@ struct World {
     turn_pods: Vec<Pod>,
     /// Whether the Node and pod watches ended before their first list.
     unlisted: bool,
+    /// The OtterDeployments the controller's cache holds (port clashes).
+    peers: Vec<OtterDeployment>,
 }
 
 fn status_of(code: u16, reason: &str) -> Value {
@@ -245,6 +248,7 @@ async fn run_seeing(
     children: cache::Children,
 ) -> (Result<Action, Error>, Vec<Call>) {
     let turn = turn_stores(&world);
+    let peers = store_of(&world.peers, |_| {}, false);
     let (client, log) = mock_client(world);
     let ctx = Context::new(
         client,
@@ -256,6 +260,7 @@ async fn run_seeing(
     let ctx = Arc::new(ctx.with_prober(prober));
     ctx.set_children(children);
     ctx.set_turn(turn);
+    ctx.set_peers(peers);
     let result = reconcile(Arc::new(cr.clone()), ctx).await;
     let calls = log.lock().unwrap().clone();
     (result, calls)
@@ -689,4 +694,47 @@ async fn a_resource_being_deleted_is_left_to_the_garbage_collector() {
     let (result, calls) = run(&cr, World::default()).await;
     assert_eq!(result.unwrap(), Action::await_change());
     assert!(calls.is_empty());
+}
+
+#[tokio::test]
+async fn a_turn_port_clash_names_the_resource_whose_turn_pods_were_placed() {
+    let me = seen_cr();
+    let other = |name: &str, created: i64| {
+        let mut o = seen_cr();
+        o.metadata.name = Some(name.into());
+        o.metadata.uid = Some(format!("uid-{name}"));
+        o.metadata.creation_timestamp = Some(Time(
+            k8s_openapi::jiff::Timestamp::from_second(created).unwrap(),
+        ));
+        o
+    };
+    // The oldest did not get the port: the scheduler placed the newer one's pod first.
+    let (oldest, holder) = (other("oldest", 100), other("holder", 200));
+    let world = World {
+        turn_pods: vec![turn_pod(&holder, "holder-turn-x", "node-a", false)],
+        peers: vec![oldest, holder, me.clone()],
+        ..World::default()
+    };
+    let (_, calls) = run(&me, world.clone()).await;
+    let status = status_written(&calls).unwrap();
+    let degraded = find_condition(&status, "Degraded").unwrap();
+    assert_eq!(degraded.reason, "TurnPortInUse");
+    assert!(
+        degraded.message.contains("TURN port 3478")
+            && degraded.message.contains("OtterDeployment calls/holder"),
+        "{}",
+        degraded.message
+    );
+
+    // No other TURN pod placed yet: nothing to name, the rollout just waits.
+    let (_, calls) = run(
+        &me,
+        World {
+            turn_pods: Vec::new(),
+            ..world
+        },
+    )
+    .await;
+    let status = status_written(&calls).unwrap();
+    assert_eq!(find_condition(&status, "Degraded").unwrap().status, "False");
 }

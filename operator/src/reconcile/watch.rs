@@ -21,6 +21,7 @@ use serde::de::DeserializeOwned;
 use crate::build::secrets::user_secret_names;
 use crate::crd::OtterDeployment;
 use crate::kinds::{Kind, Owned, PerKind};
+use crate::meta::INSTANCE_LABEL;
 use crate::reconcile::observe::selects;
 use crate::reconcile::{Context, cache, error_policy, reconcile};
 
@@ -34,7 +35,7 @@ pub const TURN_PODS_SELECTOR: &str =
 /// The OtterDeployment a TURN pod belongs to (its instance label): a pod that starts
 /// terminating must leave the published TURN URIs at once, not at the next resync.
 pub fn turn_pod_owner(pod: &Pod) -> Option<ObjectRef<OtterDeployment>> {
-    let name = pod.labels().get("app.kubernetes.io/instance")?;
+    let name = pod.labels().get(INSTANCE_LABEL)?;
     let ns = pod.namespace()?;
     Some(ObjectRef::new(name).within(&ns))
 }
