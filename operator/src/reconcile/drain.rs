@@ -3,6 +3,7 @@
 //! leaves the published TURN URIs at once while the pod keeps relaying the calls it carries.
 //! Status lists the draining nodes; an Event tells when one starts draining.
 
+use std::borrow::Borrow;
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -17,15 +18,18 @@ pub const TURN_DRAINING: &str = "TurnDraining";
 /// Split the Ready TURN nodes into the published ones and the draining ones, from the TURN pods:
 /// a node is draining when every TURN pod on it is terminating. A terminating pod on a node that
 /// no longer matches (unlabelled, not Ready) is listed as draining too, without an address.
-pub fn split_nodes(nodes: Vec<TurnNode>, pods: &[Pod]) -> (Vec<TurnNode>, Vec<DrainingNode>) {
+/// `pods` may be the watch store's own (`Arc<Pod>`): nothing is copied.
+pub fn split_nodes<P: Borrow<Pod>>(
+    nodes: Vec<TurnNode>,
+    pods: &[P],
+) -> (Vec<TurnNode>, Vec<DrainingNode>) {
     let on_node = |p: &Pod| p.spec.as_ref().and_then(|s| s.node_name.clone());
-    let live: BTreeSet<String> = pods
-        .iter()
+    let pods = || pods.iter().map(Borrow::borrow);
+    let live: BTreeSet<String> = pods()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .filter_map(on_node)
         .collect();
-    let mut draining: Vec<DrainingNode> = pods
-        .iter()
+    let mut draining: Vec<DrainingNode> = pods()
         .filter(|p| p.metadata.deletion_timestamp.is_some())
         .filter_map(|p| Some((on_node(p)?, p)))
         .filter(|(node, _)| !live.contains(node))

@@ -99,10 +99,10 @@ pub fn turn_nodes_of(
         .collect();
     ready.sort();
     let own = labels(cr, Component::Turn);
-    let pods: Vec<Pod> = pods
+    let pods: Vec<Arc<Pod>> = pods
         .iter()
         .filter(|p| p.namespace().as_deref() == Some(ns) && selects(&own, p.labels()))
-        .map(|p| Pod::clone(p))
+        .cloned()
         .collect();
     split_nodes(ready, &pods)
 }
