@@ -122,7 +122,7 @@ where
 }
 
 /// The socket, both ways: a `WebSocketStream`, or channels in tests.
-pub trait Duplex: Stream<Item = Result<Message, WsError>> + Sink<Message> + Unpin {}
+trait Duplex: Stream<Item = Result<Message, WsError>> + Sink<Message> + Unpin {}
 
 impl<T: Stream<Item = Result<Message, WsError>> + Sink<Message> + Unpin> Duplex for T {}
 
@@ -157,7 +157,7 @@ impl Clock {
 /// sends a TCP reset, and the client would lose the close frame), then the socket is dropped.
 ///
 /// Everything that can be built before the first await is built here, outside the future: a
-/// future keeps its arguments for its whole life, so a `WebSocketStream` (288 bytes) held there
+/// future keeps its arguments for its whole life, so a `WebSocketStream` (320 bytes) held there
 /// would cost every connection its size again.
 pub fn serve<S>(
     ws: WebSocketStream<S>,
@@ -270,36 +270,37 @@ impl<T: Duplex> Started<T> {
         }
     }
 
-    /// Returns the socket if the close frame was written, for the caller to drain. Used field by
-    /// field, not destructured: locals moved out of an argument would be kept beside it in the
-    /// future.
-    async fn run(mut self) -> Option<T> {
-        let end = if self.over_capacity {
-            self.conn.send_error(&ProtoError::new(
-                ErrorCode::ServerBusy,
-                "this server has too many connections; try again shortly",
-            ));
-            self.conn.close(close::TRY_LATER, "server busy");
-            End::Kicked
-        } else {
-            let (io, writer) = (&mut self.io, &mut self.writer);
-            self.conn.serve_frames(io, writer).await
-        };
-        // Writing meanwhile: a kick's close frame is queued before the seat is given up.
-        {
-            let settling = pin!(self.conn.settle(end));
-            writing_while(settling, &mut self.io, &mut self.writer).await;
-        }
-        if end != End::Lost {
-            self.conn.close(close::NORMAL, "bye");
-        }
-        let grace = self.conn.limits.close_grace;
-        // The writer ends once the last outbox handle is gone (when no close was queued).
-        drop(self.conn);
-        if finish(&mut self.io, &mut self.writer, grace).await {
-            Some(self.io)
-        } else {
-            None
+    /// Returns the socket if the close frame was written, for the caller to drain. Not an
+    /// `async fn`: that keeps its argument twice (as passed, and as its local binding), and with
+    /// the socket in it that is 600 bytes of every connection. The block below uses the value it
+    /// captured, field by field (locals moved out of it would be kept beside it too).
+    fn run(self) -> impl Future<Output = Option<T>> {
+        let mut this = self;
+        async move {
+            let end = if this.over_capacity {
+                this.conn.send_error(&ProtoError::new(
+                    ErrorCode::ServerBusy,
+                    "this server has too many connections; try again shortly",
+                ));
+                this.conn.close(close::TRY_LATER, "server busy");
+                End::Kicked
+            } else {
+                let (io, writer) = (&mut this.io, &mut this.writer);
+                this.conn.serve_frames(io, writer).await
+            };
+            // Writing meanwhile: a kick's close frame is queued before the seat is given up.
+            {
+                let settling = pin!(this.conn.settle(end));
+                writing_while(settling, &mut this.io, &mut this.writer).await;
+            }
+            if end != End::Lost {
+                this.conn.close(close::NORMAL, "bye");
+            }
+            let grace = this.conn.limits.close_grace;
+            // The writer ends once the last outbox handle is gone (when no close was queued).
+            drop(this.conn);
+            let closed = finish(&mut this.io, &mut this.writer, grace).await;
+            closed.then_some(this.io)
         }
     }
 }
@@ -746,6 +747,26 @@ mod tests {
         fn text(&self) -> String {
             String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).into()
         }
+    }
+
+    /// The writer has no task of its own: while a frame's handling waits (a store call), what
+    /// the room queued for this connection is still written.
+    #[tokio::test]
+    async fn queued_frames_are_written_while_a_handling_waits() {
+        let (outbox, rx) = Outbox::new(1 << 10);
+        let mut writer = WriteLoop::new(rx);
+        let (sink, mut written) = chan::channel::<Message>(8);
+        let (_input, stream) = chan::unbounded::<Result<Message, WsError>>();
+        let mut io = Pair { sink, stream };
+        outbox.push("from the room".into()).expect("fits");
+        let stalled = pin!(future::pending::<()>());
+        let waiting = writing_while(stalled, &mut io, &mut writer);
+        let stalled = tokio::time::timeout(Duration::from_millis(50), waiting).await;
+        assert!(stalled.is_err(), "the handling never ends");
+        let Ok(Message::Text(text)) = written.try_recv() else {
+            panic!("nothing written while the handling waited");
+        };
+        assert_eq!(text.as_str(), "from the room");
     }
 
     #[tokio::test]
