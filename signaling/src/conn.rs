@@ -1,21 +1,23 @@
 //! One WebSocket connection: reads frames, enforces the per-connection limits, calls the hub,
-//! and hands what the room sends it to a writer task of its own. The reading side never waits
-//! on a write, so a peer that stops reading is cut off by the same limits and timeouts as any
-//! other. Nothing here can crash the server, only end this connection.
+//! and writes what the room sends it through its outbox. One task does both: it polls the
+//! writer beside the socket's read side and never waits on a write, so a peer that stops
+//! reading is cut off by the same limits and timeouts as any other. Nothing here can crash the
+//! server, only end this connection.
 //!
 //! The loop ([`run`]) is generic over `Sink`/`Stream` of WebSocket messages, so unit tests
 //! drive it with channels; [`serve`] binds it to a real socket and adds the close sequence
 //! that needs the socket itself (drain unread input, then drop).
 
 use std::num::NonZeroU32;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use futures::future::{self, Either, Fuse, FusedFuture, FutureExt};
+use futures::future::{self, FutureExt};
 use futures::{Sink, Stream, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::task::{AbortHandle, JoinHandle};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::Instrument;
@@ -80,13 +82,49 @@ enum Step {
     Stop(End),
 }
 
-/// What woke the loop: an event already handled, or a frame to handle.
-enum Next {
-    Done(Step),
+/// What woke the loop.
+enum Event {
+    /// The cut-off (or shutdown) token fired.
+    Cut,
+    /// The writer ended: the socket failed.
+    WriterDone,
+    /// The connection's timer is due.
+    Timer,
+    /// A frame, the end of the input, or a read error.
     Frame(Option<Result<Message, WsError>>),
 }
 
-type Writer<Si> = Fuse<JoinHandle<Option<Si>>>;
+/// The loop's next event, writing meanwhile. In this order: the cut-off first, so a connection
+/// that is cut off handles no more frames; the writer before the input, so what is queued goes
+/// out before more is read. One task polls all of them, so whatever woke it, each is polled.
+fn next_event<'a, C, T>(
+    mut cut: Pin<&'a mut C>,
+    mut timer: Pin<&'a mut tokio::time::Sleep>,
+    io: &'a mut T,
+    writer: &'a mut WriteLoop,
+) -> impl Future<Output = Event> + 'a
+where
+    C: Future<Output = ()>,
+    T: Duplex,
+{
+    future::poll_fn(move |cx| {
+        if cut.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Event::Cut);
+        }
+        if writer.poll_write(io, cx).is_ready() {
+            return Poll::Ready(Event::WriterDone);
+        }
+        if timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Event::Timer);
+        }
+        io.poll_next_unpin(cx).map(Event::Frame)
+    })
+}
+
+/// The socket, both ways: a `WebSocketStream`, or channels in tests.
+trait Duplex: Stream<Item = Result<Message, WsError>> + Sink<Message> + Unpin {}
+
+impl<T: Stream<Item = Result<Message, WsError>> + Sink<Message> + Unpin> Duplex for T {}
 
 /// When the connection's one timer is due: pings, and the join deadline while it holds no
 /// seat. One timer instead of an interval and a sleep: each is a timer entry in every
@@ -119,8 +157,8 @@ impl Clock {
 /// sends a TCP reset, and the client would lose the close frame), then the socket is dropped.
 ///
 /// Everything that can be built before the first await is built here, outside the future: a
-/// future keeps its arguments for its whole life, so a `WebSocketStream` (288 bytes) or the
-/// writer's sink held there would cost every connection their size again.
+/// future keeps its arguments for its whole life, so a `WebSocketStream` (320 bytes) held there
+/// would cost every connection its size again.
 pub fn serve<S>(
     ws: WebSocketStream<S>,
     hub: Arc<Hub>,
@@ -130,7 +168,6 @@ pub fn serve<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (sink, stream) = ws.split();
     hub.metrics.connections.inc();
     hub.metrics.connections_total.inc();
     let metrics = Arc::clone(&hub.metrics);
@@ -140,12 +177,10 @@ where
     );
     // Chained, not awaited inside an `async move`: that block would keep the running future
     // as a captured value and again where it is awaited.
-    Started::new(sink, hub, limits, over)
-        .run(stream)
-        .then(move |(sink, stream)| async move {
-            if let Some(sink) = sink
-                && let Ok(mut ws) = sink.reunite(stream)
-            {
+    Started::new(ws, hub, limits, over)
+        .run()
+        .then(move |ws| async move {
+            if let Some(mut ws) = ws {
                 drain_input(ws.get_mut(), grace, cap).await;
             }
             metrics.connections.dec();
@@ -181,91 +216,139 @@ where
     Si: Sink<Message> + Unpin + Send + 'static,
     St: Stream<Item = Result<Message, WsError>> + Unpin,
 {
-    let (sink, _) = Started::new(sink, hub, limits, over_capacity)
-        .run(stream)
-        .await;
-    sink
+    let io = Pair { sink, stream };
+    let io = Started::new(io, hub, limits, over_capacity).run().await;
+    io.map(|io| io.sink)
 }
 
-/// A connection whose writer task runs: what [`run`] builds before its first await.
-struct Started<Si> {
+/// A sink and a stream as one [`Duplex`], for [`run`].
+struct Pair<Si, St> {
+    sink: Si,
+    stream: St,
+}
+
+impl<Si: Unpin, St: Stream + Unpin> Stream for Pair<Si, St> {
+    type Item = St::Item;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<St::Item>> {
+        self.stream.poll_next_unpin(cx)
+    }
+}
+
+impl<Si: Sink<Message> + Unpin, St: Unpin> Sink<Message> for Pair<Si, St> {
+    type Error = Si::Error;
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Si::Error>> {
+        Pin::new(&mut self.sink).poll_ready(cx)
+    }
+    fn start_send(mut self: Pin<&mut Self>, item: Message) -> Result<(), Si::Error> {
+        Pin::new(&mut self.sink).start_send(item)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Si::Error>> {
+        Pin::new(&mut self.sink).poll_flush(cx)
+    }
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Si::Error>> {
+        Pin::new(&mut self.sink).poll_close(cx)
+    }
+}
+
+/// A connection ready to run: what [`run`] builds before its first await. The socket is owned
+/// whole, not split: both sides are polled by this one task, so they need no lock between them.
+struct Started<T> {
     conn: Conn,
-    writer: Writer<Si>,
-    abort: AbortHandle,
+    io: T,
+    writer: WriteLoop,
     over_capacity: bool,
 }
 
-impl<Si: Sink<Message> + Unpin + Send + 'static> Started<Si> {
-    fn new(sink: Si, hub: Arc<Hub>, limits: Arc<ConnLimits>, over_capacity: bool) -> Self {
+impl<T: Duplex> Started<T> {
+    fn new(io: T, hub: Arc<Hub>, limits: Arc<ConnLimits>, over_capacity: bool) -> Self {
         let (outbox, rx) = Outbox::new(limits.queue_bytes);
-        // Its own task, so the reading side never waits on a write. It logs nothing, so it
-        // needs no span.
-        let handle = tokio::spawn(WriteLoop::new(sink, rx));
         Started {
             conn: Conn::new(hub, limits, outbox),
-            abort: handle.abort_handle(),
-            writer: handle.fuse(),
+            io,
+            writer: WriteLoop::new(rx),
             over_capacity,
         }
     }
 
-    /// Used field by field, not destructured: locals moved out of an argument would be kept
-    /// beside it in the future.
-    async fn run<St>(mut self, mut stream: St) -> (Option<Si>, St)
-    where
-        St: Stream<Item = Result<Message, WsError>> + Unpin,
-    {
-        let end = if self.over_capacity {
-            self.conn.send_error(&ProtoError::new(
-                ErrorCode::ServerBusy,
-                "this server has too many connections; try again shortly",
-            ));
-            self.conn.close(close::TRY_LATER, "server busy");
-            End::Kicked
-        } else {
-            self.conn.serve_frames(&mut stream, &mut self.writer).await
-        };
-        self.conn.settle(end).await;
-        if end != End::Lost {
-            self.conn.close(close::NORMAL, "bye");
+    /// Returns the socket if the close frame was written, for the caller to drain. Not an
+    /// `async fn`: that keeps its argument twice (as passed, and as its local binding), and with
+    /// the socket in it that is 600 bytes of every connection. The block below uses the value it
+    /// captured, field by field (locals moved out of it would be kept beside it too).
+    fn run(self) -> impl Future<Output = Option<T>> {
+        let mut this = self;
+        async move {
+            let end = if this.over_capacity {
+                this.conn.send_error(&ProtoError::new(
+                    ErrorCode::ServerBusy,
+                    "this server has too many connections; try again shortly",
+                ));
+                this.conn.close(close::TRY_LATER, "server busy");
+                End::Kicked
+            } else {
+                let (io, writer) = (&mut this.io, &mut this.writer);
+                this.conn.serve_frames(io, writer).await
+            };
+            // Writing meanwhile: a kick's close frame is queued before the seat is given up.
+            {
+                let settling = pin!(this.conn.settle(end));
+                writing_while(settling, &mut this.io, &mut this.writer).await;
+            }
+            if end != End::Lost {
+                this.conn.close(close::NORMAL, "bye");
+            }
+            let grace = this.conn.limits.close_grace;
+            // The writer ends once the last outbox handle is gone (when no close was queued).
+            drop(this.conn);
+            let closed = finish(&mut this.io, &mut this.writer, grace).await;
+            closed.then_some(this.io)
         }
-        let grace = self.conn.limits.close_grace;
-        // The writer ends once the last outbox handle is gone (when no close was queued).
-        drop(self.conn);
-        let sink = finish(&mut self.writer, self.abort, &mut stream, grace).await;
-        (sink, stream)
     }
 }
 
-/// Wait (bounded) for the writer to send the close, reading and discarding what the client
-/// still sends meanwhile.
-async fn finish<Si, St>(
-    writer: &mut Writer<Si>,
-    abort: AbortHandle,
-    stream: &mut St,
-    grace: Duration,
-) -> Option<Si>
+/// Await `fut`, and while it waits keep writing: the writer has no task of its own, and a
+/// store call (a join, a leave, a relay through Redis) may wait for a while. The writer is
+/// polled only when `fut` is pending, so a frame handled at once costs no extra poll. If the
+/// writer ends meanwhile, the connection loop sees it on its next turn.
+fn writing_while<'a, F, T>(
+    mut fut: Pin<&'a mut F>,
+    io: &'a mut T,
+    writer: &'a mut WriteLoop,
+) -> impl Future<Output = F::Output> + 'a
 where
-    St: Stream<Item = Result<Message, WsError>> + Unpin,
+    F: Future,
+    T: Duplex,
 {
-    if writer.is_terminated() {
-        return None;
-    }
-    let deadline = tokio::time::sleep(grace);
-    tokio::pin!(deadline);
+    future::poll_fn(move |cx| {
+        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+            return Poll::Ready(out);
+        }
+        let _ = writer.poll_write(io, cx);
+        Poll::Pending
+    })
+}
+
+/// Wait (bounded) for the writer to send the close, reading and discarding what the client
+/// still sends meanwhile. True if the close frame was written.
+async fn finish<T: Duplex>(io: &mut T, writer: &mut WriteLoop, grace: Duration) -> bool {
+    let mut deadline = pin!(tokio::time::sleep(grace));
     let mut reading = true;
-    loop {
-        tokio::select! {
-            done = &mut *writer => return done.ok().flatten(),
-            _ = &mut deadline => {
-                abort.abort();
-                return None;
-            }
-            frame = stream.next(), if reading => {
-                reading = matches!(frame, Some(Ok(_)));
+    future::poll_fn(|cx| {
+        if let Poll::Ready(ok) = writer.poll_write(io, cx) {
+            return Poll::Ready(ok);
+        }
+        if deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(false);
+        }
+        // Until the input ends or fails; each frame read is dropped.
+        while reading {
+            match io.poll_next_unpin(cx) {
+                Poll::Ready(frame) => reading = matches!(frame, Some(Ok(_))),
+                Poll::Pending => break,
             }
         }
-    }
+        Poll::Pending
+    })
+    .await
 }
 
 /// The reading side's state.
@@ -304,10 +387,7 @@ impl Conn {
         }
     }
 
-    async fn serve_frames<St, Si>(&mut self, stream: &mut St, writer: &mut Writer<Si>) -> End
-    where
-        St: Stream<Item = Result<Message, WsError>> + Unpin,
-    {
+    async fn serve_frames<T: Duplex>(&mut self, io: &mut T, writer: &mut WriteLoop) -> End {
         // Built once, not per frame: a `cancelled()` registers with its token when first
         // polled. The cut-off is a child of the shutdown token: one wait for both.
         let kill = self.kill.clone();
@@ -317,28 +397,23 @@ impl Conn {
         let timer = tokio::time::sleep_until(clock.next(true));
         tokio::pin!(timer);
         loop {
-            // A frame's handling is built inside this block and awaited after it: the select's
-            // output holds the frame (about 140 bytes), and held across the await it would sit
-            // in every idle connection. Boxed for the same reason: handling a frame is the
-            // largest state of this loop (docs/benchmarks.md, memory).
-            let turn = {
-                let next = tokio::select! {
-                    biased;
-                    _ = &mut cut => Next::Done(if self.hub.shutdown.is_cancelled() {
-                        self.shutdown()
-                    } else {
-                        self.cut_off()
-                    }),
-                    _ = &mut *writer => Next::Done(Step::Stop(End::Lost)),
-                    _ = &mut timer => Next::Done(self.on_timer(&mut clock)),
-                    frame = stream.next() => Next::Frame(frame),
+            // The event is consumed here, not held across the await below: it may hold a frame
+            // (about 140 bytes), which would sit in every idle connection. A frame's handling is
+            // boxed for the same reason: it is the largest state of this loop
+            // (docs/benchmarks.md, memory).
+            let step = {
+                let turn = match next_event(cut.as_mut(), timer.as_mut(), io, writer).await {
+                    Event::Frame(frame) => Err(Box::pin(self.on_frame(frame))),
+                    Event::Cut if self.hub.shutdown.is_cancelled() => Ok(self.shutdown()),
+                    Event::Cut => Ok(self.cut_off()),
+                    Event::WriterDone => Ok(Step::Stop(End::Lost)),
+                    Event::Timer => Ok(self.on_timer(&mut clock)),
                 };
-                match next {
-                    Next::Done(step) => Either::Left(future::ready(step)),
-                    Next::Frame(frame) => Either::Right(Box::pin(self.on_frame(frame))),
+                match turn {
+                    Ok(step) => step,
+                    Err(mut handling) => writing_while(handling.as_mut(), io, writer).await,
                 }
             };
-            let step = turn.await;
             if let Step::Stop(end) = step {
                 return end;
             }
@@ -672,6 +747,26 @@ mod tests {
         fn text(&self) -> String {
             String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).into()
         }
+    }
+
+    /// The writer has no task of its own: while a frame's handling waits (a store call), what
+    /// the room queued for this connection is still written.
+    #[tokio::test]
+    async fn queued_frames_are_written_while_a_handling_waits() {
+        let (outbox, rx) = Outbox::new(1 << 10);
+        let mut writer = WriteLoop::new(rx);
+        let (sink, mut written) = chan::channel::<Message>(8);
+        let (_input, stream) = chan::unbounded::<Result<Message, WsError>>();
+        let mut io = Pair { sink, stream };
+        outbox.push("from the room".into()).expect("fits");
+        let stalled = pin!(future::pending::<()>());
+        let waiting = writing_while(stalled, &mut io, &mut writer);
+        let stalled = tokio::time::timeout(Duration::from_millis(50), waiting).await;
+        assert!(stalled.is_err(), "the handling never ends");
+        let Ok(Message::Text(text)) = written.try_recv() else {
+            panic!("nothing written while the handling waited");
+        };
+        assert_eq!(text.as_str(), "from the room");
     }
 
     #[tokio::test]

@@ -1,13 +1,13 @@
-//! A connection's writer: the only place that waits on the socket. It takes each burst from the
+//! A connection's writer: the only place that writes to the socket. It takes each burst from the
 //! outbox at once, writes it with one flush (the syscall was the top cost of a relay), and gives
 //! the bytes back to the budget once written.
 //!
-//! Written as a plain state machine rather than an `async fn`: it runs as a task of its own in
-//! every connection, and the `async fn` kept about 400 bytes of await states (docs/benchmarks.md,
-//! memory per connection); this keeps only what it holds between polls.
+//! Not a task of its own: the connection's task polls it beside the socket's read side, and it
+//! borrows the socket only while polled, so the socket needs no split (its own task and the
+//! split's lock cost every connection about 0.65 KiB; docs/benchmarks.md, memory). A plain
+//! state machine rather than an `async fn`: it keeps only what it holds between polls.
 
 use std::collections::VecDeque;
-use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use futures::{Sink, SinkExt};
@@ -16,11 +16,11 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
 use crate::store::{Out, Outlet};
 
-/// Resolves to the sink once the close frame is written (or the outbox is gone and everything
-/// was written), `None` if the socket failed.
-pub struct WriteLoop<Si> {
-    sink: Option<Si>,
-    rx: Outlet,
+/// Drains the outbox into a sink lent to each poll. Done once the close frame is written (or
+/// the outbox is gone and everything was written), or once the socket failed.
+pub struct WriteLoop {
+    /// Dropped when done: the outbox then refuses frames, as it did when a writer task ended.
+    rx: Option<Outlet>,
     /// Taken from the outbox, not yet handed to the sink.
     batch: VecDeque<Out>,
     /// Budget bytes of what was handed to the sink since the last flush.
@@ -29,27 +29,27 @@ pub struct WriteLoop<Si> {
     unflushed: bool,
     /// The close frame was handed to the sink: flush, then stop.
     closing: bool,
+    /// Set when done: whether everything up to the close was written.
+    done: Option<bool>,
 }
 
-impl<Si> WriteLoop<Si> {
-    pub fn new(sink: Si, rx: Outlet) -> Self {
+impl WriteLoop {
+    pub fn new(rx: Outlet) -> Self {
         WriteLoop {
-            sink: Some(sink),
-            rx,
+            rx: Some(rx),
             batch: VecDeque::new(),
             freed: 0,
             unflushed: false,
             closing: false,
+            done: None,
         }
     }
-}
 
-impl<Si: Sink<Message> + Unpin> WriteLoop<Si> {
     /// Hand the taken batch to the sink, up to the close frame. Ready(Err) if the socket failed.
-    fn poll_feed(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ()>> {
-        let Some(sink) = self.sink.as_mut() else {
-            return Poll::Ready(Err(()));
-        };
+    fn poll_feed<Si>(&mut self, sink: &mut Si, cx: &mut Context<'_>) -> Poll<Result<(), ()>>
+    where
+        Si: Sink<Message> + Unpin,
+    {
         while !self.batch.is_empty() && !self.closing {
             if ready!(sink.poll_ready_unpin(cx)).is_err() {
                 return Poll::Ready(Err(()));
@@ -71,42 +71,58 @@ impl<Si: Sink<Message> + Unpin> WriteLoop<Si> {
                     Message::Close(Some(frame))
                 }
             };
-            if sink.start_send_unpin(msg).is_err() && !self.closing {
+            // Any failure counts, the close's too: a split sink reported it at the flush.
+            if sink.start_send_unpin(msg).is_err() {
                 return Poll::Ready(Err(()));
             }
             self.unflushed = true;
         }
         Poll::Ready(Ok(()))
     }
-}
 
-impl<Si: Sink<Message> + Unpin> Future for WriteLoop<Si> {
-    type Output = Option<Si>;
+    /// Write what is queued. Ready(true) once the close frame is written (or the outbox is gone
+    /// and everything was), Ready(false) if the socket failed; and the same again once done.
+    pub fn poll_write<Si>(&mut self, sink: &mut Si, cx: &mut Context<'_>) -> Poll<bool>
+    where
+        Si: Sink<Message> + Unpin,
+    {
+        if let Some(ok) = self.done {
+            return Poll::Ready(ok);
+        }
+        let ok = ready!(self.poll_step(sink, cx));
+        self.done = Some(ok);
+        self.rx = None;
+        self.batch = VecDeque::new();
+        Poll::Ready(ok)
+    }
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Si>> {
-        let this = self.get_mut();
+    /// Feed, flush, take the next batch, until one of them waits or the writer is done.
+    fn poll_step<Si>(&mut self, sink: &mut Si, cx: &mut Context<'_>) -> Poll<bool>
+    where
+        Si: Sink<Message> + Unpin,
+    {
         loop {
-            if ready!(this.poll_feed(cx)).is_err() {
-                this.sink = None;
-                return Poll::Ready(None);
+            if ready!(self.poll_feed(sink, cx)).is_err() {
+                return Poll::Ready(false);
             }
-            if this.unflushed {
-                let Some(sink) = this.sink.as_mut() else {
-                    return Poll::Ready(None);
-                };
+            if self.unflushed {
                 if ready!(sink.poll_flush_unpin(cx)).is_err() {
-                    this.sink = None;
-                    return Poll::Ready(None);
+                    return Poll::Ready(false);
                 }
-                this.unflushed = false;
-                if this.closing {
-                    return Poll::Ready(this.sink.take());
+                self.unflushed = false;
+                if self.closing {
+                    return Poll::Ready(true);
                 }
-                this.rx.written(std::mem::take(&mut this.freed));
+                if let Some(rx) = &self.rx {
+                    rx.written(std::mem::take(&mut self.freed));
+                }
             }
-            match ready!(this.rx.poll_batch(cx)) {
-                Some(batch) => this.batch = batch,
-                None => return Poll::Ready(this.sink.take()),
+            let Some(rx) = self.rx.as_mut() else {
+                return Poll::Ready(false);
+            };
+            match ready!(rx.poll_batch(cx)) {
+                Some(batch) => self.batch = batch,
+                None => return Poll::Ready(true),
             }
         }
     }
@@ -116,6 +132,7 @@ impl<Si: Sink<Message> + Unpin> Future for WriteLoop<Si> {
 mod tests {
     use super::*;
     use crate::store::Outbox;
+    use std::pin::Pin;
 
     /// A socket stand-in: records what it is sent and how often it is flushed; fails on demand.
     #[derive(Default)]
@@ -143,19 +160,21 @@ mod tests {
         }
     }
 
-    fn poll_once<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
+    fn poll_once(writer: &mut WriteLoop, sink: &mut Recorder) -> Poll<bool> {
         let waker = futures::task::noop_waker();
-        Pin::new(f).poll(&mut Context::from_waker(&waker))
+        writer.poll_write(sink, &mut Context::from_waker(&waker))
     }
 
     #[test]
     fn a_burst_is_written_with_one_flush_and_its_bytes_given_back() {
         let (outbox, rx) = Outbox::new(10);
-        let mut writer = WriteLoop::new(Recorder::default(), rx);
+        let (mut writer, mut sink) = (WriteLoop::new(rx), Recorder::default());
         outbox.push("12345".into()).expect("fits");
         outbox.push("1234".into()).expect("fits");
-        assert!(poll_once(&mut writer).is_pending(), "waits for more");
-        let sink = writer.sink.as_ref().expect("still writing");
+        assert!(
+            poll_once(&mut writer, &mut sink).is_pending(),
+            "waits for more"
+        );
         assert_eq!((sink.sent.len(), sink.flushes), (2, 1));
         outbox
             .push("123456789".into())
@@ -165,13 +184,15 @@ mod tests {
     #[test]
     fn the_close_frame_ends_the_loop_and_returns_the_sink() {
         let (outbox, rx) = Outbox::new(100);
-        let mut writer = WriteLoop::new(Recorder::default(), rx);
+        let (mut writer, mut sink) = (WriteLoop::new(rx), Recorder::default());
         outbox.push("before".into()).expect("fits");
         outbox.control(Out::Close(1000, "bye"));
         outbox.push("after".into()).expect("fits");
-        let Poll::Ready(Some(sink)) = poll_once(&mut writer) else {
-            panic!("the loop ends with the sink once the close is written");
-        };
+        assert_eq!(
+            poll_once(&mut writer, &mut sink),
+            Poll::Ready(true),
+            "the loop ends once the close is written"
+        );
         assert_eq!(
             sink.sent.len(),
             2,
@@ -185,24 +206,31 @@ mod tests {
     #[test]
     fn a_failed_socket_ends_the_loop_without_the_sink() {
         let (outbox, rx) = Outbox::new(100);
-        let broken = Recorder {
+        let mut broken = Recorder {
             broken: true,
             ..Recorder::default()
         };
-        let mut writer = WriteLoop::new(broken, rx);
+        let mut writer = WriteLoop::new(rx);
         outbox.push("x".into()).expect("fits");
-        assert!(matches!(poll_once(&mut writer), Poll::Ready(None)));
+        assert_eq!(poll_once(&mut writer, &mut broken), Poll::Ready(false));
+        assert_eq!(
+            outbox.push("y".into()),
+            Err(crate::store::Refused::Closed),
+            "a failed writer closes the outbox"
+        );
     }
 
     #[test]
     fn the_loop_ends_with_the_sink_when_the_outbox_is_gone() {
         let (outbox, rx) = Outbox::new(100);
-        let mut writer = WriteLoop::new(Recorder::default(), rx);
+        let (mut writer, mut sink) = (WriteLoop::new(rx), Recorder::default());
         outbox.push("last".into()).expect("fits");
         drop(outbox);
-        let Poll::Ready(Some(sink)) = poll_once(&mut writer) else {
-            panic!("ends once the outbox is gone and everything is written");
-        };
+        assert_eq!(
+            poll_once(&mut writer, &mut sink),
+            Poll::Ready(true),
+            "ends once the outbox is gone and everything is written"
+        );
         assert_eq!(sink.sent.len(), 1);
     }
 }
