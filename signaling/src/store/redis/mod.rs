@@ -306,6 +306,7 @@ impl RoomStore for RedisStore {
         peer: &PeerRecord,
         max: u32,
     ) -> Result<Vec<PeerInfo>, StoreError> {
+        let _claim = self.view.claim(&peer.resume_token);
         let others = self
             .join_script(room, peer, max)
             .await?
@@ -320,6 +321,7 @@ impl RoomStore for RedisStore {
         resume_token: &str,
         new_token: &str,
     ) -> Result<Option<PeerRecord>, StoreError> {
+        let _claim = self.view.claim(new_token);
         let reply: Option<String> = self
             .run(
                 &self.scripts.resume,

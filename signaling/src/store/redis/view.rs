@@ -23,7 +23,29 @@ struct Inner {
     /// Seats this replica holds: peer id → (room, record). What it re-registers when Redis
     /// lost them.
     owned: HashMap<String, (String, PeerRecord)>,
+    /// Seats being taken (join or resume script sent, not yet in `owned`), by the resume token
+    /// the seat gets, with how many takers: in Redis already, maybe, but not yet ours here. The
+    /// reconcile must not drop them.
+    claiming: HashMap<String, usize>,
     rooms: HashMap<String, Room>,
+}
+
+/// A seat being taken: the reconcile leaves it alone until this is dropped, after [`View::own`].
+pub struct Claim<'a> {
+    view: &'a View,
+    token: String,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let mut g = self.view.lock();
+        if let Some(n) = g.claiming.get_mut(&self.token) {
+            *n -= 1;
+            if *n == 0 {
+                g.claiming.remove(&self.token);
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -47,6 +69,28 @@ impl View {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // Every update below is a few map operations that cannot leave it half done.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A seat with resume token `token` is about to be taken here (joined, or resumed with that
+    /// new token): hold the claim until [`View::own`] has run, or the take failed. A reconcile
+    /// that read Redis after the script and the view before `own` would otherwise find a seat in
+    /// Redis that this replica does not hold, and remove it from under a peer that just joined.
+    pub fn claim(&self, token: &str) -> Claim<'_> {
+        *self.lock().claiming.entry(token.to_owned()).or_default() += 1;
+        Claim {
+            view: self,
+            token: token.to_owned(),
+        }
+    }
+
+    /// Whether a seat with resume token `token` is being taken here (see [`View::claim`]).
+    pub fn claimed(&self, token: &str) -> bool {
+        self.lock().claiming.contains_key(token)
+    }
+
+    /// Whether this replica holds `peer`'s seat in `room`.
+    pub fn holds(&self, peer: &str, room: &str) -> bool {
+        self.lock().owned.get(peer).is_some_and(|(r, _)| r == room)
     }
 
     /// This replica holds `rec`'s seat in `room`; `mates` are the room's other seats (peer id,
@@ -152,6 +196,21 @@ impl View {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_claim_lasts_until_its_last_holder_drops_it() {
+        let v = View::new("me".into());
+        let first = v.claim("t-1");
+        let second = v.claim("t-1");
+        assert!(v.claimed("t-1") && !v.claimed("t-2"));
+        drop(first);
+        assert!(
+            v.claimed("t-1"),
+            "a second take of the same seat is still running"
+        );
+        drop(second);
+        assert!(!v.claimed("t-1"));
+    }
 
     fn rec(id: &str, epoch: u64) -> PeerRecord {
         PeerRecord {
