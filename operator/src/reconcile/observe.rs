@@ -6,15 +6,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod, Secret};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client, ResourceExt};
 
 use crate::build::secrets::{generated_secret_names, user_secret_names};
 use crate::crd::OtterDeployment;
 use crate::error::{Error, request};
-use crate::meta::{Component, INSTANCE_LABEL, labels};
+use crate::meta::{Component, labels};
 use crate::observed::{DrainingNode, FreshSecrets, Images, Observed, TurnNode};
 use crate::reconcile::cache;
 use crate::reconcile::drain::split_nodes;
+use crate::reconcile::watch::turn_pod_owner;
 
 /// Whether `labels` hold every pair of `selector` (an empty selector selects everything), as a
 /// label selector of `k=v` pairs does on the API server.
@@ -116,19 +118,16 @@ pub fn neighbours_on(
     pods: &[Arc<Pod>],
 ) -> BTreeSet<String> {
     let names: BTreeSet<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
-    let me = (Some(ns), cr.metadata.name.as_deref());
+    let me = ObjectRef::from_obj(cr).within(ns);
     pods.iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .filter(|p| {
             let node = p.spec.as_ref().and_then(|s| s.node_name.as_deref());
             node.is_some_and(|n| names.contains(n))
         })
-        .filter_map(|p| {
-            let instance = p.labels().get(INSTANCE_LABEL)?;
-            let pod_ns = p.metadata.namespace.as_deref();
-            (me != (pod_ns, Some(instance.as_str())))
-                .then(|| format!("{}/{instance}", pod_ns.unwrap_or_default()))
-        })
+        .filter_map(|p| turn_pod_owner(p))
+        .filter(|owner| *owner != me)
+        .map(|owner| format!("{}/{}", owner.namespace.unwrap_or_default(), owner.name))
         .collect()
 }
 
