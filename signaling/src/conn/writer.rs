@@ -182,7 +182,7 @@ mod tests {
     }
 
     #[test]
-    fn the_close_frame_ends_the_loop_and_returns_the_sink() {
+    fn the_close_frame_ends_the_loop_once_written() {
         let (outbox, rx) = Outbox::new(100);
         let (mut writer, mut sink) = (WriteLoop::new(rx), Recorder::default());
         outbox.push("before".into()).expect("fits");
@@ -204,7 +204,7 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_socket_ends_the_loop_without_the_sink() {
+    fn a_failed_socket_ends_the_loop_and_closes_the_outbox() {
         let (outbox, rx) = Outbox::new(100);
         let mut broken = Recorder {
             broken: true,
@@ -221,7 +221,7 @@ mod tests {
     }
 
     #[test]
-    fn the_loop_ends_with_the_sink_when_the_outbox_is_gone() {
+    fn the_loop_ends_once_the_outbox_is_gone_and_all_is_written() {
         let (outbox, rx) = Outbox::new(100);
         let (mut writer, mut sink) = (WriteLoop::new(rx), Recorder::default());
         outbox.push("last".into()).expect("fits");
