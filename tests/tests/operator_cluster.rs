@@ -178,7 +178,6 @@ async fn install_rbac(client: &Client, ns: &str) {
         ("otter.dev", "otterdeployments", "watch", None),
     ];
     let reviews: Api<SubjectAccessReview> = Api::all(client.clone());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     for (group, resource, verb, name) in checks {
         let review = SubjectAccessReview {
             spec: SubjectAccessReviewSpec {
@@ -195,20 +194,15 @@ async fn install_rbac(client: &Client, ns: &str) {
             },
             ..Default::default()
         };
-        loop {
+        let what = format!("{user} to be allowed to {verb} {resource} in {ns} (RBAC applied)");
+        otter_testkit::wait_until(&what, Duration::from_secs(30), || async {
             let answer = reviews
                 .create(&PostParams::default(), &review)
                 .await
                 .unwrap_or_else(|e| panic!("SubjectAccessReview of {verb} {resource}: {e}"));
-            if answer.status.is_some_and(|s| s.allowed) {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{user} still may not {verb} {resource} in {ns} 30 s after its RBAC was applied"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            answer.status.is_some_and(|s| s.allowed)
+        })
+        .await;
     }
 }
 
