@@ -2,6 +2,7 @@
 //! servers and speaks the protocol): protocol adapters, the run itself, /proc sampling of the
 //! servers and the report.
 
+pub mod perfctl;
 pub mod procstat;
 pub mod proto;
 pub mod report;

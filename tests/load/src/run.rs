@@ -16,6 +16,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+use crate::perfctl::PerfControl;
 use crate::procstat::{self, Sample};
 use crate::proto::{Adapter, Incoming, Kind};
 
@@ -45,6 +46,8 @@ pub struct Config {
     pub hold: Duration,
     /// Server processes to sample: (name, pid).
     pub pids: Vec<(String, u32)>,
+    /// A running `perf record --control`, switched on for the exchange phase only.
+    pub perf: Option<PerfControl>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -132,6 +135,23 @@ struct Shared {
     stop: watch::Receiver<bool>,
 }
 
+impl Shared {
+    fn new(cfg: Config, start: watch::Receiver<bool>, stop: watch::Receiver<bool>) -> Shared {
+        Shared {
+            connect: Semaphore::new(cfg.connect_concurrency.max(1)),
+            cfg,
+            epoch: Instant::now(),
+            joined: AtomicUsize::new(0),
+            ready: AtomicUsize::new(0),
+            done: AtomicUsize::new(0),
+            failed: AtomicUsize::new(0),
+            received: AtomicUsize::new(0),
+            start,
+            stop,
+        }
+    }
+}
+
 #[derive(Default)]
 struct PeerResult {
     join_us: Option<u64>,
@@ -152,6 +172,104 @@ struct Mate {
     got: usize,
 }
 
+/// A peer's view of its room: its own id and its mates, in the order it heard of them.
+struct Mates {
+    me: String,
+    list: Vec<Mate>,
+    by_id: HashMap<String, usize>,
+    /// Counted in `Shared::ready` (knows all k - 1 mates) and in `Shared::done` (has all).
+    ready: bool,
+    done: bool,
+}
+
+impl Mates {
+    fn new(me: String, k: usize) -> Mates {
+        Mates {
+            me,
+            list: Vec::with_capacity(k.saturating_sub(1)),
+            by_id: HashMap::with_capacity(k),
+            ready: false,
+            done: false,
+        }
+    }
+
+    /// A mate heard of; counts this peer ready once it knows all of them.
+    fn add(&mut self, sh: &Shared, id: String, from_joined: bool) {
+        // Presence is idempotent for clients (docs/protocol.md): a mate may be announced twice.
+        if !self.by_id.contains_key(&id) {
+            let initiator = sh.cfg.adapter.initiates(&self.me, &id, from_joined);
+            self.by_id.insert(id.clone(), self.list.len());
+            self.list.push(Mate {
+                id,
+                initiator,
+                answered: false,
+                got: 0,
+            });
+        }
+        self.count_ready(sh);
+    }
+
+    /// Counted ready (once) when it knows all k - 1 mates (with k = 1: at once).
+    fn count_ready(&mut self, sh: &Shared) {
+        if !self.ready && self.list.len() == sh.cfg.room_size - 1 {
+            self.ready = true;
+            sh.ready.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A relayed message from `from`: its latency recorded; the mate to answer, if this was the
+    /// offer this peer answers.
+    fn on_signal(
+        &mut self,
+        sh: &Shared,
+        kind: Kind,
+        from: &str,
+        ts: u64,
+        res: &mut PeerResult,
+    ) -> Option<String> {
+        let lat_ns = now_ns(sh.epoch).saturating_sub(ts);
+        res.relay_us.push(lat_ns / 1000);
+        res.received += 1;
+        sh.received.fetch_add(1, Ordering::Relaxed);
+        let Some(&m) = self.by_id.get(from) else {
+            res.errors.push(format!("message from unknown peer {from}"));
+            return None;
+        };
+        let mate = &mut self.list[m];
+        mate.got += 1;
+        if mate.got > PER_MATE {
+            res.errors
+                .push(format!("more than {PER_MATE} messages from {from}"));
+        }
+        let answer = (kind == Kind::Offer && !mate.initiator && !mate.answered).then(|| {
+            mate.answered = true;
+            mate.id.clone()
+        });
+        if self.list.len() == sh.cfg.room_size - 1 && self.list.iter().all(|m| m.got >= PER_MATE) {
+            self.finish(sh);
+        }
+        answer
+    }
+
+    /// Counted done (once).
+    fn finish(&mut self, sh: &Shared) {
+        if !self.done {
+            self.done = true;
+            sh.done.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn offers(&self) -> Vec<String> {
+        self.list
+            .iter()
+            .filter(|m| m.initiator)
+            .map(|m| m.id.clone())
+            .collect()
+    }
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<TcpStream>;
+
 /// One peer, start to end; never panics on what the server sends.
 async fn peer(sh: Arc<Shared>, room: usize, idx: usize, global: usize) -> PeerResult {
     let mut res = PeerResult::default();
@@ -164,6 +282,60 @@ async fn peer(sh: Arc<Shared>, room: usize, idx: usize, global: usize) -> PeerRe
     res
 }
 
+/// Connect (within the connect semaphore), join and wait for `joined` (PeerJS: `OPEN`).
+async fn join(
+    sh: &Shared,
+    room: usize,
+    idx: usize,
+    global: usize,
+    res: &mut PeerResult,
+) -> Result<(Ws, Mates)> {
+    let cfg = &sh.cfg;
+    let ad = &cfg.adapter;
+    let target = global % cfg.urls.len();
+    let permit = sh.connect.acquire().await?;
+    let t0 = Instant::now();
+    let tcp = TcpStream::connect(cfg.addrs[target]).await?;
+    tcp.set_nodelay(true)?;
+    let req = ad.request(&cfg.urls[target], room, idx)?;
+    // tungstenite preallocates its read buffer (128 KiB by default) per connection: 2.5 GB
+    // for 20k peers. Signaling frames are small; 8 KiB grows on demand like any BytesMut.
+    let ws_config = WebSocketConfig::default().read_buffer_size(8 * 1024);
+    let (mut ws, _) =
+        tokio_tungstenite::client_async_with_config(req, tcp, Some(ws_config)).await?;
+    if let Some(j) = ad.join_frame(room, idx) {
+        ws.send(Message::Text(j.into())).await?;
+    }
+    let (me, peers) = loop {
+        let Some(frame) = ws.next().await else {
+            anyhow::bail!("closed before joining");
+        };
+        if let Message::Text(t) = frame? {
+            match ad.parse(&t) {
+                Incoming::Joined { me, peers } => break (me, peers),
+                Incoming::Error(e) => anyhow::bail!("while joining: {e}"),
+                _ => {}
+            }
+        }
+    };
+    res.join_us = Some(t0.elapsed().as_micros() as u64);
+    drop(permit);
+    sh.joined.fetch_add(1, Ordering::SeqCst);
+    // PeerJS: the id is ours by construction, and so are the mates'.
+    let me = if me.is_empty() {
+        ad.own_id(room, idx).unwrap_or_default()
+    } else {
+        me
+    };
+    let mut mates = Mates::new(me, cfg.room_size);
+    match ad.mates(room, idx, cfg.room_size) {
+        Some(ids) => ids.into_iter().for_each(|id| mates.add(sh, id, false)),
+        None => peers.into_iter().for_each(|id| mates.add(sh, id, true)),
+    }
+    mates.count_ready(sh);
+    Ok((ws, mates))
+}
+
 async fn peer_inner(
     sh: &Shared,
     room: usize,
@@ -174,83 +346,11 @@ async fn peer_inner(
     let cfg = &sh.cfg;
     let ad = &cfg.adapter;
     let k = cfg.room_size;
-    let target = global % cfg.urls.len();
-    let permit = sh.connect.acquire().await?;
-    let t0 = Instant::now();
-    let tcp = TcpStream::connect(cfg.addrs[target]).await?;
-    tcp.set_nodelay(true)?;
-    let req = ad.request(&cfg.urls[target], room, idx)?;
-    // tungstenite preallocates its read buffer (128 KiB by default) per connection: 2.5 GB
-    // for 20k peers. Signaling frames are small; 8 KiB grows on demand like any BytesMut.
-    let ws_config = WebSocketConfig::default().read_buffer_size(8 * 1024);
-    let (ws, _) = tokio_tungstenite::client_async_with_config(req, tcp, Some(ws_config)).await?;
+    let (ws, mut mates) = join(sh, room, idx, global, res).await?;
     let (mut tx, mut rx) = ws.split();
-    if let Some(j) = ad.join_frame(room, idx) {
-        tx.send(Message::Text(j.into())).await?;
-    }
-    let mut mates: Vec<Mate> = Vec::with_capacity(k.saturating_sub(1));
-    let mut by_id: HashMap<String, usize> = HashMap::with_capacity(k);
-    let add_mate = |mates: &mut Vec<Mate>,
-                    by_id: &mut HashMap<String, usize>,
-                    me: &str,
-                    id: String,
-                    from_joined: bool| {
-        // Presence is idempotent for clients (docs/protocol.md): a mate may be announced twice.
-        if by_id.contains_key(&id) {
-            return;
-        }
-        let initiator = ad.initiates(me, &id, from_joined);
-        by_id.insert(id.clone(), mates.len());
-        mates.push(Mate {
-            id,
-            initiator,
-            answered: false,
-            got: 0,
-        });
-    };
-    let me: String;
-    // Wait for joined/OPEN.
-    loop {
-        let Some(frame) = rx.next().await else {
-            anyhow::bail!("closed before joining");
-        };
-        if let Message::Text(t) = frame? {
-            match ad.parse(&t) {
-                Incoming::Joined { me: m, peers } => {
-                    // PeerJS: the id is ours by construction.
-                    me = if m.is_empty() {
-                        ad.own_id(room, idx).unwrap_or_default()
-                    } else {
-                        m
-                    };
-                    match ad.mates(room, idx, k) {
-                        Some(ids) => ids
-                            .into_iter()
-                            .for_each(|id| add_mate(&mut mates, &mut by_id, &me, id, false)),
-                        None => peers
-                            .into_iter()
-                            .for_each(|id| add_mate(&mut mates, &mut by_id, &me, id, true)),
-                    }
-                    break;
-                }
-                Incoming::Error(e) => anyhow::bail!("while joining: {e}"),
-                _ => {}
-            }
-        }
-    }
-    res.join_us = Some(t0.elapsed().as_micros() as u64);
-    drop(permit);
-    sh.joined.fetch_add(1, Ordering::SeqCst);
-    let mut ready_counted = false;
-    if mates.len() == k - 1 {
-        sh.ready.fetch_add(1, Ordering::SeqCst);
-        ready_counted = true;
-    }
-
     let mut start = sh.start.clone();
     let mut stop = sh.stop.clone();
     let mut started = false;
-    let mut done = false;
     let mut keepalive =
         tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE, KEEPALIVE);
     let spread_at = if cfg.spread.is_zero() {
@@ -268,35 +368,10 @@ async fn peer_inner(
                 let Some(frame) = frame else { anyhow::bail!("server closed the connection") };
                 let Message::Text(t) = frame? else { continue };
                 match ad.parse(&t) {
-                    Incoming::PeerJoined(id) => {
-                        add_mate(&mut mates, &mut by_id, &me, id, false);
-                        if !ready_counted && mates.len() == k - 1 {
-                            sh.ready.fetch_add(1, Ordering::SeqCst);
-                            ready_counted = true;
-                        }
-                    }
+                    Incoming::PeerJoined(id) => mates.add(sh, id, false),
                     Incoming::Signal { kind, from, ts } => {
-                        let lat_ns = now_ns(sh.epoch).saturating_sub(ts);
-                        res.relay_us.push(lat_ns / 1000);
-                        res.received += 1;
-                        sh.received.fetch_add(1, Ordering::Relaxed);
-                        let Some(&m) = by_id.get(&from) else {
-                            res.errors.push(format!("message from unknown peer {from}"));
-                            continue;
-                        };
-                        let mate = &mut mates[m];
-                        mate.got += 1;
-                        if mate.got > PER_MATE {
-                            res.errors.push(format!("more than {PER_MATE} messages from {from}"));
-                        }
-                        if kind == Kind::Offer && !mate.initiator && !mate.answered {
-                            mate.answered = true;
-                            let to = mate.id.clone();
+                        if let Some(to) = mates.on_signal(sh, kind, &from, ts, res) {
                             send_burst(sh, &mut tx, Kind::Answer, &to, res).await?;
-                        }
-                        if !done && mates.iter().all(|m| m.got >= PER_MATE) && mates.len() == k - 1 {
-                            done = true;
-                            sh.done.fetch_add(1, Ordering::SeqCst);
                         }
                     }
                     Incoming::Joined { .. } => res.errors.push("second joined".into()),
@@ -316,13 +391,11 @@ async fn peer_inner(
             }
             () = &mut go, if go_armed => {
                 go_armed = false;
-                let offers: Vec<String> = mates.iter().filter(|m| m.initiator).map(|m| m.id.clone()).collect();
-                for to in offers {
+                for to in mates.offers() {
                     send_burst(sh, &mut tx, Kind::Offer, &to, res).await?;
                 }
-                if k == 1 && !done {
-                    done = true;
-                    sh.done.fetch_add(1, Ordering::SeqCst);
+                if k == 1 {
+                    mates.finish(sh);
                 }
             }
             _ = keepalive.tick() => {
@@ -391,159 +464,55 @@ async fn wait_for(mut what: impl FnMut() -> bool, deadline: Instant, progress: i
 
 /// Run the whole thing; `group` and `server` name it in the report.
 pub async fn run(cfg: Config, group: String, server: String) -> Result<Report> {
-    let n = cfg.peers;
     let k = cfg.room_size;
-    anyhow::ensure!(k >= 1 && n >= k, "need peers >= room size >= 1");
-    let rooms = n / k;
-    let n = rooms * k;
+    anyhow::ensure!(k >= 1 && cfg.peers >= k, "need peers >= room size >= 1");
+    let n = cfg.peers / k * k;
     let pids = cfg.pids.clone();
-    let phase_timeout = cfg.phase_timeout;
     let hold = cfg.hold;
     let (start_tx, start_rx) = watch::channel(false);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let sh = Arc::new(Shared {
-        connect: Semaphore::new(cfg.connect_concurrency.max(1)),
-        cfg,
-        epoch: Instant::now(),
-        joined: AtomicUsize::new(0),
-        ready: AtomicUsize::new(0),
-        done: AtomicUsize::new(0),
-        failed: AtomicUsize::new(0),
-        received: AtomicUsize::new(0),
-        start: start_rx,
-        stop: stop_rx,
-    });
+    let sh = Arc::new(Shared::new(cfg, start_rx, stop_rx));
     let load_before = procstat::loadavg();
     let before = samples(&pids)?;
     let t_join = Instant::now();
-    let mut tasks = Vec::with_capacity(n);
-    for g in 0..n {
-        let sh = sh.clone();
-        // Room r holds peers g with g / k == r; peers of a room land on different replicas.
-        tasks.push(tokio::spawn(peer(sh, g / k, g % k, g)));
-    }
-    let all_in =
-        |sh: &Shared| sh.joined.load(Ordering::SeqCst) + sh.failed.load(Ordering::SeqCst) >= n;
-    let progress = |what: &'static str, c: &AtomicUsize| {
-        eprintln!(
-            "otter-load: {what} {}/{n}, failed {}",
-            c.load(Ordering::SeqCst),
-            sh.failed.load(Ordering::SeqCst)
-        )
-    };
-    wait_for(
-        || all_in(&sh),
-        t_join + phase_timeout,
-        || progress("joined", &sh.joined),
-    )
-    .await;
-    // Everyone knows all room mates (presence has arrived) before the exchange starts.
-    wait_for(
-        || sh.ready.load(Ordering::SeqCst) + sh.failed.load(Ordering::SeqCst) >= n,
-        t_join + phase_timeout,
-        || progress("ready", &sh.ready),
-    )
-    .await;
+    // Room r holds peers g with g / k == r; peers of a room land on different replicas.
+    let tasks: Vec<_> = (0..n)
+        .map(|g| tokio::spawn(peer(sh.clone(), g / k, g % k, g)))
+        .collect();
+    join_phase(&sh, n, t_join).await;
     let join_s = t_join.elapsed().as_secs_f64();
     let connected = sh.joined.load(Ordering::SeqCst);
     // Let the servers settle (allocations from the join burst) before reading memory.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let joined = samples(&pids)?;
+    if let Some(perf) = &sh.cfg.perf {
+        perf.send("enable").await?;
+    }
     let (busy0, total0) = procstat::machine_cpu();
     let t_ex = Instant::now();
     let _ = start_tx.send(true);
-    // The exchange ends when every peer has everything, at the phase bound, or when nothing
-    // has arrived for STALL (messages were lost: waiting longer would not bring them).
-    let mut last = (0usize, Instant::now());
-    wait_for(
-        || {
-            let got = sh.received.load(Ordering::Relaxed);
-            if got != last.0 {
-                last = (got, Instant::now());
-            }
-            sh.done.load(Ordering::SeqCst) + sh.failed.load(Ordering::SeqCst) >= n
-                || last.1.elapsed() > STALL
-        },
-        t_ex + phase_timeout,
-        || progress("exchanged", &sh.done),
-    )
-    .await;
-    let exchange_s = if last.1.elapsed() > STALL {
-        // Rate over the time messages were actually arriving.
-        (last.1 - t_ex).as_secs_f64()
-    } else {
-        t_ex.elapsed().as_secs_f64()
-    };
+    let exchange_s = exchange_phase(&sh, n, t_ex).await;
     let (busy1, total1) = procstat::machine_cpu();
     let after = samples(&pids)?;
+    if let Some(perf) = &sh.cfg.perf {
+        perf.send("disable").await?;
+    }
     let load_after = procstat::loadavg();
     if !hold.is_zero() {
         tokio::time::sleep(hold).await;
     }
     let _ = stop_tx.send(true);
 
-    let mut join_h = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
-    let mut relay_h = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
-    let (mut received, mut sent) = (0u64, 0u64);
-    let mut errors = 0usize;
-    let mut error_samples = Vec::new();
-    let collect_deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    for t in tasks {
-        let r = match tokio::time::timeout_at(collect_deadline, t).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => PeerResult {
-                errors: vec![format!("peer task failed: {e}")],
-                ..Default::default()
-            },
-            Err(_) => PeerResult {
-                errors: vec!["peer did not finish in time".into()],
-                ..Default::default()
-            },
-        };
-        if let Some(j) = r.join_us {
-            join_h.saturating_record(j.max(1));
-        }
-        for v in r.relay_us {
-            relay_h.saturating_record(v.max(1));
-        }
-        received += r.received;
-        sent += r.sent;
-        errors += r.errors.len();
-        for e in r.errors {
-            if error_samples.len() < MAX_ERROR_SAMPLES {
-                error_samples.push(e);
-            }
-        }
-    }
     let expected = (n * (k - 1) * PER_MATE) as u64;
-    if received < expected {
-        errors += 1;
-        error_samples.push(format!(
-            "{} of {expected} expected messages never arrived",
-            expected - received
-        ));
-    }
+    let got = collect(tasks, expected).await?;
     let procs: Vec<ProcReport> = pids
         .iter()
         .enumerate()
         .map(|(i, (name, pid))| proc_report(name, *pid, before[i], joined[i], after[i], connected))
         .collect();
-    let add = |get: fn(&ProcReport) -> Sample| {
-        procs.iter().fold(Sample::default(), |a, p| Sample {
-            rss_kib: a.rss_kib + get(p).rss_kib,
-            cpu_s: a.cpu_s + get(p).cpu_s,
-        })
-    };
-    let total = proc_report(
-        "total",
-        0,
-        add(|p| p.before),
-        add(|p| p.joined),
-        add(|p| p.after),
-        connected,
-    );
-    let cpu_us_per_message = if received > 0 {
-        total.exchange_cpu_s * 1e6 / received as f64
+    let total = total_of(&procs, connected);
+    let cpu_us_per_message = if got.received > 0 {
+        total.exchange_cpu_s * 1e6 / got.received as f64
     } else {
         0.0
     };
@@ -555,15 +524,15 @@ pub async fn run(cfg: Config, group: String, server: String) -> Result<Report> {
         room_size: k,
         connected,
         join_s,
-        join: Percentiles::of(&join_h),
-        relay: Percentiles::of(&relay_h),
+        join: Percentiles::of(&got.join),
+        relay: Percentiles::of(&got.relay),
         expected_messages: expected,
-        received_messages: received,
-        sent_messages: sent,
+        received_messages: got.received,
+        sent_messages: got.sent,
         exchange_s,
-        messages_per_s: received as f64 / exchange_s.max(1e-9),
-        errors,
-        error_samples,
+        messages_per_s: got.received as f64 / exchange_s.max(1e-9),
+        errors: got.errors,
+        error_samples: got.error_samples,
         procs,
         total,
         cpu_us_per_message,
@@ -571,6 +540,140 @@ pub async fn run(cfg: Config, group: String, server: String) -> Result<Report> {
         loadavg_after: load_after,
         machine_busy_exchange: (busy1 - busy0) / (total1 - total0).max(1e-9),
     })
+}
+
+/// Until every peer has joined and knows all its room mates (presence has arrived), or the
+/// phase bound.
+async fn join_phase(sh: &Shared, n: usize, t_join: Instant) {
+    let phase_timeout = sh.cfg.phase_timeout;
+    let progress = |what: &'static str, c: &AtomicUsize| {
+        eprintln!(
+            "otter-load: {what} {}/{n}, failed {}",
+            c.load(Ordering::SeqCst),
+            sh.failed.load(Ordering::SeqCst)
+        )
+    };
+    let failed = || sh.failed.load(Ordering::SeqCst);
+    wait_for(
+        || sh.joined.load(Ordering::SeqCst) + failed() >= n,
+        t_join + phase_timeout,
+        || progress("joined", &sh.joined),
+    )
+    .await;
+    wait_for(
+        || sh.ready.load(Ordering::SeqCst) + failed() >= n,
+        t_join + phase_timeout,
+        || progress("ready", &sh.ready),
+    )
+    .await;
+}
+
+/// The exchange ends when every peer has everything, at the phase bound, or when nothing has
+/// arrived for STALL (messages were lost: waiting longer would not bring them). Its duration.
+async fn exchange_phase(sh: &Shared, n: usize, t_ex: Instant) -> f64 {
+    let mut last = (0usize, Instant::now());
+    wait_for(
+        || {
+            let got = sh.received.load(Ordering::Relaxed);
+            if got != last.0 {
+                last = (got, Instant::now());
+            }
+            sh.done.load(Ordering::SeqCst) + sh.failed.load(Ordering::SeqCst) >= n
+                || last.1.elapsed() > STALL
+        },
+        t_ex + sh.cfg.phase_timeout,
+        || {
+            eprintln!(
+                "otter-load: exchanged {}/{n}, failed {}",
+                sh.done.load(Ordering::SeqCst),
+                sh.failed.load(Ordering::SeqCst)
+            )
+        },
+    )
+    .await;
+    if last.1.elapsed() > STALL {
+        // Rate over the time messages were actually arriving.
+        (last.1 - t_ex).as_secs_f64()
+    } else {
+        t_ex.elapsed().as_secs_f64()
+    }
+}
+
+/// What every peer measured, merged.
+struct Collected {
+    join: Histogram<u64>,
+    relay: Histogram<u64>,
+    received: u64,
+    sent: u64,
+    errors: usize,
+    error_samples: Vec<String>,
+}
+
+/// Wait (30 s at most) for every peer's result and merge them; fewer than `expected` messages
+/// received is an error.
+async fn collect(
+    tasks: Vec<tokio::task::JoinHandle<PeerResult>>,
+    expected: u64,
+) -> Result<Collected> {
+    let mut got = Collected {
+        join: Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?,
+        relay: Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?,
+        received: 0,
+        sent: 0,
+        errors: 0,
+        error_samples: Vec::new(),
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    for t in tasks {
+        let r = match tokio::time::timeout_at(deadline, t).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => PeerResult {
+                errors: vec![format!("peer task failed: {e}")],
+                ..Default::default()
+            },
+            Err(_) => PeerResult {
+                errors: vec!["peer did not finish in time".into()],
+                ..Default::default()
+            },
+        };
+        if let Some(j) = r.join_us {
+            got.join.saturating_record(j.max(1));
+        }
+        for v in r.relay_us {
+            got.relay.saturating_record(v.max(1));
+        }
+        got.received += r.received;
+        got.sent += r.sent;
+        got.errors += r.errors.len();
+        let room = MAX_ERROR_SAMPLES.saturating_sub(got.error_samples.len());
+        got.error_samples.extend(r.errors.into_iter().take(room));
+    }
+    if got.received < expected {
+        got.errors += 1;
+        got.error_samples.push(format!(
+            "{} of {expected} expected messages never arrived",
+            expected - got.received
+        ));
+    }
+    Ok(got)
+}
+
+/// The servers' processes summed, as one.
+fn total_of(procs: &[ProcReport], connected: usize) -> ProcReport {
+    let add = |get: fn(&ProcReport) -> Sample| {
+        procs.iter().fold(Sample::default(), |a, p| Sample {
+            rss_kib: a.rss_kib + get(p).rss_kib,
+            cpu_s: a.cpu_s + get(p).cpu_s,
+        })
+    };
+    proc_report(
+        "total",
+        0,
+        add(|p| p.before),
+        add(|p| p.joined),
+        add(|p| p.after),
+        connected,
+    )
 }
 
 fn proc_report(
