@@ -213,21 +213,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let elector = args
         .leader_election
         .then(|| elector(&args, &client, &identity));
-    let ctx = Arc::new(
-        Context::new(
-            client,
-            Images {
-                signaling: args.signaling_image.clone(),
-                turn: args.turn_image.clone(),
-                redis: args.redis_image.clone(),
-            },
-            metrics.clone(),
-            identity,
-            args.resync,
-        )
-        .with_concurrency(args.concurrency)
-        .with_probe_interval(args.turn_probe_interval),
-    );
+    let ctx = context(&args, client, &metrics, identity);
     let namespace = args.namespace.clone();
     let gauge = metrics.leader.clone();
     leader::run_terms(
@@ -247,8 +233,41 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     )
     .await;
     let _ = stop_tx.send(true);
+    shut_down(elector.as_ref(), server).await;
+    Ok(())
+}
 
-    if let Some(e) = &elector {
+/// The controller's shared context from the command line.
+fn context(
+    args: &RunArgs,
+    client: kube::Client,
+    metrics: &Metrics,
+    identity: String,
+) -> Arc<Context> {
+    Arc::new(
+        Context::new(
+            client,
+            Images {
+                signaling: args.signaling_image.clone(),
+                turn: args.turn_image.clone(),
+                redis: args.redis_image.clone(),
+            },
+            metrics.clone(),
+            identity,
+            args.resync,
+        )
+        .with_concurrency(args.concurrency)
+        .with_probe_interval(args.turn_probe_interval),
+    )
+}
+
+/// After the controller stopped: give the Lease back at once (a standby need not wait for it to
+/// expire), then let the health server finish.
+async fn shut_down(
+    elector: Option<&LeaseElector>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    if let Some(e) = elector {
         match e.release().await {
             Ok(()) => tracing::info!("released the leader lease (if held)"),
             Err(err) => tracing::warn!(error = %err, "could not release the leader lease"),
@@ -259,7 +278,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         Ok(Err(e)) => tracing::warn!(error = %e, "health server failed"),
         Err(e) => tracing::warn!(error = %e, "health server task failed"),
     }
-    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {

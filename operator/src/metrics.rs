@@ -160,21 +160,7 @@ impl Metrics {
             "otter_turn_draining_allocations",
             "Relay allocations a draining TURN node still holds (with turn.metrics.enabled)",
         );
-        // Zero-valued series from the start, so the dashboard and alerts see every step.
-        for kind in crate::error::Error::STEPS {
-            let _ = errors.get_or_create(&ErrorLabels {
-                kind: kind.to_string(),
-            });
-        }
-        for kind in crate::kinds::Kind::ALL {
-            let _ = applies_skipped.get_or_create(&KindLabels {
-                kind: kind.api_kind(),
-            });
-        }
-        for result in [Outcome::Ok, Outcome::Error] {
-            let _ = reconciliations.get_or_create(&ReconcileLabels { result });
-        }
-        Self {
+        let metrics = Self {
             registry: Arc::new(root),
             reconciliations,
             errors,
@@ -188,6 +174,27 @@ impl Metrics {
             turn_draining_nodes,
             turn_draining_allocations,
             draining_series: Arc::default(),
+        };
+        metrics.seed_zero_series();
+        metrics
+    }
+
+    /// Zero-valued series from the start, so the dashboard and alerts see every step.
+    fn seed_zero_series(&self) {
+        for kind in crate::error::Error::STEPS {
+            let _ = self.errors.get_or_create(&ErrorLabels {
+                kind: kind.to_string(),
+            });
+        }
+        for kind in crate::kinds::Kind::ALL {
+            let _ = self.applies_skipped.get_or_create(&KindLabels {
+                kind: kind.api_kind(),
+            });
+        }
+        for result in [Outcome::Ok, Outcome::Error] {
+            let _ = self
+                .reconciliations
+                .get_or_create(&ReconcileLabels { result });
         }
     }
 

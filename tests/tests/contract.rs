@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, EnvVar, PodSpec, Secret};
 use otter_operator::crd::OtterDeployment;
 use otter_operator::desired::Desired;
 use otter_operator::observed::{Observed, TurnNode};
@@ -83,40 +83,21 @@ fn ice_config_written_by_the_operator_is_what_signaling_reads() {
     );
 }
 
-#[tokio::test]
-async fn the_operators_signaling_pod_spec_starts_the_real_server() {
-    let d = Desired::build(&minimal_example(), &observed()).expect("build");
-    let deployment = d
-        .deployments
-        .iter()
-        .find(|x| x.metadata.name.as_deref() == Some("otter-signaling"))
-        .expect("signaling Deployment");
-    let pod = deployment
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.as_ref())
-        .expect("pod spec");
-    let container = &pod.containers[0];
-    // The default image is what images/build makes (otter-signaling at the crate version).
-    assert_eq!(
-        container.image.as_deref(),
-        Some(concat!(
-            "ghcr.io/otter-dev/otter-signaling:",
-            env!("CARGO_PKG_VERSION")
-        ))
-    );
+/// An absolute path of the pod, under the test's `root`.
+fn under(root: &Path, p: &str) -> PathBuf {
+    root.join(p.trim_start_matches('/'))
+}
 
-    // Lay out the volumes the pod would mount, under a temporary root.
-    let root = std::env::temp_dir().join(format!("otter-contract-{}", std::process::id()));
-    std::fs::create_dir_all(&root).expect("root");
-    let remap = |p: &str| root.join(p.trim_start_matches('/'));
+/// The files of the pod's volumes (its ConfigMaps and Secret items, as built) under `root`, at
+/// their mount paths.
+fn lay_out_volumes(d: &Desired, pod: &PodSpec, container: &Container, root: &Path) {
     let volumes = pod.volumes.clone().unwrap_or_default();
     for m in container.volume_mounts.clone().unwrap_or_default() {
         let vol = volumes
             .iter()
             .find(|v| v.name == m.name)
             .expect("mounted volume exists");
-        let dir = remap(&m.mount_path);
+        let dir = under(root, &m.mount_path);
         std::fs::create_dir_all(&dir).expect("mount dir");
         let files: BTreeMap<String, Vec<u8>> = if let Some(cmv) = &vol.config_map {
             let cm = d
@@ -145,6 +126,77 @@ async fn the_operators_signaling_pod_spec_starts_the_real_server() {
             std::fs::write(dir.join(f), bytes).expect("write mounted file");
         }
     }
+}
+
+/// Where the test runs the pod's server: loopback ports, the local Redis, files under `root`.
+struct Local<'a> {
+    port: u16,
+    metrics_port: u16,
+    redis_port: u16,
+    password: &'a str,
+    root: &'a Path,
+}
+
+impl Local<'_> {
+    /// The value of one of the container's env entries here: its addresses moved to loopback
+    /// and its paths under `root`, after checking them against what the pod would get.
+    fn env_value(&self, d: &Desired, e: EnvVar) -> String {
+        match (e.value, e.value_from) {
+            (Some(v), _) if e.name == "OTTER_LISTEN" => {
+                assert_eq!(v, "0.0.0.0:8080");
+                format!("127.0.0.1:{}", self.port)
+            }
+            (Some(v), _) if e.name == "OTTER_METRICS_LISTEN" => {
+                assert_eq!(v, "0.0.0.0:9090");
+                format!("127.0.0.1:{}", self.metrics_port)
+            }
+            (Some(v), _) if v.starts_with('/') => {
+                under(self.root, &v).to_string_lossy().into_owned()
+            }
+            (Some(v), _) => v,
+            (None, Some(from)) => {
+                let r = from.secret_key_ref.expect("env from a Secret");
+                assert_eq!(e.name, "OTTER_REDIS_URL");
+                let url =
+                    String::from_utf8(secret_value(&d.secrets, &r.name, &r.key)).expect("utf8");
+                assert!(
+                    url.starts_with(&format!("redis://:{}@otter-redis.calls.svc", self.password)),
+                    "{url}"
+                );
+                format!("redis://:{}@127.0.0.1:{}", self.password, self.redis_port)
+            }
+            (None, None) => panic!("env {} has no value", e.name),
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_operators_signaling_pod_spec_starts_the_real_server() {
+    let d = Desired::build(&minimal_example(), &observed()).expect("build");
+    let deployment = d
+        .deployments
+        .iter()
+        .find(|x| x.metadata.name.as_deref() == Some("otter-signaling"))
+        .expect("signaling Deployment");
+    let pod = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .expect("pod spec");
+    let container = &pod.containers[0];
+    // The default image is what images/build makes (otter-signaling at the crate version).
+    assert_eq!(
+        container.image.as_deref(),
+        Some(concat!(
+            "ghcr.io/otter-dev/otter-signaling:",
+            env!("CARGO_PKG_VERSION")
+        ))
+    );
+
+    // Lay out the volumes the pod would mount, under a temporary root.
+    let root = std::env::temp_dir().join(format!("otter-contract-{}", std::process::id()));
+    std::fs::create_dir_all(&root).expect("root");
+    lay_out_volumes(&d, pod, container, &root);
 
     // The managed Redis, password protected like the operator's StatefulSet.
     let password =
@@ -157,32 +209,16 @@ async fn the_operators_signaling_pod_spec_starts_the_real_server() {
         .env("OTTER_LOG", "error")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
+    let local = Local {
+        port,
+        metrics_port,
+        redis_port: redis.port,
+        password: &password,
+        root: &root,
+    };
     for e in container.env.clone().unwrap_or_default() {
-        let value = match (e.value, e.value_from) {
-            (Some(v), _) if e.name == "OTTER_LISTEN" => {
-                assert_eq!(v, "0.0.0.0:8080");
-                format!("127.0.0.1:{port}")
-            }
-            (Some(v), _) if e.name == "OTTER_METRICS_LISTEN" => {
-                assert_eq!(v, "0.0.0.0:9090");
-                format!("127.0.0.1:{metrics_port}")
-            }
-            (Some(v), _) if v.starts_with('/') => remap(&v).to_string_lossy().into_owned(),
-            (Some(v), _) => v,
-            (None, Some(from)) => {
-                let r = from.secret_key_ref.expect("env from a Secret");
-                assert_eq!(e.name, "OTTER_REDIS_URL");
-                let url =
-                    String::from_utf8(secret_value(&d.secrets, &r.name, &r.key)).expect("utf8");
-                assert!(
-                    url.starts_with(&format!("redis://:{password}@otter-redis.calls.svc")),
-                    "{url}"
-                );
-                format!("redis://:{password}@127.0.0.1:{}", redis.port)
-            }
-            (None, None) => panic!("env {} has no value", e.name),
-        };
-        cmd.env(&e.name, value);
+        let name = e.name.clone();
+        cmd.env(name, local.env_value(&d, e));
     }
     let mut child = cmd.spawn().expect("start otter-signaling");
     let url = format!("http://127.0.0.1:{port}");

@@ -705,10 +705,16 @@ async fn deleted_and_edited_children_are_restored_and_rest_writes_nothing() {
     let crs: Api<OtterDeployment> = ns_api(&client, &ns);
     op.quiesce(&crs, "otter").await;
     await_ready(&client, &ns, &op).await;
-    // The reconciles of the nudges found every child as the real API server keeps it (its
-    // defaults, its normal forms) and sent no apply: each kind was left alone at least once.
+    assert_each_kind_left_unapplied(&op, &client, &ns).await;
+    assert_nothing_written_at_rest(&client, &ns, &crs).await;
+    op.assert_no_forbidden();
+}
+
+/// The reconciles of the nudges found every child as the real API server keeps it (its
+/// defaults, its normal forms) and sent no apply: each kind was left alone at least once.
+async fn assert_each_kind_left_unapplied(op: &Operator, client: &Client, ns: &str) {
     let skipped = op.skipped().await;
-    for (what, _) in children(&client, &ns).await {
+    for (what, _) in children(client, ns).await {
         let kind = what.split(' ').next().unwrap_or_default();
         let why: Vec<String> = op
             .log_text()
@@ -722,9 +728,11 @@ async fn deleted_and_edited_children_are_restored_and_rest_writes_nothing() {
             why.join("\n")
         );
     }
+}
 
-    // At rest: a minute without a single write to any child or to the status. (Absence of
-    // writes has no condition to wait on: this window is the measurement.)
+/// At rest: a minute without a single write to any child or to the status. (Absence of writes
+/// has no condition to wait on: this window is the measurement.)
+async fn assert_nothing_written_at_rest(client: &Client, ns: &str, crs: &Api<OtterDeployment>) {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let cr_version = || async {
         crs.get_metadata("otter")
@@ -733,11 +741,11 @@ async fn deleted_and_edited_children_are_restored_and_rest_writes_nothing() {
             .metadata
             .resource_version
     };
-    let before = resource_versions(&client, &ns).await;
+    let before = resource_versions(client, ns).await;
     let cr_before = cr_version().await;
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert_eq!(
-        resource_versions(&client, &ns).await,
+        resource_versions(client, ns).await,
         before,
         "children were written at rest"
     );
@@ -746,7 +754,6 @@ async fn deleted_and_edited_children_are_restored_and_rest_writes_nothing() {
         cr_before,
         "the OtterDeployment (status) was written at rest"
     );
-    op.assert_no_forbidden();
 }
 
 #[tokio::test]
