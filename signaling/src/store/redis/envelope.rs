@@ -80,6 +80,12 @@ pub fn push_frame(buf: &mut String, room: &str, to: &str, frame: &str) {
     buf.push_str(frame);
 }
 
+/// The bytes [`push_frame`] appends, exactly.
+pub fn frame_record_len(room: &str, to: &str, frame: &str) -> usize {
+    let digits = frame.len().checked_ilog10().map_or(1, |d| d as usize + 1);
+    "f ".len() + room.len() + " - - ".len() + to.len() + 1 + digits + 1 + frame.len()
+}
+
 /// A message that could not be read (a bug or a foreign publisher on our channel).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("malformed pub/sub record: {0}")]
@@ -148,6 +154,27 @@ mod tests {
         );
         assert_eq!(recs[0].to().collect::<Vec<_>>(), ["p-1"]);
         assert_eq!((recs[1].room, recs[1].frame), ("r2", ""));
+    }
+
+    #[test]
+    fn a_frame_records_length_is_what_push_frame_appends() {
+        for frame in [
+            "",
+            "x",
+            "123456789",
+            "0123456789",
+            &"s".repeat(2_500),
+            &"b".repeat(65_536),
+        ] {
+            let mut buf = String::new();
+            push_frame(&mut buf, "room-1", "p-22", frame);
+            assert_eq!(
+                frame_record_len("room-1", "p-22", frame),
+                buf.len(),
+                "{}",
+                frame.len()
+            );
+        }
     }
 
     #[test]

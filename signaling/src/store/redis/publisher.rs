@@ -106,14 +106,20 @@ impl Queue {
     }
 
     async fn publish(&self, first: Pending, rx: &mut mpsc::UnboundedReceiver<Pending>) {
-        let mut batch = String::with_capacity(first.frame.len() + 64);
-        let mut next = Some(first);
-        while let Some(p) = next.take() {
-            envelope::push_frame(&mut batch, &p.room, &p.to, &p.frame);
-            if batch.len() < BATCH_BYTES {
-                next = rx.try_recv().ok();
-            }
+        // Take the batch first and size the message once: grown frame by frame, a burst's
+        // message was copied at every doubling (a profile's memmove under this function).
+        let mut size = envelope::frame_record_len(&first.room, &first.to, &first.frame);
+        let mut pending = vec![first];
+        while size < BATCH_BYTES {
+            let Ok(p) = rx.try_recv() else { break };
+            size += envelope::frame_record_len(&p.room, &p.to, &p.frame);
+            pending.push(p);
         }
+        let mut batch = String::with_capacity(size);
+        for p in &pending {
+            envelope::push_frame(&mut batch, &p.room, &p.to, &p.frame);
+        }
+        drop(pending);
         let publish = self.client.publish(self.channel.as_str(), batch);
         let sent: Result<i64, _> = super::within(super::RELAY_TIMEOUT, publish).await;
         if let Err(e) = sent {
