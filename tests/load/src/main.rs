@@ -133,37 +133,25 @@ fn report_cmd(dir: &std::path::Path, charts: Option<PathBuf>) -> Result<()> {
 }
 
 /// `otter-load run`: one load, its report to stderr (human) and to --json or stdout (JSON).
-fn run_cmd(args: RunArgs) -> Result<()> {
-    let RunArgs {
-        protocol,
-        urls,
-        peers,
-        room_size,
-        connect_concurrency,
-        spread,
-        phase_timeout,
-        hold,
-        pids,
-        group,
-        server,
-        json,
-        threads,
-        perf_control,
-    } = args;
-    if room_size == 0 || peers < room_size {
+fn run_cmd(mut args: RunArgs) -> Result<()> {
+    // The whole run is bounded: two phases, the hold and the collection.
+    let bound = args.phase_timeout * 2 + args.hold + Duration::from_secs(60);
+    let json = args.json.take();
+    if args.room_size == 0 || args.peers < args.room_size {
         bail!("need --peers >= --room-size >= 1");
     }
-    let pids = pids
+    let pids = args
+        .pids
         .iter()
         .map(|p| parse_pid(p))
         .collect::<Result<Vec<_>>>()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads.max(1))
+        .worker_threads(args.threads.max(1))
         .enable_all()
         .build()?;
     let report = rt.block_on(async move {
         let mut addrs = Vec::new();
-        for u in &urls {
+        for u in &args.urls {
             addrs.push(proto::loopback_addr(u).await?);
         }
         let run_id = format!(
@@ -174,27 +162,25 @@ fn run_cmd(args: RunArgs) -> Result<()> {
                 .map(|d| d.as_millis() % 1_000_000)
                 .unwrap_or(0)
         );
-        let adapter: Arc<dyn proto::Adapter> = match protocol {
+        let adapter: Arc<dyn proto::Adapter> = match args.protocol {
             Protocol::Otter => Arc::new(proto::OtterV1 { run: run_id }),
             Protocol::Peerjs => Arc::new(proto::PeerJs { run: run_id }),
         };
-        let server = server.unwrap_or_else(|| adapter.name().to_owned());
+        let server = args.server.unwrap_or_else(|| adapter.name().to_owned());
         let cfg = run::Config {
             adapter,
-            urls,
+            urls: args.urls,
             addrs,
-            peers,
-            room_size,
-            connect_concurrency,
-            spread,
-            phase_timeout,
-            hold,
+            peers: args.peers,
+            room_size: args.room_size,
+            connect_concurrency: args.connect_concurrency,
+            spread: args.spread,
+            phase_timeout: args.phase_timeout,
+            hold: args.hold,
             pids,
-            perf: perf_control,
+            perf: args.perf_control,
         };
-        // The whole run is bounded: two phases, the hold and the collection.
-        let bound = phase_timeout * 2 + hold + Duration::from_secs(60);
-        tokio::time::timeout(bound, run::run(cfg, group, server))
+        tokio::time::timeout(bound, run::run(cfg, args.group, server))
             .await
             .with_context(|| format!("run exceeded {bound:?}"))?
     })?;
