@@ -32,6 +32,16 @@ pub fn sample(pid: u32) -> Result<Sample> {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .with_context(|| format!("no VmRSS in /proc/{pid}/status"))?;
+    let cpu_s = match threads_on_cpu_ns(pid) {
+        Some(ns) => ns as f64 / 1e9,
+        None => stat_cpu_s(pid)?,
+    };
+    Ok(Sample { rss_kib, cpu_s })
+}
+
+/// utime + stime of `pid` from /proc/PID/stat, in seconds (whole clock ticks; threads that
+/// ended are included).
+fn stat_cpu_s(pid: u32) -> Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("read /proc/{pid}/stat"))?;
     // The command name (field 2) is in parentheses and may contain spaces: split after the
@@ -46,11 +56,7 @@ pub fn sample(pid: u32) -> Result<Sample> {
             .and_then(|f| f.parse().ok())
             .with_context(|| format!("field {i} of /proc/{pid}/stat"))
     };
-    let cpu_s = match threads_on_cpu_ns(pid) {
-        Some(ns) => ns as f64 / 1e9,
-        None => (tick(11)? + tick(12)?) as f64 / clock_ticks(),
-    };
-    Ok(Sample { rss_kib, cpu_s })
+    Ok((tick(11)? + tick(12)?) as f64 / clock_ticks())
 }
 
 /// The on-CPU time of `pid`'s live threads (first field of each thread's schedstat), or None
@@ -106,32 +112,49 @@ mod tests {
     use super::*;
 
     /// Busy work in a second thread shows in the process's CPU time while that thread lives
-    /// (a thread that ended is not counted: see `threads_on_cpu_ns`).
+    /// (a thread that ended is not counted: see `threads_on_cpu_ns`). The thread spins until
+    /// the kernel's own tick count says 300 ms of CPU were used, however busy the machine is.
     #[test]
     fn cpu_time_counts_every_live_thread() {
         let pid = std::process::id();
         let before = sample(pid).expect("sample");
+        let ticks_before = stat_cpu_s(pid).expect("stat");
         let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-        let (spun_tx, spun_rx) = std::sync::mpsc::channel::<()>();
+        let (spun_tx, spun_rx) = std::sync::mpsc::channel::<bool>();
         let spin = std::thread::spawn(move || {
-            let t = std::time::Instant::now();
+            let bound = std::time::Instant::now() + std::time::Duration::from_secs(120);
             let mut x = 0u64;
-            while t.elapsed() < std::time::Duration::from_millis(300) {
-                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
-            }
-            let _ = spun_tx.send(());
+            let spun = loop {
+                for _ in 0..100_000 {
+                    x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+                }
+                let used = stat_cpu_s(pid).expect("stat") - ticks_before;
+                if used >= 0.3 {
+                    break true;
+                }
+                if std::time::Instant::now() > bound {
+                    break false;
+                }
+            };
+            let _ = spun_tx.send(spun);
             // Alive, idle, until the second sample is taken.
             let _ = done_rx.recv();
             x
         });
-        spun_rx.recv().expect("spun");
+        assert!(
+            spun_rx.recv().expect("spun"),
+            "300 ms of CPU not used in 120 s"
+        );
         let after = sample(pid).expect("sample");
+        let ticks_used = stat_cpu_s(pid).expect("stat") - ticks_before;
         let _ = done_tx.send(());
         spin.join().expect("spin");
         let used = after.cpu_s - before.cpu_s;
+        // Other tests of this binary run beside it: they add CPU to both figures, and the
+        // threads of theirs that ended are in the ticks only.
         assert!(
-            (0.25..1.0).contains(&used),
-            "{used} s for 300 ms of spinning"
+            (0.25..ticks_used + 0.5).contains(&used),
+            "{used} s counted, {ticks_used} s by the kernel's ticks"
         );
     }
 }
