@@ -71,6 +71,24 @@ pid_alive() {
     tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF -- "$RUN_DIR/"
 }
 
+# exit_status PIDFILE: "exit status N" of a process this shell started and that has ended, else
+# "exit status unknown" (not our child, or still running).
+exit_status() {
+    local pid st
+    pid=$(<"$1") 2>/dev/null || { echo "exit status unknown"; return; }
+    if [[ $pid =~ ^[0-9]+$ ]] && ! kill -0 "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; then
+        echo "exit status 0"
+    else
+        st=$?
+        # wait's 127: not a child of this shell.
+        if [[ $pid =~ ^[0-9]+$ ]] && ! kill -0 "$pid" 2>/dev/null && ((st != 127)); then
+            echo "exit status $st"
+        else
+            echo "exit status unknown"
+        fi
+    fi
+}
+
 # Components in start order.
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 
@@ -143,8 +161,10 @@ wait_for() {
     local deadline=$((SECONDS + ${TIMEOUT:-60}))
     until "$@" >/dev/null 2>&1; do
         if ! pid_alive "$RUN_DIR/pids/$name.pid"; then
-            # The end of its log now, on stderr: a caller may delete DIR right after.
-            log "$name exited while waiting for $what; the end of $RUN_DIR/logs/$name.log:"
+            # The end of its log now, on stderr: a caller may delete DIR right after. Its exit
+            # status too (when it was started by this shell): an empty log with 137 says
+            # SIGKILL, not a failure of its own.
+            log "$name exited while waiting for $what ($(exit_status "$RUN_DIR/pids/$name.pid")); the end of $RUN_DIR/logs/$name.log:"
             tail -n 30 "$RUN_DIR/logs/$name.log" >&2 || true
             # WAIT_SOFT=1: the caller decides (start_retrying retries a lost port).
             [[ -z ${WAIT_SOFT:-} ]] || return 1
