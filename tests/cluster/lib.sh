@@ -71,22 +71,17 @@ pid_alive() {
     tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF -- "$RUN_DIR/"
 }
 
-# exit_status PIDFILE: "exit status N" of a process this shell started and that has ended, else
-# "exit status unknown" (not our child, or still running).
+# exit_status PIDFILE: sets EXIT_STATUS to "exit status N" for a process this shell started
+# and that has ended, else to "exit status unknown" (not our child, or still running). It sets
+# a variable rather than printing: `wait` in a command substitution's subshell knows no children.
 exit_status() {
-    local pid st
-    pid=$(<"$1") 2>/dev/null || { echo "exit status unknown"; return; }
-    if [[ $pid =~ ^[0-9]+$ ]] && ! kill -0 "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; then
-        echo "exit status 0"
-    else
-        st=$?
-        # wait's 127: not a child of this shell.
-        if [[ $pid =~ ^[0-9]+$ ]] && ! kill -0 "$pid" 2>/dev/null && ((st != 127)); then
-            echo "exit status $st"
-        else
-            echo "exit status unknown"
-        fi
-    fi
+    local pid st=0
+    pid=$(cat "$1" 2>/dev/null) || true
+    EXIT_STATUS="exit status unknown"
+    [[ $pid =~ ^[0-9]+$ ]] && ! kill -0 "$pid" 2>/dev/null || return 0
+    wait "$pid" 2>/dev/null || st=$?
+    # wait's 127: not a child of this shell.
+    ((st == 127)) || EXIT_STATUS="exit status $st"
 }
 
 # Components in start order.
@@ -164,7 +159,8 @@ wait_for() {
             # The end of its log now, on stderr: a caller may delete DIR right after. Its exit
             # status too (when it was started by this shell): an empty log with 137 says
             # SIGKILL, not a failure of its own.
-            log "$name exited while waiting for $what ($(exit_status "$RUN_DIR/pids/$name.pid")); the end of $RUN_DIR/logs/$name.log:"
+            exit_status "$RUN_DIR/pids/$name.pid"
+            log "$name exited while waiting for $what ($EXIT_STATUS); the end of $RUN_DIR/logs/$name.log:"
             tail -n 30 "$RUN_DIR/logs/$name.log" >&2 || true
             # WAIT_SOFT=1: the caller decides (start_retrying retries a lost port).
             [[ -z ${WAIT_SOFT:-} ]] || return 1
