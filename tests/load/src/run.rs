@@ -546,26 +546,28 @@ pub async fn run(cfg: Config, group: String, server: String) -> Result<Report> {
 /// phase bound.
 async fn join_phase(sh: &Shared, n: usize, t_join: Instant) {
     let phase_timeout = sh.cfg.phase_timeout;
-    let progress = |what: &'static str, c: &AtomicUsize| {
-        eprintln!(
-            "otter-load: {what} {}/{n}, failed {}",
-            c.load(Ordering::SeqCst),
-            sh.failed.load(Ordering::SeqCst)
-        )
-    };
     let failed = || sh.failed.load(Ordering::SeqCst);
     wait_for(
         || sh.joined.load(Ordering::SeqCst) + failed() >= n,
         t_join + phase_timeout,
-        || progress("joined", &sh.joined),
+        || progress(sh, n, "joined", &sh.joined),
     )
     .await;
     wait_for(
         || sh.ready.load(Ordering::SeqCst) + failed() >= n,
         t_join + phase_timeout,
-        || progress("ready", &sh.ready),
+        || progress(sh, n, "ready", &sh.ready),
     )
     .await;
+}
+
+/// A progress line of a phase: how many of the `n` peers are `what`, and how many failed.
+fn progress(sh: &Shared, n: usize, what: &str, c: &AtomicUsize) {
+    eprintln!(
+        "otter-load: {what} {}/{n}, failed {}",
+        c.load(Ordering::SeqCst),
+        sh.failed.load(Ordering::SeqCst)
+    );
 }
 
 /// The exchange ends when every peer has everything, at the phase bound, or when nothing has
@@ -582,13 +584,7 @@ async fn exchange_phase(sh: &Shared, n: usize, t_ex: Instant) -> f64 {
                 || last.1.elapsed() > STALL
         },
         t_ex + sh.cfg.phase_timeout,
-        || {
-            eprintln!(
-                "otter-load: exchanged {}/{n}, failed {}",
-                sh.done.load(Ordering::SeqCst),
-                sh.failed.load(Ordering::SeqCst)
-            )
-        },
+        || progress(sh, n, "exchanged", &sh.done),
     )
     .await;
     if last.1.elapsed() > STALL {
