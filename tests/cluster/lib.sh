@@ -60,15 +60,34 @@ parse_dir_arg() {
     RUN_DIR=$(cd "$(dirname "$RUN_DIR")" && pwd)/$(basename "$RUN_DIR")
 }
 
+# Where pid_alive reads processes (a test points it at a directory of its own).
+PROC_ROOT=${PROC_ROOT:-/proc}
+
 # pid_alive PIDFILE: the process recorded in PIDFILE is running and is ours: its command line
 # mentions RUN_DIR (every component is given paths inside it), so a recycled pid is never touched.
+# A process in the middle of execve (setsid execing the component) shows an empty command line
+# for a moment: read again, up to a second, unless it is a zombie. Taking that moment for an
+# exit failed a cold CI run twice ("exited while waiting", exit status unknown, empty log) and
+# left a component running that nothing stopped.
 pid_alive() {
-    local pid
+    local pid cmdline stat i
     [[ -f $1 ]] || return 1
     pid=$(<"$1")
     [[ $pid =~ ^[0-9]+$ ]] || return 1
-    kill -0 "$pid" 2>/dev/null || return 1
-    tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF -- "$RUN_DIR/"
+    for ((i = 0; i < 50; i++)); do
+        kill -0 "$pid" 2>/dev/null || return 1
+        cmdline=$(tr '\0' ' ' 2>/dev/null <"$PROC_ROOT/$pid/cmdline") || return 1
+        if [[ -n $cmdline ]]; then
+            [[ $cmdline == *"$RUN_DIR/"* ]] && return 0
+            return 1
+        fi
+        # The state follows the last ')' of stat (the command name may hold any character).
+        stat=$(<"$PROC_ROOT/$pid/stat") 2>/dev/null || return 1
+        stat=${stat##*) }
+        [[ ${stat:0:1} != Z ]] || return 1
+        sleep 0.02
+    done
+    return 1
 }
 
 # exit_status PIDFILE: sets EXIT_STATUS to "exit status N" for a process this shell started
@@ -102,7 +121,7 @@ start_component() {
     local i
     for ((i = 0; i < 500; i++)); do
         kill -0 "$pid" 2>/dev/null || return 0
-        tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF -- "$RUN_DIR/" && return 0
+        pid_alive "$RUN_DIR/pids/$name.pid" && return 0
         sleep 0.01
     done
 }

@@ -9,14 +9,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::{ByteString, NamespaceResourceScope};
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::{Condition, await_condition, conditions};
 use kube::{Api, Client, Resource, ResourceExt};
 use otter_operator::crd::OtterDeployment;
@@ -395,11 +395,100 @@ async fn await_ready(client: &Client, ns: &str, op: &Operator) {
         await_condition(api, "otter", is_ready()),
     )
     .await;
-    assert!(
-        matches!(waited, Ok(Ok(_))),
-        "OtterDeployment otter not Ready: {waited:?}\noperator log:\n{}",
-        op.log_text()
-    );
+    if !matches!(waited, Ok(Ok(_))) {
+        panic!(
+            "OtterDeployment otter not Ready: {waited:?}\n{}\noperator log:\n{}",
+            namespace_state(client, ns).await,
+            op.log_text()
+        );
+    }
+}
+
+/// What a failed wait needs to say why: the namespace's OtterDeployments and workloads (their
+/// generation and status), pods, the nodes' readiness and the events, as the API server has
+/// them now.
+async fn namespace_state(client: &Client, ns: &str) -> String {
+    let mut out = format!("namespace {ns} now:\n");
+    out += &statuses::<OtterDeployment>(client, ns).await;
+    out += &statuses::<Deployment>(client, ns).await;
+    out += &statuses::<ReplicaSet>(client, ns).await;
+    out += &statuses::<StatefulSet>(client, ns).await;
+    out += &statuses::<DaemonSet>(client, ns).await;
+    out += &statuses::<Pod>(client, ns).await;
+    // A node the controller-manager calls NotReady has its pods marked not ready.
+    match Api::<Node>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+    {
+        Ok(nodes) => {
+            for n in nodes.items {
+                let ready = n
+                    .status
+                    .and_then(|s| s.conditions)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .find(|c| c.type_ == "Ready")
+                    .map(|c| format!("{} ({})", c.status, c.reason.unwrap_or_default()));
+                out += &format!(
+                    "Node {} Ready={}\n",
+                    n.metadata.name.unwrap_or_default(),
+                    ready.unwrap_or_default()
+                );
+            }
+        }
+        Err(e) => out += &format!("nodes: {e}\n"),
+    }
+    match ns_api::<Event>(client, ns)
+        .list(&ListParams::default())
+        .await
+    {
+        Ok(events) => {
+            for e in events.items {
+                let o = &e.involved_object;
+                out += &format!(
+                    "event {} {} {}/{} x{}: {}\n",
+                    e.type_.unwrap_or_default(),
+                    e.reason.unwrap_or_default(),
+                    o.kind.as_deref().unwrap_or_default(),
+                    o.name.as_deref().unwrap_or_default(),
+                    e.count.unwrap_or(1),
+                    e.message.unwrap_or_default()
+                );
+            }
+        }
+        Err(e) => out += &format!("events: {e}\n"),
+    }
+    out
+}
+
+/// One line per object of kind `K` in `ns`: its name, generation, node (pods) and status.
+async fn statuses<K>(client: &Client, ns: &str) -> String
+where
+    K: Resource<Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + serde::Serialize,
+    K::DynamicType: Default,
+{
+    let kind = K::kind(&K::DynamicType::default()).to_string();
+    match ns_api::<K>(client, ns).list(&ListParams::default()).await {
+        Ok(list) => list
+            .items
+            .iter()
+            .map(|o| {
+                let v = serde_json::to_value(o).unwrap_or_default();
+                format!(
+                    "{kind} {} generation={} node={} status={}\n",
+                    o.name_any(),
+                    v["metadata"]["generation"],
+                    v["spec"]["nodeName"],
+                    v["status"]
+                )
+            })
+            .collect(),
+        Err(e) => format!("{kind}: {e}\n"),
+    }
 }
 
 /// Apply an OtterDeployment given as JSON (`metadata.name` and `spec`) in `ns`.
