@@ -4,14 +4,17 @@
 //! the TURN REST API secrets from its SQLite user database on every request, so a rotation
 //! needs no restart. Proven here, phase by phase: a `next` value is accepted beside the current
 //! one; once it is current and the old one `previous`, both still are; once `previous` is
-//! removed (the operator does when `previous-until` has passed) the old one is refused, while an allocation made with it keeps refreshing; keys
-//! files gone (a Secret being replaced) leave coturn's secrets as they were. And the TURN pods' drain
-//! hook (`build::turn::DRAIN_SCRIPT`) waits while coturn holds a relay allocation, and returns
-//! as soon as the last one is released.
+//! removed (the operator does when `previous-until` has passed) the old one is refused, while
+//! an allocation made with it keeps refreshing; keys files gone (a Secret being replaced) leave
+//! coturn's secrets as they were; a valid credential is accepted while the database is being
+//! written. And the TURN pods' drain hook (`build::turn::DRAIN_SCRIPT`) waits while coturn
+//! holds a relay allocation, and returns as soon as the last one is released.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -322,6 +325,19 @@ fn seed(keys: &Path, db: &Path) {
     assert!(seeded.success(), "the init sync failed");
 }
 
+/// A fresh directory `otter-coturn-<name>-<pid>` with a keys directory whose `turn-secret` is
+/// `secret`, and coturn's database seeded from it as the init container does: (dir, keys, db).
+fn seeded_dir(name: &str, secret: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("otter-coturn-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let keys = dir.join("keys");
+    std::fs::create_dir_all(&keys).expect("dir");
+    let db = dir.join("turndb");
+    write_key(&keys, "turn-secret", secret);
+    seed(&keys, &db);
+    (dir, keys, db)
+}
+
 fn write_key(keys: &Path, key: &str, value: &str) {
     std::fs::write(keys.join(key), value).expect("write key");
 }
@@ -333,23 +349,37 @@ fn unix_now() -> u64 {
         .as_secs()
 }
 
-/// Allocate with a fresh credential of `secret`: 0 when allocated, else the error code.
-fn allocate_with(server: SocketAddr, secret: &str, id: &str) -> u16 {
-    let (user, pass) = credential(secret, id);
-    Client::new(server, user, &pass).allocate()
+/// Fresh clients of one coturn, each kept open to the end of the test: a dropped client's port
+/// could go to a later one, which would then meet the allocation the first one left (437).
+struct Clients {
+    server: SocketAddr,
+    kept: Vec<Client>,
+}
+
+impl Clients {
+    fn new(server: SocketAddr) -> Self {
+        Self {
+            server,
+            kept: Vec::new(),
+        }
+    }
+
+    /// Allocate with a fresh credential of `secret`: 0 when allocated, else the error code.
+    fn allocate_with(&mut self, secret: &str, id: &str) -> u16 {
+        let (user, pass) = credential(secret, id);
+        let mut client = Client::new(self.server, user, &pass);
+        let code = client.allocate();
+        self.kept.push(client);
+        code
+    }
 }
 
 #[test]
 fn a_rotation_in_two_phases_keeps_old_allocations_and_drops_the_old_secret_without_a_restart() {
     need("turnadmin");
-    let dir = std::env::temp_dir().join(format!("otter-coturn-secrets-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let keys = dir.join("keys");
-    std::fs::create_dir_all(&keys).expect("dir");
-    let db = dir.join("turndb");
-    write_key(&keys, "turn-secret", "old-secret\n");
-    seed(&keys, &db);
+    let (dir, keys, db) = seeded_dir("secrets", "old-secret\n");
     let (coturn, server) = start_coturn(&dir, &db, (45200, 45299));
+    let mut clients = Clients::new(server);
     let _agent = Proc(
         Command::new("/bin/sh")
             .env("PATH", image_path())
@@ -365,7 +395,7 @@ fn a_rotation_in_two_phases_keeps_old_allocations_and_drops_the_old_secret_witho
     let mut alice = Client::new(server, user, &pass);
     assert_eq!(alice.allocate(), 0, "the seeded secret allocates");
     assert_eq!(
-        allocate_with(server, "new-secret", "early"),
+        clients.allocate_with("new-secret", "early"),
         401,
         "a secret nobody set is refused"
     );
@@ -373,9 +403,9 @@ fn a_rotation_in_two_phases_keeps_old_allocations_and_drops_the_old_secret_witho
     // Phase 1: the operator adds `next`; coturn accepts it beside the current one.
     write_key(&keys, "next", "new-secret");
     eventually("the next secret is accepted", || {
-        allocate_with(server, "new-secret", "bob") == 0
+        clients.allocate_with("new-secret", "bob") == 0
     });
-    assert_eq!(allocate_with(server, "old-secret", "carol"), 0);
+    assert_eq!(clients.allocate_with("old-secret", "carol"), 0);
 
     // Phase 2: `next` becomes current, the old value previous (written in an order in which
     // both stay wanted at every step, as the kubelet's atomic update guarantees anyway).
@@ -385,45 +415,120 @@ fn a_rotation_in_two_phases_keeps_old_allocations_and_drops_the_old_secret_witho
     std::fs::remove_file(keys.join("next")).expect("remove next");
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
-        allocate_with(server, "old-secret", "dan"),
+        clients.allocate_with("old-secret", "dan"),
         0,
         "the previous secret stays accepted until previous-until"
     );
-    assert_eq!(allocate_with(server, "new-secret", "dora"), 0);
+    assert_eq!(clients.allocate_with("new-secret", "dora"), 0);
 
     // previous-until has passed: the operator removes previous, the agent drops the old value.
     std::fs::remove_file(keys.join("previous")).expect("remove previous");
     eventually("the old secret is dropped", || {
-        allocate_with(server, "old-secret", "dave") == 401
+        clients.allocate_with("old-secret", "dave") == 401
     });
     assert_eq!(
         alice.refresh(),
         0,
         "an allocation made with the dropped secret keeps refreshing"
     );
-    assert_eq!(allocate_with(server, "new-secret", "erin"), 0);
+    assert_eq!(clients.allocate_with("new-secret", "erin"), 0);
 
     // The keys files gone (a Secret being replaced): coturn keeps what it accepts.
     for key in ["turn-secret", "previous-until"] {
         std::fs::remove_file(keys.join(key)).expect("remove key");
     }
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(allocate_with(server, "new-secret", "fred"), 0);
+    assert_eq!(clients.allocate_with("new-secret", "fred"), 0);
     drop(coturn);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs `turnadmin` against `db` with the secret as its argument, as the secrets agent does.
+fn turnadmin(flag: &str, secret: &str, db: &Path) -> bool {
+    Command::new(need("turnadmin"))
+        .args([flag, secret, "-r", REALM, "-b"])
+        .arg(db)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A rotation writes coturn's database while coturn reads it on every Allocate. In SQLite's
+/// default journal mode a read that meets a write in progress fails at once ("database is
+/// locked") and coturn refuses a valid credential with 401: this test saw it within ten
+/// allocations. The agent creates the database in WAL mode, where a read never waits on a write.
+#[test]
+fn a_valid_credential_is_accepted_while_the_agent_writes_the_database() {
+    need("turnadmin");
+    let (dir, _keys, db) = seeded_dir("busy", "the-secret");
+    let header = std::fs::read(&db).expect("read the database");
+    assert_eq!(
+        header.get(18..20),
+        Some(&[2u8, 2][..]),
+        "the seeded database is in WAL mode (header bytes 18 and 19)"
+    );
+    let (_coturn, server) = start_coturn(&dir, &db, (45300, 45499));
+    let mut clients = Clients::new(server);
+    // One Allocate first: coturn's connection to the database stays open from then on.
+    assert_eq!(clients.allocate_with("the-secret", "first"), 0);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writes = Arc::new(AtomicU32::new(0));
+    let writer = {
+        let (stop, writes, db) = (stop.clone(), writes.clone(), db.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let flag = if writes.load(Ordering::Relaxed) % 2 == 0 {
+                    "-s"
+                } else {
+                    "-X"
+                };
+                assert!(
+                    turnadmin(flag, "a-rotated-secret", &db),
+                    "turnadmin {flag} failed"
+                );
+                writes.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    // Allocate until the database has been written a few times, at most 15 allocations per
+    // write (an Allocate is quicker than a write).
+    let mut refused = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let done = || writes.load(Ordering::Relaxed) as usize;
+    for i in 0.. {
+        if i >= 40 && done() >= 6 {
+            break;
+        }
+        while done() * 15 + 15 <= i {
+            assert!(
+                Instant::now() < deadline,
+                "the writer made {} writes in 60 s",
+                done()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let code = clients.allocate_with("the-secret", &format!("user{i}"));
+        if code != 0 {
+            refused.push((i, code));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().expect("the writer thread");
+    assert!(
+        refused.is_empty(),
+        "allocations refused while the database was written ({} writes), (n, code): {refused:?}",
+        done()
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn the_drain_hook_waits_for_the_last_allocation_and_no_longer() {
     need("turnadmin");
-    let dir = std::env::temp_dir().join(format!("otter-coturn-drain-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
-    let db = dir.join("turndb");
-    let keys = dir.join("keys");
-    std::fs::create_dir_all(&keys).expect("dir");
-    write_key(&keys, "turn-secret", "s");
-    seed(&keys, &db);
+    let (dir, _keys, db) = seeded_dir("drain", "s");
     let (_coturn, server) = start_coturn(&dir, &db, (RELAY_MIN, RELAY_MAX));
     let (user, pass) = credential("s", "alice");
     let mut alice = Client::new(server, user, &pass);

@@ -233,8 +233,27 @@ pub const AGENT_POLL_SECONDS: u64 = 5;
 /// secrets agent beside coturn every `poll` seconds. Arguments: the keys directory, poll
 /// seconds; env `OTTER_TURN_DB`, `OTTER_TURN_REALM`. It never empties the database: no value
 /// in the files (a Secret being replaced) keeps what coturn has.
+///
+/// It creates the database in WAL mode. In SQLite's default journal mode, a read that meets a
+/// write in progress fails at once ("database is locked"): neither coturn nor turnadmin sets a
+/// busy timeout, so coturn would refuse a valid credential with 401 while the agent writes. In WAL
+/// mode a read never waits on a write, and the mode is kept in the file for every connection.
+/// Neither tool can set it and the image has no sqlite3, so the script writes the one page of an
+/// empty WAL database itself (SQLite's file format: a 100-byte header, then an empty table
+/// leaf page); coturn and turnadmin create their tables in it on first use.
 pub const SECRETS_SYNC_SCRIPT: &str = r##"dir="$1"; poll="$2"
 realm="$OTTER_TURN_REALM"; db="$OTTER_TURN_DB"
+zeros() { i=0; while [ "$i" -lt "$1" ]; do printf '\000'; i=$((i + 1)); done; }
+# An empty database of one 512-byte page in WAL mode (format versions 2 and 2 at offset 18).
+wal_db() {
+  printf 'SQLite format 3\000\002\000\002\002\000\100\040\040'
+  printf '\000\000\000\001\000\000\000\001'; zeros 60
+  printf '\000\000\000\001\000\056\143\001'
+  printf '\015\000\000\000\000\002\000\000'; zeros 404
+}
+if [ ! -s "$db" ]; then
+  wal_db > "$db" || { echo "otter: could not create $db" >&2; exit 1; }
+fi
 admin() { turnadmin "$@" -r "$realm" -b "$db" </dev/null >/dev/null 2>&1; }
 # The value of key $1 in $v: one line, or empty.
 val() {
