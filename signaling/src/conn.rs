@@ -27,7 +27,7 @@ use crate::protocol::{
     ClientMsg, ErrorCode, LeaveReason, Parsed, ProtoError, RelayIn, ServerMsg, error_text,
     parse_client, parse_relay,
 };
-use crate::store::{Cutoff, Out, Outbox};
+use crate::store::{Cut, Out, Outbox};
 
 mod writer;
 use writer::WriteLoop;
@@ -84,8 +84,10 @@ enum Step {
 
 /// What woke the loop.
 enum Event {
-    /// The cut-off (or shutdown) token fired.
-    Cut,
+    /// The server is shutting down.
+    Shutdown,
+    /// The router cut the connection off.
+    Cut(Cut),
     /// The writer ended: the socket failed.
     WriterDone,
     /// The connection's timer is due.
@@ -94,11 +96,13 @@ enum Event {
     Frame(Option<Result<Message, WsError>>),
 }
 
-/// The loop's next event, writing meanwhile. In this order: the cut-off first, so a connection
-/// that is cut off handles no more frames; the writer before the input, so what is queued goes
-/// out before more is read. One task polls all of them, so whatever woke it, each is polled.
+/// The loop's next event, writing meanwhile. In this order: shutdown and the cut-off first, so
+/// a connection that is cut off handles no more frames; the writer before the input, so what
+/// is queued goes out before more is read. One task polls all of them, so whatever woke it,
+/// each is polled.
 fn next_event<'a, C, T>(
-    mut cut: Pin<&'a mut C>,
+    mut shutdown: Pin<&'a mut C>,
+    outbox: &'a Outbox,
     mut timer: Pin<&'a mut tokio::time::Sleep>,
     io: &'a mut T,
     writer: &'a mut WriteLoop,
@@ -108,8 +112,11 @@ where
     T: Duplex,
 {
     future::poll_fn(move |cx| {
-        if cut.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Event::Cut);
+        if shutdown.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Event::Shutdown);
+        }
+        if let Poll::Ready(why) = outbox.poll_cut(cx) {
+            return Poll::Ready(Event::Cut(why));
         }
         if writer.poll_write(io, cx).is_ready() {
             return Poll::Ready(Event::WriterDone);
@@ -356,8 +363,8 @@ struct Conn {
     hub: Arc<Hub>,
     /// Shared by every connection: a copy would cost each one its size.
     limits: Arc<ConnLimits>,
+    /// Also how the router cuts this connection off.
     outbox: Outbox,
-    kill: Cutoff,
     limiter: DefaultDirectRateLimiter,
     /// Refused frames: a bucket of `burst` that refills at the sustained rate, so violations
     /// decay and only a client that keeps flooding is cut off. Built at the first refusal:
@@ -373,12 +380,10 @@ struct Conn {
 impl Conn {
     fn new(hub: Arc<Hub>, limits: Arc<ConnLimits>, outbox: Outbox) -> Conn {
         let quota = Quota::per_second(limits.rate_per_sec).allow_burst(limits.burst);
-        let kill = Cutoff::under(&hub.shutdown);
         Conn {
             hub,
             limits,
             outbox,
-            kill,
             limiter: RateLimiter::direct(quota),
             strikes: None,
             session: None,
@@ -389,10 +394,10 @@ impl Conn {
 
     async fn serve_frames<T: Duplex>(&mut self, io: &mut T, writer: &mut WriteLoop) -> End {
         // Built once, not per frame: a `cancelled()` registers with its token when first
-        // polled. The cut-off is a child of the shutdown token: one wait for both.
-        let kill = self.kill.clone();
-        let cut = kill.cancelled();
-        tokio::pin!(cut);
+        // polled. (The hub is cloned so that the wait does not borrow `self`.)
+        let hub = Arc::clone(&self.hub);
+        let shutdown = hub.shutdown.cancelled();
+        tokio::pin!(shutdown);
         let mut clock = Clock::new(&self.limits);
         let timer = tokio::time::sleep_until(clock.next(true));
         tokio::pin!(timer);
@@ -402,13 +407,16 @@ impl Conn {
             // boxed for the same reason: it is the largest state of this loop
             // (docs/benchmarks.md, memory).
             let step = {
-                let turn = match next_event(cut.as_mut(), timer.as_mut(), io, writer).await {
-                    Event::Frame(frame) => Err(Box::pin(self.on_frame(frame))),
-                    Event::Cut if self.hub.shutdown.is_cancelled() => Ok(self.shutdown()),
-                    Event::Cut => Ok(self.cut_off()),
-                    Event::WriterDone => Ok(Step::Stop(End::Lost)),
-                    Event::Timer => Ok(self.on_timer(&mut clock)),
-                };
+                let turn =
+                    match next_event(shutdown.as_mut(), &self.outbox, timer.as_mut(), io, writer)
+                        .await
+                    {
+                        Event::Frame(frame) => Err(Box::pin(self.on_frame(frame))),
+                        Event::Shutdown => Ok(self.shutdown()),
+                        Event::Cut(why) => Ok(self.cut_off(why)),
+                        Event::WriterDone => Ok(Step::Stop(End::Lost)),
+                        Event::Timer => Ok(self.on_timer(&mut clock)),
+                    };
                 match turn {
                     Ok(step) => step,
                     Err(mut handling) => writing_while(handling.as_mut(), io, writer).await,
@@ -453,7 +461,7 @@ impl Conn {
     /// Queue a reply; a client whose budget is spent is not reading and is cut off.
     fn send(&self, text: String) {
         if self.outbox.push(text.into()).is_err() {
-            self.kill.too_slow();
+            self.outbox.cut_off(Cut::TooSlow);
         }
     }
 
@@ -477,8 +485,8 @@ impl Conn {
         Step::Stop(End::Shutdown)
     }
 
-    fn cut_off(&mut self) -> Step {
-        if self.kill.was_superseded() {
+    fn cut_off(&mut self, why: Cut) -> Step {
+        if why == Cut::Superseded {
             self.close(close::SUPERSEDED, "seat resumed by another connection");
         } else {
             self.span()
@@ -507,7 +515,7 @@ impl Conn {
             return Step::Stop(End::Idle);
         }
         if self.outbox.ping().is_err() {
-            self.kill.too_slow();
+            self.outbox.cut_off(Cut::TooSlow);
         }
         Step::Go
     }
@@ -658,7 +666,7 @@ impl Conn {
                 // The room may send to this connection as soon as the hub registers it; those
                 // frames must follow the `joined` reply, never precede it.
                 self.outbox.hold();
-                let joined = self.hub.join(join, &self.outbox, &self.kill).await;
+                let joined = self.hub.join(join, &self.outbox).await;
                 let (s, frame) = match joined {
                     Ok(done) => done,
                     Err(e) => {
@@ -668,7 +676,7 @@ impl Conn {
                 };
                 self.session = Some(s);
                 if self.outbox.release(Some(frame.into())).is_err() {
-                    self.kill.too_slow();
+                    self.outbox.cut_off(Cut::TooSlow);
                 }
                 Ok(None)
             }
@@ -802,10 +810,7 @@ mod tests {
             token: None,
             resume: None,
         };
-        let (me, _) = hub
-            .join(join, &outbox, &Cutoff::default())
-            .await
-            .expect("second seat");
+        let (me, _) = hub.join(join, &outbox).await.expect("second seat");
         let sdp = "x".repeat(16 * 1024);
         for _ in 0..16 {
             let _ = hub.relay(&me, &deaf, Relay::Offer(&sdp)).await;

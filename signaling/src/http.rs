@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
+use crate::coalesce::Coalesce;
 use crate::conn::{self, ConnLimits};
 use crate::hub::Hub;
 use crate::protocol::{ErrorCode, SUBPROTOCOL};
@@ -25,8 +26,6 @@ use crate::protocol::{ErrorCode, SUBPROTOCOL};
 /// Initial read buffer of a WebSocket connection: a join without a token, a ping or a leave
 /// fits; tungstenite grows it to the size of a larger frame once it has read its header.
 const READ_BUFFER_BYTES: usize = 256;
-/// Pending output that makes tungstenite write to the socket before the flush.
-const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 
 /// The browser SDK and the demo page, compiled into the binary.
 #[derive(RustEmbed)]
@@ -141,15 +140,15 @@ async fn ws(State(app): State<AppState>, mut req: Request) -> Response {
 /// demand: tungstenite reserves (and zeroes) a 128 KiB read buffer per connection by default,
 /// 95% of the memory per connection in the first benchmark, and zeroes it before every read,
 /// so all of it is resident. An idle joined connection keeps 256 bytes; the buffer grows to the
-/// largest frame it has read (a candidate, an SDP), and never past the message limit. Writes go
-/// out once 16 KiB are pending (a burst still leaves in a few writes), so the write buffer does
-/// not keep a whole burst's capacity.
+/// largest frame it has read (a candidate, an SDP), and never past the message limit.
+/// tungstenite's write buffer holds one frame at a time (`write_buffer_size(0)`); a burst is
+/// gathered below it, in a buffer freed after each flush (`coalesce`).
 async fn websocket(
     upgrade: hyper::upgrade::OnUpgrade,
     max_message_bytes: usize,
-) -> Option<WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>> {
+) -> Option<WebSocketStream<Coalesce<TokioIo<hyper::upgrade::Upgraded>>>> {
     let io = match upgrade.await {
-        Ok(io) => TokioIo::new(io),
+        Ok(io) => Coalesce::new(TokioIo::new(io)),
         Err(e) => {
             tracing::debug!(error = %e, "WebSocket upgrade failed");
             return None;
@@ -159,7 +158,7 @@ async fn websocket(
         .max_message_size(Some(max_message_bytes))
         .max_frame_size(Some(max_message_bytes))
         .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(WRITE_BUFFER_BYTES);
+        .write_buffer_size(0);
     Some(WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await)
 }
 

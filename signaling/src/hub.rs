@@ -15,13 +15,14 @@ use crate::protocol::{
     relay_frame, valid_room_id,
 };
 use crate::store::{
-    Cutoff, Frame, LocalConn, LocalPeers, Outbox, PeerRecord, Presence, RoomStore, StoreError,
+    Frame, LocalConn, LocalPeers, Outbox, PeerRecord, Presence, RoomStore, StoreError,
 };
 
 /// A joined connection's place: which room, which seat, which epoch of that seat.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
-    pub room: String,
+    /// Shared with the router's entry for this connection: one copy of the name, not two.
+    pub room: Arc<str>,
     pub peer_id: String,
     pub epoch: u64,
     /// This connection relayed an offer, answer or candidate: a call was under way, so a lost
@@ -121,12 +122,7 @@ impl Hub {
     }
 
     /// Handle `join`: returns the session and the `joined` frame to send.
-    pub async fn join(
-        &self,
-        join: Join,
-        tx: &Outbox,
-        kill: &Cutoff,
-    ) -> Result<(Session, String), ProtoError> {
+    pub async fn join(&self, join: Join, tx: &Outbox) -> Result<(Session, String), ProtoError> {
         let started = Instant::now();
         if !valid_room_id(&join.room) {
             return Err(ProtoError::new(
@@ -135,11 +131,11 @@ impl Hub {
             ));
         }
         let done = if let Some(token) = join.resume.as_deref()
-            && let Some(resumed) = self.resume(&join.room, token, tx, kill).await?
+            && let Some(resumed) = self.resume(&join.room, token, tx).await?
         {
             resumed
         } else {
-            self.take_seat(join, tx, kill).await?
+            self.take_seat(join, tx).await?
         };
         self.metrics
             .join_seconds
@@ -155,7 +151,6 @@ impl Hub {
         room: &str,
         token: &str,
         tx: &Outbox,
-        kill: &Cutoff,
     ) -> Result<Option<(Session, String)>, ProtoError> {
         let fresh = random_hex(16);
         let Some(rec) = self
@@ -167,7 +162,7 @@ impl Hub {
             return Ok(None);
         };
         let session = Session {
-            room: room.to_owned(),
+            room: room.into(),
             peer_id: rec.id.clone(),
             epoch: rec.epoch,
             // Holding one's own seat through resumes is no worse than staying connected.
@@ -181,7 +176,7 @@ impl Hub {
             ));
         }
         self.local
-            .insert(&rec.id, self.conn(room, tx, kill, rec.epoch));
+            .insert(&rec.id, self.conn(&session.room, tx, rec.epoch));
         let others: Vec<PeerInfo> = self
             .store
             .members(room)
@@ -197,13 +192,8 @@ impl Hub {
     }
 
     /// A new seat, after the room token (when auth is on) admits it.
-    async fn take_seat(
-        &self,
-        join: Join,
-        tx: &Outbox,
-        kill: &Cutoff,
-    ) -> Result<(Session, String), ProtoError> {
-        let room = join.room;
+    async fn take_seat(&self, join: Join, tx: &Outbox) -> Result<(Session, String), ProtoError> {
+        let room: Arc<str> = join.room.into();
         let claims = self.auth.check(&room, join.token.as_deref())?;
         if self.auth.single_use()
             && let Some(c) = &claims
@@ -229,8 +219,7 @@ impl Hub {
         };
         // Register the connection before taking the seat, so an offer sent the instant the
         // others hear of us has somewhere to go.
-        self.local
-            .insert(&rec.id, self.conn(&room, tx, kill, rec.epoch));
+        self.local.insert(&rec.id, self.conn(&room, tx, rec.epoch));
         let others = match self.store.join(&room, &rec, self.limits.max_peers).await {
             Ok(others) => others,
             Err(e) => {
@@ -245,11 +234,11 @@ impl Hub {
             .broadcast(&room, &rec.id, Presence::Joined, announce)
             .await
         {
-            tracing::warn!(error = %e, room, peer = rec.id, "could not announce a join");
+            tracing::warn!(error = %e, room = &*room, peer = rec.id, "could not announce a join");
         }
         self.room_entered(&room);
         let frame = self.joined_frame(&room, &rec, false, &others);
-        tracing::info!(room, peer = rec.id, "peer joined");
+        tracing::info!(room = &*room, peer = rec.id, "peer joined");
         let session = Session {
             room,
             peer_id: rec.id,
@@ -259,12 +248,11 @@ impl Hub {
         Ok((session, frame))
     }
 
-    fn conn(&self, room: &str, tx: &Outbox, kill: &Cutoff, epoch: u64) -> LocalConn {
+    fn conn(&self, room: &Arc<str>, tx: &Outbox, epoch: u64) -> LocalConn {
         LocalConn {
-            room: room.to_owned(),
+            room: Arc::clone(room),
             tx: tx.clone(),
             epoch,
-            kill: kill.clone(),
         }
     }
 
@@ -363,13 +351,13 @@ impl Hub {
                     .store
                     .broadcast(&s.room, &s.peer_id, Presence::Left, frame);
                 if let Err(e) = left.await {
-                    tracing::warn!(error = %e, room = s.room, peer = s.peer_id, "could not announce a departure");
+                    tracing::warn!(error = %e, room = &*s.room, peer = s.peer_id, "could not announce a departure");
                 }
-                tracing::info!(room = s.room, peer = s.peer_id, ?reason, "peer left");
+                tracing::info!(room = &*s.room, peer = s.peer_id, ?reason, "peer left");
             }
             Ok(false) => {} // resumed elsewhere, or already gone
             Err(e) => {
-                tracing::warn!(error = %e, room = s.room, peer = s.peer_id, "could not remove a seat")
+                tracing::warn!(error = %e, room = &*s.room, peer = s.peer_id, "could not remove a seat")
             }
         }
     }
@@ -473,7 +461,7 @@ pub(crate) mod props {
             resume: None,
         };
         if a.session.is_none()
-            && let Ok((s, _)) = hub.join(join, &a.outbox, &Cutoff::default()).await
+            && let Ok((s, _)) = hub.join(join, &a.outbox).await
         {
             a.session = Some(s);
         }

@@ -1,6 +1,7 @@
 //! Otter's signaling server. See `docs/protocol.md` for the wire protocol.
 
 pub mod auth;
+pub mod coalesce;
 pub mod config;
 pub mod conn;
 pub mod http;

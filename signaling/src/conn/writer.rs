@@ -105,6 +105,11 @@ impl WriteLoop {
             if ready!(self.poll_feed(sink, cx)).is_err() {
                 return Poll::Ready(false);
             }
+            if self.batch.is_empty() {
+                // Handed on whole: its buffer goes now, not when the next batch replaces it,
+                // so an idle connection keeps none (about 150 bytes of every joined one).
+                self.batch = VecDeque::new();
+            }
             if self.unflushed {
                 if ready!(sink.poll_flush_unpin(cx)).is_err() {
                     return Poll::Ready(false);
@@ -176,6 +181,11 @@ mod tests {
             "waits for more"
         );
         assert_eq!((sink.sent.len(), sink.flushes), (2, 1));
+        assert_eq!(
+            writer.batch.capacity(),
+            0,
+            "a written batch keeps no buffer"
+        );
         outbox
             .push("123456789".into())
             .expect("the written bytes are back in the budget");

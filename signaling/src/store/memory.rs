@@ -64,6 +64,9 @@ impl RoomStore for MemoryStore {
                 return Err(StoreError::RoomFull { max });
             }
             let others = peers.iter().map(PeerRecord::info).collect();
+            // Exactly one more seat: a push would give a room of one or two peers room for
+            // four records (96 bytes each), and most calls are of two.
+            peers.reserve_exact(1);
             peers.push(peer.clone());
             Ok(others)
         })?
@@ -151,5 +154,40 @@ impl RoomStore for MemoryStore {
 
     fn ready(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str) -> PeerRecord {
+        PeerRecord {
+            id: id.to_owned(),
+            name: None,
+            resume_token: format!("resume-{id}"),
+            epoch: 0,
+            expires: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_room_holds_room_for_its_seats_only() {
+        let store = MemoryStore::new(Arc::new(LocalPeers::default()));
+        let capacity = |store: &MemoryStore| {
+            store
+                .with_rooms(|rooms| rooms.get("r").map(Vec::capacity))
+                .unwrap()
+        };
+        store.join("r", &record("a"), 8).await.unwrap();
+        assert_eq!(capacity(&store), Some(1));
+        let others = store.join("r", &record("b"), 8).await.unwrap();
+        assert_eq!(others.len(), 1);
+        assert_eq!(capacity(&store), Some(2));
+        assert_eq!(
+            store.join("r", &record("c"), 2).await,
+            Err(StoreError::RoomFull { max: 2 })
+        );
+        assert_eq!(capacity(&store), Some(2));
     }
 }

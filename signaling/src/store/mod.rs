@@ -5,11 +5,9 @@
 //! this process end in [`LocalPeers`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use tokio_util::sync::CancellationToken;
 
 use crate::protocol::PeerInfo;
 
@@ -17,7 +15,7 @@ pub mod memory;
 mod outbox;
 pub mod redis;
 
-pub use outbox::{Frame, Out, Outbox, Outlet, PING_COST, Refused};
+pub use outbox::{Cut, Frame, Out, Outbox, Outlet, PING_COST, Refused};
 
 /// A seat in a room as the store keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,51 +94,13 @@ pub trait RoomStore: Send + Sync + 'static {
     fn ready(&self) -> bool;
 }
 
-/// A connection on this process, as the router sees it.
+/// A connection on this process, as the router sees it. Its outbox also cuts it off
+/// ([`Outbox::cut_off`]).
 #[derive(Debug, Clone)]
 pub struct LocalConn {
-    pub room: String,
+    pub room: Arc<str>,
     pub tx: Outbox,
     pub epoch: u64,
-    /// Cuts the connection off (it cannot keep up, or was superseded).
-    pub kill: Cutoff,
-}
-
-/// How the router tells a connection task to end, and why.
-#[derive(Debug, Clone, Default)]
-pub struct Cutoff {
-    token: CancellationToken,
-    superseded: Arc<AtomicBool>,
-}
-
-impl Cutoff {
-    /// A cut-off that also fires when `parent` is cancelled (the server shutting down), so a
-    /// connection waits on one token, not two.
-    pub fn under(parent: &CancellationToken) -> Cutoff {
-        Cutoff {
-            token: parent.child_token(),
-            superseded: Arc::default(),
-        }
-    }
-
-    /// The connection cannot keep up with what it is sent.
-    pub fn too_slow(&self) {
-        self.token.cancel();
-    }
-
-    /// A resumed connection took this one's seat.
-    pub fn superseded(&self) {
-        self.superseded.store(true, Ordering::Relaxed);
-        self.token.cancel();
-    }
-
-    pub fn was_superseded(&self) -> bool {
-        self.superseded.load(Ordering::Relaxed)
-    }
-
-    pub async fn cancelled(&self) {
-        self.token.cancelled().await
-    }
 }
 
 /// Connections of joined peers on this process.
@@ -165,7 +125,7 @@ impl LocalPeers {
         if let Ok(mut m) = self.conns.lock()
             && let Some(old) = m.insert(peer.to_owned(), conn)
         {
-            old.kill.superseded();
+            old.tx.cut_off(Cut::Superseded);
         }
     }
 
@@ -179,7 +139,7 @@ impl LocalPeers {
                 .flatten()
         });
         if let Some(old) = old {
-            old.kill.superseded();
+            old.tx.cut_off(Cut::Superseded);
         }
     }
 
@@ -194,23 +154,17 @@ impl LocalPeers {
 
     pub fn deliver(&self, peer: &str, frame: Frame) -> Delivery {
         // Queued under the map's lock (a push never waits): no clone of the entry per frame.
-        let pushed = match self.conns.lock() {
-            Ok(m) => match m.get(peer) {
-                Some(conn) => match conn.tx.push(frame) {
-                    Ok(()) => return Delivery::Delivered,
-                    Err(Refused::Full) => Some(conn.kill.clone()),
-                    Err(Refused::Closed) => None,
-                },
-                None => None,
-            },
-            Err(_) => None,
+        // A cut-off is two atomics and a wake, as cheap to do under it.
+        let Ok(m) = self.conns.lock() else {
+            return Delivery::Absent;
         };
-        match pushed {
-            Some(kill) => {
-                kill.too_slow();
+        match m.get(peer).map(|conn| (conn, conn.tx.push(frame))) {
+            Some((_, Ok(()))) => Delivery::Delivered,
+            Some((conn, Err(Refused::Full))) => {
+                conn.tx.cut_off(Cut::TooSlow);
                 Delivery::CutOff
             }
-            None => Delivery::Absent,
+            Some((_, Err(Refused::Closed))) | None => Delivery::Absent,
         }
     }
 
@@ -220,7 +174,7 @@ impl LocalPeers {
             .lock()
             .map(|m| {
                 m.iter()
-                    .filter(|(id, c)| c.room == room && id.as_str() != except)
+                    .filter(|(id, c)| &*c.room == room && id.as_str() != except)
                     .map(|(id, _)| id.clone())
                     .collect()
             })
@@ -231,7 +185,7 @@ impl LocalPeers {
     pub fn is_in_room(&self, peer: &str, room: &str) -> bool {
         self.conns
             .lock()
-            .map(|m| m.get(peer).is_some_and(|c| c.room == room))
+            .map(|m| m.get(peer).is_some_and(|c| &*c.room == room))
             .unwrap_or(false)
     }
 }

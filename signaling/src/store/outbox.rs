@@ -9,7 +9,7 @@
 //! costs one lock on its side.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
@@ -45,6 +45,32 @@ impl Out {
     }
 }
 
+/// Why the router cut a connection off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// The connection cannot keep up with what it is sent.
+    TooSlow,
+    /// A resumed connection took its seat.
+    Superseded,
+}
+
+impl Cut {
+    fn code(self) -> u8 {
+        match self {
+            Cut::TooSlow => 1,
+            Cut::Superseded => 2,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Cut> {
+        match code {
+            0 => None,
+            1 => Some(Cut::TooSlow),
+            _ => Some(Cut::Superseded),
+        }
+    }
+}
+
 /// Why a frame could not be queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
@@ -74,6 +100,13 @@ struct Shared {
     wake: AtomicWaker,
     /// Live [`Outbox`] handles; the writer ends when the last one is gone and the queue is empty.
     senders: AtomicUsize,
+    /// 0, or the [`Cut`] that cut the connection off. Here rather than in a token of its own
+    /// (a child of the shutdown token and a flag were two allocations of every connection,
+    /// about 130 bytes, and each child took the shutdown token's lock at start and end).
+    cut: AtomicU8,
+    /// The connection loop's waker for the cut-off: not the writer's, which waits on the
+    /// socket, not on the queue, while a peer that stops reading fills it.
+    cut_wake: AtomicWaker,
 }
 
 impl Shared {
@@ -134,11 +167,40 @@ impl Outbox {
             }),
             wake: AtomicWaker::new(),
             senders: AtomicUsize::new(1),
+            cut: AtomicU8::new(0),
+            cut_wake: AtomicWaker::new(),
         });
         let outlet = Outlet {
             shared: Arc::clone(&shared),
         };
         (Outbox { shared }, outlet)
+    }
+
+    /// Cut the connection off (its loop ends with a close frame that says why). Superseded
+    /// wins over too slow: it tells the client its seat lives on elsewhere.
+    pub fn cut_off(&self, why: Cut) {
+        match why {
+            Cut::Superseded => self.shared.cut.store(why.code(), Ordering::Release),
+            Cut::TooSlow => {
+                let _ = self.shared.cut.compare_exchange(
+                    0,
+                    why.code(),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
+            }
+        }
+        self.shared.cut_wake.wake();
+    }
+
+    /// Ready with why once the connection was cut off; until then the caller's waker is woken
+    /// by the cut-off.
+    pub fn poll_cut(&self, cx: &mut Context<'_>) -> Poll<Cut> {
+        self.shared.cut_wake.register(cx.waker());
+        match Cut::from_code(self.shared.cut.load(Ordering::Acquire)) {
+            Some(why) => Poll::Ready(why),
+            None => Poll::Pending,
+        }
     }
 
     /// Queue a text frame if the byte budget allows it.
@@ -302,6 +364,34 @@ mod tests {
         assert_eq!(outbox.push("123".into()), Err(Refused::Full));
         rx.written(8);
         outbox.push("123".into()).expect("fits again once written");
+    }
+
+    /// The cut-off wakes the connection loop, and superseded wins over too slow whatever the
+    /// order (a too-slow connection whose seat was resumed elsewhere is told where it went).
+    #[test]
+    fn a_cut_off_wakes_the_loop_and_superseded_wins() {
+        let (outbox, _rx) = Outbox::new(10);
+        let router = outbox.clone();
+        let (waker, woken) = counting_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert_eq!(outbox.poll_cut(&mut cx), Poll::Pending);
+        router.cut_off(Cut::TooSlow);
+        assert_eq!(woken.load(Ordering::SeqCst), 1, "the loop was woken");
+        assert_eq!(outbox.poll_cut(&mut cx), Poll::Ready(Cut::TooSlow));
+        router.cut_off(Cut::Superseded);
+        router.cut_off(Cut::TooSlow);
+        assert_eq!(outbox.poll_cut(&mut cx), Poll::Ready(Cut::Superseded));
+    }
+
+    fn counting_waker() -> (std::task::Waker, Arc<AtomicUsize>) {
+        struct Count(Arc<AtomicUsize>);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let n = Arc::new(AtomicUsize::new(0));
+        (Arc::new(Count(n.clone())).into(), n)
     }
 
     #[test]
