@@ -70,6 +70,54 @@ pub fn human(r: &Report) -> String {
     s
 }
 
+/// One report per row of the tables: runs of the same load, repeated by `tests/bench/run
+/// --repeat`, become the run with the median CPU per message, its figures kept together (they
+/// come from one run), with every run's CPU in `cpu_runs`; rows in the order of their first
+/// run. A single CPU figure of a short exchange moves by ±20% from run to run on a shared
+/// machine, more than the margins the issue's ratios are judged by.
+pub fn medians(reports: &[Report]) -> Vec<Report> {
+    let mut rows: Vec<Vec<&Report>> = Vec::new();
+    for r in reports {
+        match rows
+            .iter_mut()
+            .find(|row| row.first().is_some_and(|o| load_of(o) == load_of(r)))
+        {
+            Some(row) => row.push(r),
+            None => rows.push(vec![r]),
+        }
+    }
+    rows.into_iter().filter_map(median_of).collect()
+}
+
+/// What makes runs the same load: group, server, peers, room size.
+fn load_of(r: &Report) -> (&str, &str, usize, usize) {
+    (&r.group, &r.server, r.peers, r.room_size)
+}
+
+/// The run with the median CPU per message (the lower one of an even count). Its errors are
+/// those of every run: an error in any run shows in the row.
+fn median_of(mut runs: Vec<&Report>) -> Option<Report> {
+    runs.sort_by(|a, b| a.cpu_us_per_message.total_cmp(&b.cpu_us_per_message));
+    let mid = runs.len().saturating_sub(1) / 2;
+    let mut median = (*runs.get(mid)?).clone();
+    if runs.len() > 1 {
+        median.cpu_runs = runs.iter().map(|r| r.cpu_us_per_message).collect();
+        median.errors = runs.iter().map(|r| r.errors).sum();
+        median.error_samples = runs.iter().flat_map(|r| r.error_samples.clone()).collect();
+    }
+    Some(median)
+}
+
+/// The CPU cell: the figure, and the range of the runs it is the median of.
+fn cpu_cell(r: &Report) -> String {
+    match (r.cpu_runs.first(), r.cpu_runs.last()) {
+        (Some(lo), Some(hi)) if r.cpu_runs.len() > 1 => {
+            format!("{:.1} ({lo:.1}–{hi:.1})", r.cpu_us_per_message)
+        }
+        _ => format!("{:.1}", r.cpu_us_per_message),
+    }
+}
+
 fn ratio(a: f64, b: f64) -> String {
     if b > 0.0 && a.is_finite() && b.is_finite() {
         format!("{:.2}×", a / b)
@@ -101,7 +149,7 @@ fn side_by_side(s: &mut String, reports: &[Report], group: &str, title: &str) {
             for r in compare.iter().filter(|r| r.room_size == *k) {
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {:.2} / {:.2} / {:.2} | {:.2} / {:.2} / {:.2} | {:.0} | {:.1} | {:.1} | {} |",
+                    "| {} | {} | {} | {:.2} / {:.2} / {:.2} | {:.2} / {:.2} / {:.2} | {:.0} | {} | {:.1} | {} |",
                     r.room_size,
                     r.server,
                     r.peers,
@@ -112,7 +160,7 @@ fn side_by_side(s: &mut String, reports: &[Report], group: &str, title: &str) {
                     r.relay.p99_ms,
                     r.relay.p999_ms,
                     r.messages_per_s,
-                    r.cpu_us_per_message,
+                    cpu_cell(r),
                     r.total.kib_per_conn,
                     r.errors
                 );
@@ -186,9 +234,20 @@ fn per_process(s: &mut String, compare: &[&Report], group: &str) {
     }
 }
 
-/// The markdown tables for docs/benchmarks.md.
-pub fn markdown(reports: &[Report]) -> String {
+/// The markdown tables for docs/benchmarks.md, one row per load (the median of its runs).
+pub fn markdown(runs: &[Report]) -> String {
+    let rows = medians(runs);
+    let reports = rows.as_slice();
     let mut s = String::new();
+    if rows.iter().any(|r| !r.cpu_runs.is_empty()) {
+        let _ = writeln!(
+            s,
+            "\nEach row is one run: of the runs of the same load (each with its setup started \
+             fresh, interleaved with the other setups' runs), the one with the median CPU per \
+             message; its CPU cell gives the lowest and highest of them in parentheses, and its \
+             errors are those of all of them."
+        );
+    }
     side_by_side(&mut s, reports, "compare", "Side by side");
     side_by_side(
         &mut s,
@@ -209,7 +268,7 @@ pub fn markdown(reports: &[Report]) -> String {
         for r in sorted {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} | {:.0} | {:.1} | {} |",
+                "| {} | {} | {} | {} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} | {:.0} | {} | {} |",
                 r.peers,
                 r.server,
                 r.room_size,
@@ -220,57 +279,65 @@ pub fn markdown(reports: &[Report]) -> String {
                 r.join.p99_ms,
                 r.relay.p99_ms,
                 r.messages_per_s,
-                r.cpu_us_per_message,
+                cpu_cell(r),
                 r.errors
             );
         }
     }
-    let all_loads: Vec<String> = reports
+    machine_note(&mut s, runs);
+    s
+}
+
+/// How busy the machine was, and every run's errors.
+fn machine_note(s: &mut String, runs: &[Report]) {
+    if runs.is_empty() {
+        return;
+    }
+    let range = |f: fn(&Report) -> f64| {
+        let lo = runs.iter().map(f).fold(f64::INFINITY, f64::min);
+        let hi = runs.iter().map(f).fold(0.0, f64::max);
+        (lo, hi)
+    };
+    let (load_lo, load_hi) = range(|r| r.loadavg_before);
+    let (busy_lo, busy_hi) = range(|r| r.machine_busy_exchange);
+    let _ = writeln!(
+        s,
+        "\nHow busy the machine was: 1-minute load average at the start of the {} runs \
+         {load_lo:.1}–{load_hi:.1}; the whole machine's CPU was {:.0}–{:.0}% busy during the \
+         exchange phases (generator, servers and the other engineers' builds together).",
+        runs.len(),
+        busy_lo * 100.0,
+        busy_hi * 100.0
+    );
+    let errors: Vec<String> = runs
         .iter()
-        .map(|r| format!("{:.1}", r.loadavg_before))
+        .filter(|r| r.errors > 0)
+        .map(|r| {
+            format!(
+                "{} {} N={} k={}: {}",
+                r.group,
+                r.server,
+                r.peers,
+                r.room_size,
+                r.error_samples.first().cloned().unwrap_or_default()
+            )
+        })
         .collect();
-    let busy: Vec<f64> = reports.iter().map(|r| r.machine_busy_exchange).collect();
-    let max_busy = busy.iter().copied().fold(0.0, f64::max);
-    let min_busy = busy.iter().copied().fold(f64::INFINITY, f64::min);
-    if !reports.is_empty() {
-        let _ = writeln!(
-            s,
-            "\nHow busy the machine was: 1-minute load average at the start of each run {}; \
-             the whole machine's CPU was {:.0}–{:.0}% busy during the exchange phases \
-             (generator, servers and the other engineers' builds together).",
-            all_loads.join(", "),
-            min_busy * 100.0,
-            max_busy * 100.0
-        );
-        let errors: Vec<String> = reports
-            .iter()
-            .filter(|r| r.errors > 0)
-            .map(|r| {
-                format!(
-                    "{} {} N={} k={}: {}",
-                    r.group,
-                    r.server,
-                    r.peers,
-                    r.room_size,
-                    r.error_samples.first().cloned().unwrap_or_default()
-                )
-            })
-            .collect();
-        if !errors.is_empty() {
-            let _ = writeln!(s, "\nRuns with errors (first error of each):\n");
-            for e in errors {
-                let _ = writeln!(s, "- {}", e.replace('|', "\\|"));
-            }
+    if !errors.is_empty() {
+        let _ = writeln!(s, "\nRuns with errors (first error of each):\n");
+        for e in errors {
+            let _ = writeln!(s, "- {}", e.replace('|', "\\|"));
         }
     }
-    s
 }
 
 /// Data for the charts (`tests/bench/charts.gp`): file name and tab-separated rows.
 /// `scale-SERVER.tsv`: connections, KiB/conn, RSS joined MiB, CPU µs/msg;
 /// `relay-kK.tsv`: server, relay p50, p99, p99.9 ms (side by side, unpinned);
 /// `cpu.tsv`: server, CPU µs/msg at k=2 and k=6 unpinned, then pinned (0 when not run).
-pub fn chart_data(reports: &[Report]) -> Vec<(String, String)> {
+pub fn chart_data(runs: &[Report]) -> Vec<(String, String)> {
+    let rows = medians(runs);
+    let reports = rows.as_slice();
     let mut files = Vec::new();
     let mut servers: Vec<&str> = reports.iter().map(|r| r.server.as_str()).collect();
     servers.sort_unstable();
@@ -330,4 +397,78 @@ pub fn chart_data(reports: &[Report]) -> Vec<(String, String)> {
     }
     files.push(("cpu.tsv".to_owned(), t));
     files
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(server: &str, k: usize, cpu: f64, errors: usize) -> Report {
+        Report {
+            group: "compare".into(),
+            server: server.into(),
+            peers: 100,
+            room_size: k,
+            cpu_us_per_message: cpu,
+            errors,
+            error_samples: (0..errors).map(|i| format!("{server} error {i}")).collect(),
+            ..Report::default()
+        }
+    }
+
+    #[test]
+    fn repeated_runs_become_their_median_run_with_every_error() {
+        let runs = [
+            run("otter-memory", 2, 5.0, 0),
+            run("peerjs", 2, 20.0, 0),
+            run("otter-memory", 2, 3.0, 1),
+            run("otter-memory", 6, 2.0, 0),
+            run("otter-memory", 2, 4.0, 0),
+        ];
+        let rows = medians(&runs);
+        let shape: Vec<(&str, usize, f64)> = rows
+            .iter()
+            .map(|r| (r.server.as_str(), r.room_size, r.cpu_us_per_message))
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                ("otter-memory", 2, 4.0),
+                ("peerjs", 2, 20.0),
+                ("otter-memory", 6, 2.0)
+            ],
+            "one row per load, in the order of its first run"
+        );
+        assert_eq!(rows[0].cpu_runs, [3.0, 4.0, 5.0]);
+        assert_eq!(
+            rows[0].errors, 1,
+            "the error of a run that is not the median counts"
+        );
+        assert_eq!(rows[0].error_samples, ["otter-memory error 0"]);
+        assert!(rows[1].cpu_runs.is_empty(), "a single run has no range");
+        assert_eq!(cpu_cell(&rows[0]), "4.0 (3.0–5.0)");
+        assert_eq!(cpu_cell(&rows[1]), "20.0");
+    }
+
+    #[test]
+    fn an_even_count_takes_the_lower_median() {
+        let runs = [run("peerjs", 2, 9.0, 0), run("peerjs", 2, 7.0, 0)];
+        assert_eq!(medians(&runs)[0].cpu_us_per_message, 7.0);
+    }
+
+    #[test]
+    fn the_tables_show_the_median_and_the_note_counts_every_run() {
+        let runs = [
+            run("otter-memory", 2, 5.0, 0),
+            run("otter-memory", 2, 3.0, 2),
+            run("otter-memory", 2, 4.0, 0),
+        ];
+        let md = markdown(&runs);
+        assert!(md.contains("| 4.0 (3.0–5.0) |"), "{md}");
+        assert!(md.contains("at the start of the 3 runs"), "{md}");
+        assert!(
+            md.contains("- compare otter-memory N=100 k=2: otter-memory error 0"),
+            "{md}"
+        );
+    }
 }

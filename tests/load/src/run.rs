@@ -50,7 +50,7 @@ pub struct Config {
     pub perf: Option<PerfControl>,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Percentiles {
     pub count: u64,
     pub p50_ms: f64,
@@ -72,7 +72,7 @@ impl Percentiles {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ProcReport {
     pub name: String,
     pub pid: u32,
@@ -88,7 +88,7 @@ pub struct ProcReport {
     pub total_cpu_s: f64,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Report {
     /// Which table of the report this run belongs to (e.g. `compare`, `scale`).
     pub group: String,
@@ -115,6 +115,10 @@ pub struct Report {
     pub total: ProcReport,
     /// Server CPU microseconds per relayed message (exchange phase).
     pub cpu_us_per_message: f64,
+    /// When this report stands for repeated runs of the same load (`report::medians`): each
+    /// run's CPU microseconds per message, ascending. Empty for a single run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cpu_runs: Vec<f64>,
     pub loadavg_before: f64,
     pub loadavg_after: f64,
     /// Share of the machine's CPU busy during the exchange (all processes, everyone's).
@@ -536,6 +540,7 @@ pub async fn run(cfg: Config, group: String, server: String) -> Result<Report> {
         procs,
         total,
         cpu_us_per_message,
+        cpu_runs: Vec::new(),
         loadavg_before: load_before,
         loadavg_after: load_after,
         machine_busy_exchange: (busy1 - busy0) / (total1 - total0).max(1e-9),
