@@ -161,16 +161,6 @@ impl RoomStore for MemoryStore {
 mod tests {
     use super::*;
 
-    fn record(id: &str) -> PeerRecord {
-        PeerRecord {
-            id: id.to_owned(),
-            name: None,
-            resume_token: format!("resume-{id}"),
-            epoch: 0,
-            expires: None,
-        }
-    }
-
     #[tokio::test]
     async fn a_room_holds_room_for_its_seats_only() {
         let store = MemoryStore::new(Arc::new(LocalPeers::default()));
@@ -179,13 +169,19 @@ mod tests {
                 .with_rooms(|rooms| rooms.get("r").map(Vec::capacity))
                 .unwrap()
         };
-        store.join("r", &record("a"), 8).await.unwrap();
+        store
+            .join("r", &PeerRecord::for_test("a"), 8)
+            .await
+            .unwrap();
         assert_eq!(capacity(&store), Some(1));
-        let others = store.join("r", &record("b"), 8).await.unwrap();
+        let others = store
+            .join("r", &PeerRecord::for_test("b"), 8)
+            .await
+            .unwrap();
         assert_eq!(others.len(), 1);
         assert_eq!(capacity(&store), Some(2));
         assert_eq!(
-            store.join("r", &record("c"), 2).await,
+            store.join("r", &PeerRecord::for_test("c"), 2).await,
             Err(StoreError::RoomFull { max: 2 })
         );
         assert_eq!(capacity(&store), Some(2));

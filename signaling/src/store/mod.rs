@@ -32,6 +32,18 @@ pub struct PeerRecord {
 }
 
 impl PeerRecord {
+    /// A seat for the store's tests: no name, resume token `t-ID`, epoch 0, no expiry.
+    #[cfg(test)]
+    pub(crate) fn for_test(id: &str) -> PeerRecord {
+        PeerRecord {
+            id: id.into(),
+            name: None,
+            resume_token: format!("t-{id}"),
+            epoch: 0,
+            expires: None,
+        }
+    }
+
     pub fn info(&self) -> PeerInfo {
         PeerInfo {
             id: self.id.clone(),

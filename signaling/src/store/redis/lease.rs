@@ -203,13 +203,7 @@ mod tests {
     use crate::store::{LocalPeers, PeerRecord};
 
     fn rec(id: &str) -> PeerRecord {
-        PeerRecord {
-            id: id.into(),
-            name: None,
-            resume_token: format!("t-{id}"),
-            epoch: 0,
-            expires: None,
-        }
+        PeerRecord::for_test(id)
     }
 
     async fn connected(redis: &RedisServer) -> Arc<RedisStore> {

@@ -214,11 +214,9 @@ mod tests {
 
     fn rec(id: &str, epoch: u64) -> PeerRecord {
         PeerRecord {
-            id: id.into(),
-            name: None,
             resume_token: "t".into(),
             epoch,
-            expires: None,
+            ..PeerRecord::for_test(id)
         }
     }
 
