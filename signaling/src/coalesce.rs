@@ -1,18 +1,19 @@
 //! A connection's writes gathered until a flush, in a buffer that exists only while it holds
 //! bytes.
 //!
-//! tungstenite keeps its write buffer's capacity for the connection's life. Fed a whole burst
-//! before each flush (the writer's one syscall per burst), that buffer grew to the largest burst
-//! and stayed: with the read buffer, 8 KiB more per connection once its call was set up
-//! (docs/benchmarks.md). So tungstenite writes each frame on at once (`write_buffer_size(0)`:
-//! its buffer holds one frame) into this layer, which gathers them into one write to the socket
-//! per flush and then frees its buffer, for the next connection's burst to reuse.
+//! A buffer kept for the connection's life grows to the largest burst written and stays:
+//! tungstenite's did, 8 KiB more per connection once its call was set up (docs/benchmarks.md).
+//! So each frame is gathered here as it is written (`ws` encodes it straight into
+//! [`Coalesce::gather`]), the burst leaves in one write to the socket per flush (the writer's one
+//! syscall per burst), and the buffer goes back to the spares for the next connection's burst.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::buffers::{self, Buffer};
 
 /// Gathered bytes beyond which a write first sends what is gathered: a burst larger than
 /// this leaves in several writes, as a full socket buffer would make it anyway.
@@ -22,14 +23,7 @@ pub struct Coalesce<S> {
     inner: S,
     /// The burst being gathered, only while there is one: 8 bytes in every connection (its
     /// socket is kept in several states of the connection's future).
-    burst: Option<Box<Burst>>,
-}
-
-/// Bytes to write at the next flush, and how many of them the socket has taken.
-#[derive(Default)]
-struct Burst {
-    bytes: Vec<u8>,
-    sent: usize,
+    burst: Option<Box<Buffer>>,
 }
 
 impl<S> Coalesce<S> {
@@ -40,6 +34,25 @@ impl<S> Coalesce<S> {
     fn gathered(&self) -> usize {
         self.burst.as_ref().map_or(0, |b| b.bytes.len())
     }
+
+    /// The burst being gathered, to write a frame into whole (after [`Self::poll_room`]).
+    pub fn gather(&mut self) -> &mut Vec<u8> {
+        &mut self.burst.get_or_insert_with(buffers::take).bytes
+    }
+
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+}
+
+impl<S: AsyncWrite + Unpin> Coalesce<S> {
+    /// Ready once a frame may be gathered: past the limit, what is gathered is sent first.
+    pub fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.gathered() < MAX_GATHERED {
+            return Poll::Ready(Ok(()));
+        }
+        self.poll_send(cx)
+    }
 }
 
 impl<S: AsyncWrite + Unpin> Coalesce<S> {
@@ -48,16 +61,16 @@ impl<S: AsyncWrite + Unpin> Coalesce<S> {
         let Some(burst) = self.burst.as_mut() else {
             return Poll::Ready(Ok(()));
         };
-        while burst.sent < burst.bytes.len() {
-            let rest = &burst.bytes[burst.sent..];
+        while burst.done < burst.bytes.len() {
+            let rest = &burst.bytes[burst.done..];
             let n = ready!(Pin::new(&mut self.inner).poll_write(cx, rest))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            burst.sent += n;
+            burst.done += n;
         }
         if let Some(burst) = self.burst.take() {
-            spare::give(burst);
+            buffers::give(burst);
         }
         Poll::Ready(Ok(()))
     }
@@ -77,7 +90,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesce<S> {
             }
         }
         this.burst
-            .get_or_insert_with(spare::take)
+            .get_or_insert_with(buffers::take)
             .bytes
             .extend_from_slice(data);
         Poll::Ready(Ok(data.len()))
@@ -103,57 +116,6 @@ impl<S: AsyncRead + Unpin> AsyncRead for Coalesce<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
-    }
-}
-
-/// Bursts' buffers between bursts, a few per thread: taken from malloc and given back for
-/// every burst, they were carved up by the long-lived allocations made meanwhile.
-mod spare {
-    use std::cell::RefCell;
-
-    use super::Burst;
-
-    /// A buffer's capacity when first made: a call's setup burst (an SDP and its candidates)
-    /// fits.
-    const FIRST_CAPACITY: usize = 4096;
-    /// Buffers kept per thread, and the largest kept.
-    const KEPT: usize = 16;
-    const MAX_KEPT_CAPACITY: usize = 16 * 1024;
-
-    thread_local! {
-        #[allow(clippy::vec_box, reason = "kept boxed: a connection holds the box while it gathers")]
-        static SPARE: RefCell<Vec<Box<Burst>>> = const { RefCell::new(Vec::new()) };
-    }
-
-    /// An empty burst.
-    pub(super) fn take() -> Box<Burst> {
-        SPARE.with(|s| s.borrow_mut().pop()).unwrap_or_else(|| {
-            Box::new(Burst {
-                bytes: Vec::with_capacity(FIRST_CAPACITY),
-                sent: 0,
-            })
-        })
-    }
-
-    /// Keep `burst`'s buffer for another burst, unless enough are kept or it grew large.
-    pub(super) fn give(mut burst: Box<Burst>) {
-        if burst.bytes.capacity() > MAX_KEPT_CAPACITY {
-            return;
-        }
-        burst.bytes.clear();
-        burst.sent = 0;
-        SPARE.with(|s| {
-            let mut s = s.borrow_mut();
-            if s.len() < KEPT {
-                s.push(burst);
-            }
-        });
-    }
-
-    /// Buffers kept on this thread.
-    #[cfg(test)]
-    pub(super) fn kept() -> usize {
-        SPARE.with(|s| s.borrow().len())
     }
 }
 
@@ -220,7 +182,7 @@ mod tests {
             (&b"joinedoffercandidate"[..], 1)
         );
         assert!(w.burst.is_none(), "no buffer held between bursts");
-        assert!(spare::kept() >= 1, "the buffer went back to the spares");
+        assert!(buffers::kept() >= 1, "the buffer went back to the spares");
     }
 
     #[tokio::test]

@@ -18,7 +18,6 @@ use futures::future::{self, FutureExt};
 use futures::{Sink, Stream, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::Instrument;
 
@@ -28,6 +27,7 @@ use crate::protocol::{
     parse_client, parse_relay,
 };
 use crate::store::{Cut, Out, Outbox};
+use crate::ws::WebSocket;
 
 mod writer;
 use writer::WriteLoop;
@@ -128,7 +128,7 @@ where
     })
 }
 
-/// The socket, both ways: a `WebSocketStream`, or channels in tests.
+/// The socket, both ways: a [`WebSocket`], or channels in tests.
 trait Duplex: Stream<Item = Result<Message, WsError>> + Sink<Message> + Unpin {}
 
 impl<T: Stream<Item = Result<Message, WsError>> + Sink<Message> + Unpin> Duplex for T {}
@@ -164,10 +164,10 @@ impl Clock {
 /// sends a TCP reset, and the client would lose the close frame), then the socket is dropped.
 ///
 /// Everything that can be built before the first await is built here, outside the future: a
-/// future keeps its arguments for its whole life, so a `WebSocketStream` (320 bytes) held there
-/// would cost every connection its size again.
+/// future keeps its arguments for its whole life, so a socket held there would cost every
+/// connection its size again.
 pub fn serve<S>(
-    ws: WebSocketStream<S>,
+    ws: WebSocket<S>,
     hub: Arc<Hub>,
     limits: Arc<ConnLimits>,
     over: bool,

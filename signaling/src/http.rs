@@ -13,19 +13,13 @@ use hyper_util::rt::TokioIo;
 use rand::Rng;
 use rust_embed::RustEmbed;
 use serde_json::json;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
-use crate::coalesce::Coalesce;
 use crate::conn::{self, ConnLimits};
 use crate::hub::Hub;
 use crate::protocol::{ErrorCode, SUBPROTOCOL};
-
-/// Initial read buffer of a WebSocket connection: a join without a token, a ping or a leave
-/// fits; tungstenite grows it to the size of a larger frame once it has read its header.
-const READ_BUFFER_BYTES: usize = 256;
+use crate::ws::WebSocket;
 
 /// The browser SDK and the demo page, compiled into the binary.
 #[derive(RustEmbed)]
@@ -136,30 +130,19 @@ async fn ws(State(app): State<AppState>, mut req: Request) -> Response {
         .unwrap_or_else(|_| (StatusCode::INTERNAL_SERVER_ERROR, "bad header").into_response())
 }
 
-/// The upgraded connection as a WebSocket, with buffers sized to typical frames and grown on
-/// demand: tungstenite reserves (and zeroes) a 128 KiB read buffer per connection by default,
-/// 95% of the memory per connection in the first benchmark, and zeroes it before every read,
-/// so all of it is resident. An idle joined connection keeps 256 bytes; the buffer grows to the
-/// largest frame it has read (a candidate, an SDP), and never past the message limit.
-/// tungstenite's write buffer holds one frame at a time (`write_buffer_size(0)`); a burst is
-/// gathered below it, in a buffer freed after each flush (`coalesce`).
+/// The upgraded connection as a WebSocket (`ws`): it holds no buffer between frames, and
+/// refuses a message past the limit by its header.
 async fn websocket(
     upgrade: hyper::upgrade::OnUpgrade,
     max_message_bytes: usize,
-) -> Option<WebSocketStream<Coalesce<TokioIo<hyper::upgrade::Upgraded>>>> {
-    let io = match upgrade.await {
-        Ok(io) => Coalesce::new(TokioIo::new(io)),
+) -> Option<WebSocket<TokioIo<hyper::upgrade::Upgraded>>> {
+    match upgrade.await {
+        Ok(io) => Some(WebSocket::new(TokioIo::new(io), max_message_bytes)),
         Err(e) => {
             tracing::debug!(error = %e, "WebSocket upgrade failed");
-            return None;
+            None
         }
-    };
-    let config = WebSocketConfig::default()
-        .max_message_size(Some(max_message_bytes))
-        .max_frame_size(Some(max_message_bytes))
-        .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(0);
-    Some(WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await)
+    }
 }
 
 /// The `Sec-WebSocket-Accept` for a valid RFC 6455 upgrade request, or `None`.

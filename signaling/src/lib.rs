@@ -1,6 +1,7 @@
 //! Otter's signaling server. See `docs/protocol.md` for the wire protocol.
 
 pub mod auth;
+pub mod buffers;
 pub mod coalesce;
 pub mod config;
 pub mod conn;
@@ -13,3 +14,4 @@ pub mod server;
 pub mod store;
 pub mod turn;
 pub mod turn_exporter;
+pub mod ws;
