@@ -17,10 +17,11 @@ use std::time::{Duration, Instant};
 use futures::future::{self, FutureExt};
 use futures::{Sink, Stream, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::Instrument;
 
+use crate::buffers;
 use crate::hub::{Hub, Relay, Session};
 use crate::protocol::{
     ClientMsg, ErrorCode, LeaveReason, Parsed, ProtoError, RelayIn, ServerMsg, error_text,
@@ -194,14 +195,14 @@ where
         })
 }
 
-/// Half-close, then read and discard until the client closes too, within the bounds.
+/// Half-close, then read and discard until the client closes too, within the bounds (into one
+/// scratch buffer per thread: every connection drains at once at a shutdown).
 async fn drain_input<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S, within: Duration, cap: usize) {
     let _ = tokio::time::timeout(within, async {
         let _ = io.shutdown().await;
-        let mut buf = vec![0u8; 16 * 1024];
         let mut total = 0;
         while total < cap {
-            match io.read(&mut buf).await {
+            match future::poll_fn(|cx| buffers::poll_discard(io, cx)).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => total += n,
             }
