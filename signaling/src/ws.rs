@@ -20,12 +20,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use futures::{Sink, Stream};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader, Utf8Bytes};
 use tokio_tungstenite::tungstenite::{Bytes, Error, Message};
+use tokio_util::io::poll_read_buf;
 
 use crate::buffers::{self, Buffer};
 use crate::coalesce::Coalesce;
@@ -97,6 +98,11 @@ impl<S> WebSocket<S> {
     fn end_reading(&mut self) {
         self.read_ended = true;
         self.fragments = None;
+        self.give_input();
+    }
+
+    /// The input buffer goes back to the pool.
+    fn give_input(&mut self) {
         if let Some(input) = self.input.take() {
             buffers::give(input);
         }
@@ -125,10 +131,8 @@ impl<S> WebSocket<S> {
             unmask(payload, mask);
             let payload = Bytes::copy_from_slice(payload);
             input.done = end;
-            if input.done == input.bytes.len()
-                && let Some(input) = self.input.take()
-            {
-                buffers::give(input);
+            if input.done == input.bytes.len() {
+                self.give_input();
             }
             if let Some(msg) = self.on_frame(&header, payload)? {
                 return Ok(Some(msg));
@@ -235,19 +239,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Read more input. Ready(false) at the end of the input.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<bool>> {
         let input = self.input.get_or_insert_with(buffers::take);
-        let had = input.bytes.len();
-        input.bytes.resize(had + READ_CHUNK, 0);
-        let mut buf = ReadBuf::new(&mut input.bytes[had..]);
-        let polled = Pin::new(&mut self.io).poll_read(cx, &mut buf);
-        let got = buf.filled().len();
-        input.bytes.truncate(had + got);
+        // Read into the spare capacity, not zeroed first: this runs on every poll that finds
+        // no whole message, most of which find nothing to read.
+        input.bytes.reserve(READ_CHUNK);
+        let polled = poll_read_buf(Pin::new(&mut self.io), cx, &mut input.bytes);
         if input.bytes.is_empty() {
             // An idle connection keeps no buffer.
-            if let Some(input) = self.input.take() {
-                buffers::give(input);
-            }
+            self.give_input();
         }
-        ready!(polled)?;
+        let got = ready!(polled)?;
         Poll::Ready(Ok(got > 0))
     }
 }
@@ -407,6 +407,7 @@ mod tests {
     use super::*;
     use futures::{SinkExt, StreamExt};
     use std::io;
+    use tokio::io::ReadBuf;
     use tokio_tungstenite::tungstenite::protocol::Role;
 
     /// A socket that hands out `input` at most `per_read` bytes at a time, then ends (or, with
