@@ -27,7 +27,8 @@ use crate::protocol::{
     ClientMsg, ErrorCode, LeaveReason, Parsed, ProtoError, RelayIn, ServerMsg, error_text,
     parse_client, parse_relay,
 };
-use crate::store::{Cut, Out, Outbox};
+use crate::roster;
+use crate::store::{Cut, Out, Outbox, Signal};
 use crate::ws::WebSocket;
 
 mod writer;
@@ -85,45 +86,28 @@ enum Step {
 
 /// What woke the loop.
 enum Event {
-    /// The server is shutting down.
-    Shutdown,
-    /// The router cut the connection off.
-    Cut(Cut),
+    /// The server's shutdown, the router's cut-off or the connection's deadline.
+    Signal(Signal),
     /// The writer ended: the socket failed.
     WriterDone,
-    /// The connection's timer is due.
-    Timer,
     /// A frame, the end of the input, or a read error.
     Frame(Option<Result<Message, WsError>>),
 }
 
-/// The loop's next event, writing meanwhile. In this order: shutdown and the cut-off first, so
-/// a connection that is cut off handles no more frames; the writer before the input, so what
-/// is queued goes out before more is read. One task polls all of them, so whatever woke it,
-/// each is polled.
-fn next_event<'a, C, T>(
-    mut shutdown: Pin<&'a mut C>,
+/// The loop's next event, writing meanwhile. In this order: the signals first, so a connection
+/// that is cut off handles no more frames; the writer before the input, so what is queued goes
+/// out before more is read. One task polls all of them, so whatever woke it, each is polled.
+fn next_event<'a, T: Duplex>(
     outbox: &'a Outbox,
-    mut timer: Pin<&'a mut tokio::time::Sleep>,
     io: &'a mut T,
     writer: &'a mut WriteLoop,
-) -> impl Future<Output = Event> + 'a
-where
-    C: Future<Output = ()>,
-    T: Duplex,
-{
+) -> impl Future<Output = Event> + 'a {
     future::poll_fn(move |cx| {
-        if shutdown.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Event::Shutdown);
-        }
-        if let Poll::Ready(why) = outbox.poll_cut(cx) {
-            return Poll::Ready(Event::Cut(why));
+        if let Poll::Ready(signal) = outbox.poll_signal(cx) {
+            return Poll::Ready(Event::Signal(signal));
         }
         if writer.poll_write(io, cx).is_ready() {
             return Poll::Ready(Event::WriterDone);
-        }
-        if timer.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Event::Timer);
         }
         io.poll_next_unpin(cx).map(Event::Frame)
     })
@@ -134,20 +118,24 @@ trait Duplex: Stream<Item = Result<Message, WsError>> + Sink<Message> + Unpin {}
 
 impl<T: Stream<Item = Result<Message, WsError>> + Sink<Message> + Unpin> Duplex for T {}
 
-/// When the connection's one timer is due: pings, and the join deadline while it holds no
-/// seat. One timer instead of an interval and a sleep: each is a timer entry in every
-/// connection, and the interval's is a separate allocation.
+/// The connection's deadlines: pings, and the join deadline while it holds no seat. The
+/// roster rings the connection when the next of them passes ([`crate::roster`]).
 struct Clock {
     next_ping: tokio::time::Instant,
     join_by: tokio::time::Instant,
+    /// The deadline the roster holds for this connection.
+    armed: tokio::time::Instant,
 }
 
 impl Clock {
     fn new(limits: &ConnLimits) -> Clock {
         let now = tokio::time::Instant::now();
+        let join_by = now + limits.join_timeout;
+        let next_ping = now + limits.ping_interval;
         Clock {
-            next_ping: now + limits.ping_interval,
-            join_by: now + limits.join_timeout,
+            next_ping,
+            join_by,
+            armed: next_ping.min(join_by),
         }
     }
 
@@ -297,9 +285,12 @@ impl<T: Duplex> Started<T> {
                 this.conn.serve_frames(io, writer).await
             };
             // Writing meanwhile: a kick's close frame is queued before the seat is given up.
+            // This and the close below are boxed: they run once, at the end, and their state
+            // (a store call; a timer) would otherwise be the largest of the future, which
+            // every connection carries all its life.
             {
-                let settling = pin!(this.conn.settle(end));
-                writing_while(settling, &mut this.io, &mut this.writer).await;
+                let mut settling = Box::pin(this.conn.settle(end));
+                writing_while(settling.as_mut(), &mut this.io, &mut this.writer).await;
             }
             if end != End::Lost {
                 this.conn.close(close::NORMAL, "bye");
@@ -307,7 +298,7 @@ impl<T: Duplex> Started<T> {
             let grace = this.conn.limits.close_grace;
             // The writer ends once the last outbox handle is gone (when no close was queued).
             drop(this.conn);
-            let closed = finish(&mut this.io, &mut this.writer, grace).await;
+            let closed = Box::pin(finish(&mut this.io, &mut this.writer, grace)).await;
             closed.then_some(this.io)
         }
     }
@@ -366,21 +357,33 @@ struct Conn {
     limits: Arc<ConnLimits>,
     /// Also how the router cuts this connection off.
     outbox: Outbox,
+    /// governor without quanta: std's monotonic clock takes no room in the limiter, where
+    /// quanta's took 32 bytes of every connection (and a CPUID to build).
     limiter: DefaultDirectRateLimiter,
     /// Refused frames: a bucket of `burst` that refills at the sustained rate, so violations
-    /// decay and only a client that keeps flooding is cut off. Built at the first refusal:
-    /// building a limiter costs a CPUID on every connect (see docs/benchmarks.md).
-    /// Boxed: most connections never need it, and it would sit in every one of them.
+    /// decay and only a client that keeps flooding is cut off. Built at the first refusal,
+    /// and boxed: most connections never need it, and it would sit in every one of them.
     strikes: Option<Box<DefaultDirectRateLimiter>>,
     session: Option<Session>,
     last_rx: Instant,
+    clock: Clock,
+    /// This connection's slot in the hub's roster, given up when it is dropped.
+    key: roster::Key,
     /// Set when the connection gives up its seat: the join deadline starts again.
     rearm: bool,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.hub.roster.leave(self.key);
+    }
 }
 
 impl Conn {
     fn new(hub: Arc<Hub>, limits: Arc<ConnLimits>, outbox: Outbox) -> Conn {
         let quota = Quota::per_second(limits.rate_per_sec).allow_burst(limits.burst);
+        let clock = Clock::new(&limits);
+        let key = hub.roster.enter(&outbox, clock.armed);
         Conn {
             hub,
             limits,
@@ -389,35 +392,26 @@ impl Conn {
             strikes: None,
             session: None,
             last_rx: Instant::now(),
+            clock,
+            key,
             rearm: false,
         }
     }
 
     async fn serve_frames<T: Duplex>(&mut self, io: &mut T, writer: &mut WriteLoop) -> End {
-        // Built once, not per frame: a `cancelled()` registers with its token when first
-        // polled. (The hub is cloned so that the wait does not borrow `self`.)
-        let hub = Arc::clone(&self.hub);
-        let shutdown = hub.shutdown.cancelled();
-        tokio::pin!(shutdown);
-        let mut clock = Clock::new(&self.limits);
-        let timer = tokio::time::sleep_until(clock.next(true));
-        tokio::pin!(timer);
         loop {
             // The event is consumed here, not held across the await below: it may hold a frame
             // (about 140 bytes), which would sit in every idle connection. A frame's handling is
             // boxed for the same reason: it is the largest state of this loop
             // (docs/benchmarks.md, memory).
             let step = {
-                let turn =
-                    match next_event(shutdown.as_mut(), &self.outbox, timer.as_mut(), io, writer)
-                        .await
-                    {
-                        Event::Frame(frame) => Err(Box::pin(self.on_frame(frame))),
-                        Event::Shutdown => Ok(self.shutdown()),
-                        Event::Cut(why) => Ok(self.cut_off(why)),
-                        Event::WriterDone => Ok(Step::Stop(End::Lost)),
-                        Event::Timer => Ok(self.on_timer(&mut clock)),
-                    };
+                let turn = match next_event(&self.outbox, io, writer).await {
+                    Event::Frame(frame) => Err(Box::pin(self.on_frame(frame))),
+                    Event::Signal(Signal::Shutdown) => Ok(self.shutdown()),
+                    Event::Signal(Signal::Cut(why)) => Ok(self.cut_off(why)),
+                    Event::Signal(Signal::Due) => Ok(self.on_timer()),
+                    Event::WriterDone => Ok(Step::Stop(End::Lost)),
+                };
                 match turn {
                     Ok(step) => step,
                     Err(mut handling) => writing_while(handling.as_mut(), io, writer).await,
@@ -426,19 +420,28 @@ impl Conn {
             if let Step::Stop(end) = step {
                 return end;
             }
-            if std::mem::take(&mut self.rearm) {
-                clock.join_by = tokio::time::Instant::now() + self.limits.join_timeout;
-            }
-            let at = clock.next(self.session.is_none());
-            if at != timer.deadline() {
-                timer.as_mut().reset(at);
-            }
+            self.arm();
         }
     }
 
-    /// The connection's one timer fired: the join deadline (while it holds no seat) or a ping.
-    fn on_timer(&mut self, clock: &mut Clock) -> Step {
+    /// Give the roster the next deadline, if it moved (or was rung).
+    fn arm(&mut self) {
+        if std::mem::take(&mut self.rearm) {
+            self.clock.join_by = tokio::time::Instant::now() + self.limits.join_timeout;
+        }
+        let at = self.clock.next(self.session.is_none());
+        if at != self.clock.armed {
+            self.hub.roster.set_due(self.key, at);
+            self.clock.armed = at;
+        }
+    }
+
+    /// The roster rang: the join deadline (while it holds no seat) or a ping is due.
+    fn on_timer(&mut self) -> Step {
         let now = tokio::time::Instant::now();
+        // Rung once: whatever is due now, the roster is given a deadline again.
+        self.clock.armed = now;
+        let clock = &mut self.clock;
         if self.session.is_none() && now >= clock.join_by {
             return self.never_joined();
         }

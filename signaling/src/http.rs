@@ -13,6 +13,7 @@ use hyper_util::rt::TokioIo;
 use rand::Rng;
 use rust_embed::RustEmbed;
 use serde_json::json;
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
@@ -131,15 +132,29 @@ async fn ws(State(app): State<AppState>, mut req: Request) -> Response {
 }
 
 /// The upgraded connection as a WebSocket (`ws`): it holds no buffer between frames, and
-/// refuses a message past the limit by its header.
+/// refuses a message past the limit by its header. Over the TCP stream itself, taken back
+/// from hyper: its `Upgraded` keeps the stream in a box of its own and 48 bytes in the task,
+/// for every connection's life. Bytes that hyper read past the request are parsed first.
 async fn websocket(
     upgrade: hyper::upgrade::OnUpgrade,
     max_message_bytes: usize,
-) -> Option<WebSocket<TokioIo<hyper::upgrade::Upgraded>>> {
-    match upgrade.await {
-        Ok(io) => Some(WebSocket::new(TokioIo::new(io), max_message_bytes)),
+) -> Option<WebSocket<TcpStream>> {
+    let upgraded = match upgrade.await {
+        Ok(io) => io,
         Err(e) => {
             tracing::debug!(error = %e, "WebSocket upgrade failed");
+            return None;
+        }
+    };
+    match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => Some(WebSocket::with_input(
+            parts.io.into_inner(),
+            &parts.read_buf,
+            max_message_bytes,
+        )),
+        // Only if the server were given another transport than the TCP stream it accepts.
+        Err(_) => {
+            tracing::error!("WebSocket upgrade over an unexpected transport; closing");
             None
         }
     }

@@ -14,6 +14,7 @@ use crate::protocol::{
     ErrorCode, Join, LeaveReason, Limits, PeerInfo, ProtoError, RelayKind, ServerMsg, VERSION,
     relay_frame, valid_room_id,
 };
+use crate::roster::Roster;
 use crate::store::{
     Frame, LocalConn, LocalPeers, Outbox, PeerRecord, Presence, RoomStore, StoreError,
 };
@@ -51,8 +52,9 @@ pub struct Hub {
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
     pub grace: Duration,
-    /// Cancelled on SIGTERM: connections tell their clients to reconnect and close.
-    pub shutdown: tokio_util::sync::CancellationToken,
+    /// Every open connection: the shutdown (connections tell their clients to reconnect and
+    /// close) and each connection's next deadline reach it through here.
+    pub roster: Roster,
     local_rooms: Mutex<HashMap<String, usize>>,
 }
 
@@ -97,7 +99,7 @@ impl Hub {
             metrics,
             limits,
             grace,
-            shutdown: tokio_util::sync::CancellationToken::new(),
+            roster: Roster::default(),
             local_rooms: Mutex::new(HashMap::new()),
         }
     }

@@ -10,6 +10,7 @@ pub mod hub;
 pub mod ice;
 pub mod metrics;
 pub mod protocol;
+pub mod roster;
 pub mod server;
 pub mod store;
 pub mod turn;

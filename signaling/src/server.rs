@@ -20,6 +20,7 @@ use crate::hub::Hub;
 use crate::ice::{IceSource, IceUris};
 use crate::metrics::Metrics;
 use crate::protocol::Limits;
+use crate::roster;
 use crate::store::memory::MemoryStore;
 use crate::store::{LocalPeers, RoomStore};
 
@@ -27,6 +28,11 @@ use crate::store::{LocalPeers, RoomStore};
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let hub = build_hub(&config).await?;
     let conn_limits = conn_limits(&config)?;
+    {
+        let hub = Arc::clone(&hub);
+        let tick = roster::tick_for(config.ping_interval, config.join_timeout);
+        tokio::spawn(async move { hub.roster.run(tick).await });
+    }
     let shutting_down = Arc::new(AtomicBool::new(false));
     let state = AppState {
         hub: Arc::clone(&hub),
@@ -66,7 +72,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             otter_shutdown::termination().await;
             tracing::info!("shutting down: telling clients to reconnect");
             shutting_down.store(true, Ordering::Relaxed);
-            hub.shutdown.cancel();
+            hub.roster.shut_down();
             stop.cancel();
         });
     }

@@ -84,6 +84,18 @@ impl<S> WebSocket<S> {
         }
     }
 
+    /// As [`WebSocket::new`], with bytes the client sent after its upgrade request that were
+    /// read with the request: they are parsed before the socket is read.
+    pub fn with_input(io: S, read: &[u8], max_message: usize) -> Self {
+        let mut ws = WebSocket::new(io, max_message);
+        if !read.is_empty() {
+            let mut input = buffers::take();
+            input.bytes.extend_from_slice(read);
+            ws.input = Some(input);
+        }
+        ws
+    }
+
     /// The socket below, for the close sequence (draining unread input).
     pub fn get_mut(&mut self) -> &mut Coalesce<S> {
         &mut self.io

@@ -47,6 +47,38 @@ fn read_until_closed(s: &mut TcpStream, within: Duration) -> Option<Vec<u8>> {
     }
 }
 
+/// A client that sends its first frame in the same write as its upgrade request (without
+/// waiting for the 101) is answered: the bytes read with the request are parsed first, not
+/// lost when the connection is taken back from hyper.
+#[tokio::test]
+async fn a_frame_sent_with_the_upgrade_request_is_answered() {
+    let server = Server::start(&[]);
+    let mut s = TcpStream::connect(server.addr).expect("connect");
+    let mut bytes = b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        .to_vec();
+    let payload = br#"{"type":"ping"}"#;
+    let mask = [1u8, 2, 3, 4];
+    bytes.extend_from_slice(&[0x81, 0x80 | payload.len() as u8]);
+    bytes.extend_from_slice(&mask);
+    bytes.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    s.write_all(&bytes).expect("write");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains(r#""type":"pong""#) {
+        match s.read(&mut buf) {
+            Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+            other => panic!(
+                "no pong ({other:?}); read: {}",
+                String::from_utf8_lossy(&got)
+            ),
+        }
+    }
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 101"));
+}
+
 #[tokio::test]
 async fn slow_and_oversized_request_heads_are_refused() {
     let server = Server::start(&["--header-read-timeout", "1s"]);

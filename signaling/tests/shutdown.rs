@@ -1,4 +1,5 @@
-//! SIGTERM: stop accepting, tell clients to reconnect, drain within the bound, exit cleanly.
+//! SIGTERM: stop accepting, tell clients (joined or not) to reconnect, drain within the bound,
+//! exit cleanly.
 
 mod common;
 
@@ -11,10 +12,12 @@ async fn sigterm_tells_clients_to_reconnect_and_exits() {
     let mut server = Server::start(&["--shutdown-grace", "3s"]);
     let (mut a, _) = Client::join(&server, "r", "A").await;
     let (mut b, _) = Client::join(&server, "r", "B").await;
+    // Connected, not joined: told too (every connection is in the hub's roster).
+    let mut c = Client::connect(&server).await;
     a.recv().await;
     let started = Instant::now();
     server.sigterm();
-    for c in [&mut a, &mut b] {
+    for c in [&mut a, &mut b, &mut c] {
         let m = c.recv().await;
         assert_eq!(m["type"], "reconnect", "{m}");
         assert_eq!(m["reason"], "shutdown");

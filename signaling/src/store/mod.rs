@@ -15,7 +15,7 @@ pub mod memory;
 mod outbox;
 pub mod redis;
 
-pub use outbox::{Cut, Frame, Out, Outbox, Outlet, PING_COST, Refused};
+pub use outbox::{Alarm, Cut, Frame, Out, Outbox, Outlet, PING_COST, Refused, Signal};
 
 /// A seat in a room as the store keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -54,22 +54,22 @@ pub enum Cut {
     Superseded,
 }
 
-impl Cut {
-    fn code(self) -> u8 {
-        match self {
-            Cut::TooSlow => 1,
-            Cut::Superseded => 2,
-        }
-    }
-
-    fn from_code(code: u8) -> Option<Cut> {
-        match code {
-            0 => None,
-            1 => Some(Cut::TooSlow),
-            _ => Some(Cut::Superseded),
-        }
-    }
+/// What the connection loop is told through its outbox, besides frames to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// The server is shutting down ([`crate::roster`]).
+    Shutdown,
+    /// The router cut the connection off.
+    Cut(Cut),
+    /// The connection's deadline passed ([`crate::roster`]): a ping or the join deadline.
+    Due,
 }
+
+// Bits of `Shared::signals`. The first three stay set: the loop ends on them.
+const TOO_SLOW: u8 = 1;
+const SUPERSEDED: u8 = 2;
+const SHUTDOWN: u8 = 4;
+const DUE: u8 = 8;
 
 /// Why a frame could not be queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,16 +100,21 @@ struct Shared {
     wake: AtomicWaker,
     /// Live [`Outbox`] handles; the writer ends when the last one is gone and the queue is empty.
     senders: AtomicUsize,
-    /// 0, or the [`Cut`] that cut the connection off. Here rather than in a token of its own
-    /// (a child of the shutdown token and a flag were two allocations of every connection,
-    /// about 130 bytes, and each child took the shutdown token's lock at start and end).
-    cut: AtomicU8,
-    /// The connection loop's waker for the cut-off: not the writer's, which waits on the
+    /// The [`Signal`]s raised and not yet seen, as bits. Here rather than in tokens and timers
+    /// of their own: a child of the shutdown token and a flag were two allocations of every
+    /// connection (about 130 bytes), and a timer and a shutdown waiter 184 bytes of its task.
+    signals: AtomicU8,
+    /// The connection loop's waker for the signals: not the writer's, which waits on the
     /// socket, not on the queue, while a peer that stops reading fills it.
-    cut_wake: AtomicWaker,
+    signal_wake: AtomicWaker,
 }
 
 impl Shared {
+    fn raise(&self, bit: u8) {
+        self.signals.fetch_or(bit, Ordering::AcqRel);
+        self.signal_wake.wake();
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // Every update is a few field writes that cannot panic halfway; a poisoned lock still
         // holds a consistent queue.
@@ -127,6 +132,24 @@ pub struct Outbox {
 #[derive(Debug)]
 pub struct Outlet {
     shared: Arc<Shared>,
+}
+
+/// What the roster holds of a connection (see [`Outbox::alarm`]).
+#[derive(Debug)]
+pub struct Alarm {
+    shared: Arc<Shared>,
+}
+
+impl Alarm {
+    /// The connection's deadline passed.
+    pub fn ring(&self) {
+        self.shared.raise(DUE);
+    }
+
+    /// The server is shutting down.
+    pub fn shut_down(&self) {
+        self.shared.raise(SHUTDOWN);
+    }
 }
 
 impl Clone for Outbox {
@@ -167,8 +190,8 @@ impl Outbox {
             }),
             wake: AtomicWaker::new(),
             senders: AtomicUsize::new(1),
-            cut: AtomicU8::new(0),
-            cut_wake: AtomicWaker::new(),
+            signals: AtomicU8::new(0),
+            signal_wake: AtomicWaker::new(),
         });
         let outlet = Outlet {
             shared: Arc::clone(&shared),
@@ -176,30 +199,41 @@ impl Outbox {
         (Outbox { shared }, outlet)
     }
 
-    /// Cut the connection off (its loop ends with a close frame that says why). Superseded
-    /// wins over too slow: it tells the client its seat lives on elsewhere.
+    /// Cut the connection off (its loop ends with a close frame that says why).
     pub fn cut_off(&self, why: Cut) {
-        match why {
-            Cut::Superseded => self.shared.cut.store(why.code(), Ordering::Release),
-            Cut::TooSlow => {
-                let _ = self.shared.cut.compare_exchange(
-                    0,
-                    why.code(),
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                );
-            }
-        }
-        self.shared.cut_wake.wake();
+        let bit = match why {
+            Cut::TooSlow => TOO_SLOW,
+            Cut::Superseded => SUPERSEDED,
+        };
+        self.shared.raise(bit);
     }
 
-    /// Ready with why once the connection was cut off; until then the caller's waker is woken
-    /// by the cut-off.
-    pub fn poll_cut(&self, cx: &mut Context<'_>) -> Poll<Cut> {
-        self.shared.cut_wake.register(cx.waker());
-        match Cut::from_code(self.shared.cut.load(Ordering::Acquire)) {
-            Some(why) => Poll::Ready(why),
-            None => Poll::Pending,
+    /// Ready with the most pressing signal raised (the shutdown, then superseded, which tells
+    /// the client its seat lives on elsewhere, then too slow, then a deadline); until one is,
+    /// the caller's waker is woken by the next. A deadline is taken when read; the rest stay.
+    pub fn poll_signal(&self, cx: &mut Context<'_>) -> Poll<Signal> {
+        self.shared.signal_wake.register(cx.waker());
+        let bits = self.shared.signals.load(Ordering::Acquire);
+        let signal = if bits & SHUTDOWN != 0 {
+            Signal::Shutdown
+        } else if bits & SUPERSEDED != 0 {
+            Signal::Cut(Cut::Superseded)
+        } else if bits & TOO_SLOW != 0 {
+            Signal::Cut(Cut::TooSlow)
+        } else if bits & DUE != 0 {
+            self.shared.signals.fetch_and(!DUE, Ordering::AcqRel);
+            Signal::Due
+        } else {
+            return Poll::Pending;
+        };
+        Poll::Ready(signal)
+    }
+
+    /// A handle for [`crate::roster`]: it can only raise the shutdown and the deadline, and
+    /// it is not a sender (the writer still ends when the connection's handles are gone).
+    pub fn alarm(&self) -> Alarm {
+        Alarm {
+            shared: Arc::clone(&self.shared),
         }
     }
 
@@ -374,13 +408,36 @@ mod tests {
         let router = outbox.clone();
         let (waker, woken) = counting_waker();
         let mut cx = Context::from_waker(&waker);
-        assert_eq!(outbox.poll_cut(&mut cx), Poll::Pending);
+        assert_eq!(outbox.poll_signal(&mut cx), Poll::Pending);
         router.cut_off(Cut::TooSlow);
         assert_eq!(woken.load(Ordering::SeqCst), 1, "the loop was woken");
-        assert_eq!(outbox.poll_cut(&mut cx), Poll::Ready(Cut::TooSlow));
+        let too_slow = Poll::Ready(Signal::Cut(Cut::TooSlow));
+        assert_eq!(outbox.poll_signal(&mut cx), too_slow);
+        assert_eq!(outbox.poll_signal(&mut cx), too_slow, "it stays");
         router.cut_off(Cut::Superseded);
         router.cut_off(Cut::TooSlow);
-        assert_eq!(outbox.poll_cut(&mut cx), Poll::Ready(Cut::Superseded));
+        let superseded = Poll::Ready(Signal::Cut(Cut::Superseded));
+        assert_eq!(outbox.poll_signal(&mut cx), superseded);
+    }
+
+    /// A deadline is taken when read and comes after a cut-off; the shutdown comes first.
+    #[test]
+    fn signals_come_most_pressing_first() {
+        let (outbox, _rx) = Outbox::new(10);
+        let alarm = outbox.alarm();
+        let (waker, woken) = counting_waker();
+        let mut cx = Context::from_waker(&waker);
+        alarm.ring();
+        assert_eq!(woken.load(Ordering::SeqCst), 0, "nothing registered yet");
+        assert_eq!(outbox.poll_signal(&mut cx), Poll::Ready(Signal::Due));
+        assert_eq!(outbox.poll_signal(&mut cx), Poll::Pending, "taken");
+        alarm.ring();
+        outbox.cut_off(Cut::TooSlow);
+        let too_slow = Poll::Ready(Signal::Cut(Cut::TooSlow));
+        assert_eq!(outbox.poll_signal(&mut cx), too_slow);
+        alarm.shut_down();
+        assert_eq!(outbox.poll_signal(&mut cx), Poll::Ready(Signal::Shutdown));
+        assert!(woken.load(Ordering::SeqCst) >= 2);
     }
 
     fn counting_waker() -> (std::task::Waker, Arc<AtomicUsize>) {
