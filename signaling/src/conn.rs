@@ -357,12 +357,13 @@ struct Conn {
     limits: Arc<ConnLimits>,
     /// Also how the router cuts this connection off.
     outbox: Outbox,
-    /// governor without quanta: std's monotonic clock takes no room in the limiter, where
-    /// quanta's took 32 bytes of every connection (and a CPUID to build).
+    /// On quanta's clock (the TSC): std's would save 32 bytes here, but not a step of the
+    /// task's allocation, and it costs a `clock_gettime` per frame (about 1% of a relay).
     limiter: DefaultDirectRateLimiter,
     /// Refused frames: a bucket of `burst` that refills at the sustained rate, so violations
-    /// decay and only a client that keeps flooding is cut off. Built at the first refusal,
-    /// and boxed: most connections never need it, and it would sit in every one of them.
+    /// decay and only a client that keeps flooding is cut off. Built at the first refusal:
+    /// building a limiter costs a CPUID on every connect (see docs/benchmarks.md).
+    /// Boxed: most connections never need it, and it would sit in every one of them.
     strikes: Option<Box<DefaultDirectRateLimiter>>,
     session: Option<Session>,
     last_rx: Instant,
@@ -848,6 +849,29 @@ mod tests {
         assert!(
             line.contains("room=r") && line.contains(&format!("peer={deaf}")),
             "{line}"
+        );
+    }
+
+    /// Every connection carries its task for its whole life, and tokio allocates a task (its
+    /// future and 96 bytes of its own) in steps of 128 bytes: 640 for this future now, 896
+    /// before the roster (docs/benchmarks.md, memory). A field added to the connection's
+    /// state (or held across one of its awaits) that crosses the step costs every connection
+    /// 128 bytes: box what is rare instead, or move the bound knowingly.
+    #[tokio::test]
+    async fn the_connection_task_stays_within_its_allocation_step() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (client, accepted) =
+            tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+        let (_client, (tcp, _)) = (client.expect("connect"), accepted.expect("accept"));
+        let hub = Arc::new(crate::hub::props::test_hub(4));
+        let serving = serve(WebSocket::new(tcp, 1024), hub, Arc::new(limits()), false);
+        let size = std::mem::size_of_val(&serving);
+        assert!(
+            size <= 640 - 96 - 8,
+            "the connection's future is {size} bytes"
         );
     }
 }
