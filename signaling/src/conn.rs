@@ -851,27 +851,4 @@ mod tests {
             "{line}"
         );
     }
-
-    /// Every connection carries its task for its whole life, and tokio allocates a task (its
-    /// future and 96 bytes of its own) in steps of 128 bytes: 640 for this future now, 896
-    /// before the roster (docs/benchmarks.md, memory). A field added to the connection's
-    /// state (or held across one of its awaits) that crosses the step costs every connection
-    /// 128 bytes: box what is rare instead, or move the bound knowingly.
-    #[tokio::test]
-    async fn the_connection_task_stays_within_its_allocation_step() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (client, accepted) =
-            tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
-        let (_client, (tcp, _)) = (client.expect("connect"), accepted.expect("accept"));
-        let hub = Arc::new(crate::hub::props::test_hub(4));
-        let serving = serve(WebSocket::new(tcp, 1024), hub, Arc::new(limits()), false);
-        let size = std::mem::size_of_val(&serving);
-        assert!(
-            size <= 640 - 96 - 8,
-            "the connection's future is {size} bytes"
-        );
-    }
 }

@@ -9,6 +9,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use futures::future::{self, Either, FutureExt};
 use hyper_util::rt::TokioIo;
 use rand::Rng;
 use rust_embed::RustEmbed;
@@ -110,15 +111,7 @@ async fn ws(State(app): State<AppState>, mut req: Request) -> Response {
     let limits = Arc::clone(&app.limits);
     let hub = Arc::clone(&app.hub);
     let upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
-        // The stream is bound inside the match so it is gone before the long await: a local
-        // kept across an await is part of every connection's task for its whole life.
-        let serving = match websocket(upgrade, limits.max_message_bytes).await {
-            Some(ws) => conn::serve(ws, hub, limits, over),
-            None => return,
-        };
-        serving.await;
-    });
+    tokio::spawn(connection_task(upgrade, hub, limits, over));
     let mut resp = Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::CONNECTION, "upgrade")
@@ -129,6 +122,23 @@ async fn ws(State(app): State<AppState>, mut req: Request) -> Response {
     }
     resp.body(Body::empty())
         .unwrap_or_else(|_| (StatusCode::INTERNAL_SERVER_ERROR, "bad header").into_response())
+}
+
+/// A WebSocket connection's task, from the upgrade to the end: the future every connection
+/// carries for its whole life, and so kept to what the connection needs. Chained rather than an
+/// `async` block: a block keeps what it captured (the upgrade, the hub, the limits) beside the
+/// connection's future after they were moved into it.
+fn connection_task(
+    upgrade: hyper::upgrade::OnUpgrade,
+    hub: Arc<Hub>,
+    limits: Arc<ConnLimits>,
+    over: bool,
+) -> impl Future<Output = ()> + Send + 'static {
+    let max = limits.max_message_bytes;
+    websocket(upgrade, max).then(move |ws| match ws {
+        Some(ws) => Either::Left(conn::serve(ws, hub, limits, over)),
+        None => Either::Right(future::ready(())),
+    })
 }
 
 /// The upgraded connection as a WebSocket (`ws`): it holds no buffer between frames, and
@@ -298,4 +308,39 @@ fn web_file(path: &str, headers: &HeaderMap) -> Response {
             .body(Body::from(file.data.into_owned()))
     };
     built.unwrap_or_else(|_| (StatusCode::INTERNAL_SERVER_ERROR, "bad header").into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::num::NonZeroU32;
+    use std::time::Duration;
+
+    /// Every connection carries its task for its whole life, and tokio allocates a task (its
+    /// future and about 100 bytes of its own) in steps of 128 bytes: 640 now, 896 before the
+    /// roster (docs/benchmarks.md, memory). State added to the connection (or held across one
+    /// of its awaits) that crosses the step costs every connection 128 bytes: box what is rare
+    /// instead, or move the bound knowingly.
+    #[test]
+    fn the_connection_task_stays_within_its_allocation_step() {
+        let limits = ConnLimits {
+            max_message_bytes: 65536,
+            rate_per_sec: NonZeroU32::MIN,
+            burst: NonZeroU32::MIN,
+            idle_timeout: Duration::from_secs(60),
+            ping_interval: Duration::from_secs(20),
+            join_timeout: Duration::from_secs(10),
+            queue_bytes: 1 << 20,
+            close_grace: Duration::from_secs(2),
+        };
+        let mut req = Request::new(Body::empty());
+        let upgrade = hyper::upgrade::on(&mut req);
+        let hub = Arc::new(crate::hub::props::test_hub(4));
+        let task = connection_task(upgrade, hub, Arc::new(limits), false);
+        let size = std::mem::size_of_val(&task);
+        assert!(
+            size <= 640 - 112,
+            "the connection's task holds {size} bytes"
+        );
+    }
 }
