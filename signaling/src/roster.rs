@@ -5,10 +5,10 @@
 //! connection's outbox, which its loop already polls for the router's cut-off.
 //!
 //! Per connection that is one slot here (24 bytes) where a tokio timer (112 bytes of the
-//! connection's task) and a cancellation waiter (72) were; tokio allocates a task in steps of
-//! 128 bytes, so this is what took the task down a step (docs/benchmarks.md, memory). The
-//! price is precision: a deadline is met within one tick ([`tick_for`]), not to the
-//! millisecond.
+//! connection's task) and a cancellation waiter (72) were. tokio allocates a task in steps of
+//! 128 bytes; with the end of a connection boxed (`conn.rs`), this took the task from 896
+//! bytes to 640 (docs/benchmarks.md, memory). The price is precision: a deadline is met
+//! within one tick ([`tick_for`]), not to the millisecond.
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
