@@ -37,8 +37,8 @@ echo
 echo "=== cluster: kubernetes $K8S_VERSION (tests/cluster) ==="
 tests/cluster/install >/dev/null 2>"$work/install.log" || { cat "$work/install.log" >&2; exit 1; }
 build_log=$work/cargo-build.log
-# --workspace, not -p: a package subset resolves other dependency features and compiles again.
-cargo build -q --workspace 2>"$build_log" || { cat "$build_log" >&2; echo "tests/helm/test: cargo build failed" >&2; exit 1; }
+# The build every suite shares (tests/build-workspace): a no-op after the `rust` suite.
+"$root/tests/build-workspace" 2>"$build_log" || { cat "$build_log" >&2; echo "tests/helm/test: tests/build-workspace failed" >&2; exit 1; }
 operator_bin=${CARGO_TARGET_DIR:-$root/target}/debug/otter-operator
 signaling_bin=${CARGO_TARGET_DIR:-$root/target}/debug/otter-signaling
 # The real ServiceMonitor CRD, so that the ServiceMonitor the chart renders is validated by its

@@ -14,19 +14,18 @@ fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// `OTTER_SIGNALING_BIN`, or build the debug binary and find it in the workspace target dir.
+/// `OTTER_SIGNALING_BIN`, or build the debug binary (the build every suite shares) and find it
+/// in the workspace target dir.
 fn signaling_bin() -> String {
     if let Ok(b) = std::env::var("OTTER_SIGNALING_BIN") {
         return b;
     }
     let root = workspace_root();
-    let ok = Command::new(env!("CARGO"))
-        .args(["build", "-q", "-p", "otter-signaling"])
-        .current_dir(&root)
+    let ok = Command::new(root.join("tests/build-workspace"))
         .status()
-        .expect("run cargo build")
+        .expect("run tests/build-workspace")
         .success();
-    assert!(ok, "cargo build -p otter-signaling failed");
+    assert!(ok, "tests/build-workspace failed");
     let out = Command::new(env!("CARGO"))
         .args(["metadata", "--format-version", "1", "--no-deps"])
         .current_dir(&root)
