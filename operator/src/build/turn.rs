@@ -128,7 +128,7 @@ pub fn denied_peer_cidrs(cr: &OtterDeployment) -> Vec<String> {
 /// coturn's listening port, with TLS the TLS port (no alternate port + 1: `coturn_args` turns
 /// RFC 5780 off), with metrics the exporter's port and the statistics Redis's (on the node's
 /// loopback, which two pods on one node share too). The relay range is not listed: it is per
-/// allocation. Empty when TURN is off. `operator/tests/coturn_ports.rs` holds it to what the
+/// allocation. Empty when TURN is off. `operator/tests/it/coturn_ports.rs` holds it to what the
 /// real coturn binds.
 pub fn host_ports(cr: &OtterDeployment) -> Vec<(i32, &'static str)> {
     let t = &cr.spec.turn;

@@ -1,6 +1,6 @@
 use super::*;
 
-// Channels and payloads as the real coturn 4.6.1 published them (tests/tests/turn_metrics.rs
+// Channels and payloads as the real coturn 4.6.1 published them (tests/tests/it/turn_metrics.rs
 // checks the same against a running turnserver).
 const A: &str = "turn/realm/otter/user/1796226708:alice/allocation/000000000000000001";
 const B: &str = "turn/user/1796226708:bob/allocation/001000000000000002";

@@ -1,6 +1,6 @@
 //! The reconcile with TURN probes: when it probes, with what credential, and what the answers
 //! do to the status and the Events. The Allocates are answered here; the prober itself is
-//! tested against the real coturn in `operator/tests/turn_probe.rs`.
+//! tested against the real coturn in `operator/tests/it/turn_probe.rs`.
 
 use std::net::SocketAddr;
 

@@ -1,10 +1,8 @@
 //! The HTTP side: health, readiness, metrics, ICE servers with TURN credentials, embedded files.
 
-mod common;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{Client, Server, get};
+use crate::common::{Client, Server, get};
 use otter_signaling::turn;
 use serde_json::{Value, json};
 

@@ -1,10 +1,8 @@
 //! Offers, answers and candidates reach exactly their addressee, in rooms of two and six.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Client, Server, Store};
+use crate::common::{Client, Server, Store};
 use serde_json::json;
 
 async fn two_peers_exchange_offer_answer_and_candidates(store: Store) {

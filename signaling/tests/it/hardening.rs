@@ -2,14 +2,12 @@
 //! request heads, room-token rules (`nbf`, lifetime, single use, resume bound to the token),
 //! the bearer scheme, security headers, the metrics listener, plain-text logs, relay-only.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Client, Server, Store, get};
+use crate::common::{Client, Server, Store, get};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
 
@@ -256,7 +254,7 @@ async fn logs_to_a_file_have_no_colour_codes() {
     let dir = std::env::temp_dir().join(format!("otter-logs-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let log = dir.join("stderr.log");
-    let mut child = Command::new(common::BIN)
+    let mut child = Command::new(crate::common::BIN)
         .args(["--listen", "127.0.0.1:0"])
         .env("OTTER_LOG", "info")
         .stdout(Stdio::piped())
@@ -312,7 +310,7 @@ async fn info_logs_carry_no_sdp_addresses_names_or_tokens() {
         let dir = std::env::temp_dir().join(format!("otter-privacy-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let log = dir.join(format!("{format}.log"));
-        let mut child = Command::new(common::BIN)
+        let mut child = Command::new(crate::common::BIN)
             .args(["--listen", "127.0.0.1:0", "--log-format", format])
             .args(["--token-secret", SECRET, "--turn-secret", "turn-s3cret"])
             .args(["--turn-uris", "turn:127.0.0.1:3478", "--rate-limit", "5"])

@@ -1,8 +1,6 @@
 //! Room tokens: accepted when valid, refused when missing, expired, forged or for another room.
 
-mod common;
-
-use common::{Client, Server, Store, get};
+use crate::common::{Client, Server, Store, get};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
 

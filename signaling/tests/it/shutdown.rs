@@ -1,11 +1,9 @@
 //! SIGTERM: stop accepting, tell clients (joined or not) to reconnect, drain within the bound,
 //! exit cleanly.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Client, Server};
+use crate::common::{Client, Server};
 
 #[tokio::test]
 async fn sigterm_tells_clients_to_reconnect_and_exits() {

@@ -1,7 +1,5 @@
 //! The shared harness, bound to this crate's binary, with the choice of room store.
 
-#![allow(dead_code, unused_imports)]
-
 use std::ops::Deref;
 use std::time::Duration;
 
@@ -68,17 +66,16 @@ impl Server {
 
 /// Run one behavioural test against both stores: `both_stores!(name)` expects
 /// `async fn name(store: Store)` and makes `name::memory` and `name::redis`.
-#[macro_export]
 macro_rules! both_stores {
     ($($name:ident),+ $(,)?) => {$(
         mod $name {
             #[tokio::test]
             async fn memory() {
-                super::$name(super::common::Store::Memory).await
+                super::$name($crate::common::Store::Memory).await
             }
             #[tokio::test]
             async fn redis() {
-                super::$name(super::common::Store::Redis).await
+                super::$name($crate::common::Store::Redis).await
             }
         }
     )+};

@@ -1,10 +1,8 @@
 //! Three signaling replicas sharing one real redis-server.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{BIN, Client, RedisServer, wait_until};
+use crate::common::{BIN, Client, RedisServer, wait_until};
 use otter_testkit::Signaling;
 use serde_json::{Value, json};
 

@@ -1,10 +1,8 @@
 //! Presence on join, leave, close and lost connections; resuming a seat.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Client, Server, Store};
+use crate::common::{Client, Server, Store};
 use serde_json::json;
 
 async fn leave_and_close_are_announced_at_once(store: Store) {

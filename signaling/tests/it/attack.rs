@@ -2,11 +2,9 @@
 //! cut-offs whose close code must arrive, sockets that never join, held seats. Each test
 //! failed on the server before the fix it names.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Client, Server, Store};
+use crate::common::{Client, Server, Store};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -41,7 +39,7 @@ async fn read_to_close(
 }
 
 async fn metric(server: &Server, line: &str) -> bool {
-    let text = common::get(&server.url("/metrics"))
+    let text = crate::common::get(&server.url("/metrics"))
         .await
         .text()
         .await
@@ -98,7 +96,7 @@ async fn a_peer_that_stops_reading_loses_its_seat(store: Store) {
     let started = Instant::now();
     server.sigterm();
     let mut server = server;
-    common::wait_until("the server to exit", Duration::from_secs(8), || {
+    crate::common::wait_until("the server to exit", Duration::from_secs(8), || {
         std::future::ready(matches!(server.child.try_wait(), Ok(Some(_))))
     })
     .await;

@@ -1,10 +1,8 @@
 //! Every limit and every bad input is answered with its error code, and other rooms keep working.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Client, Server, Store};
+use crate::common::{Client, Server, Store};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -130,7 +128,7 @@ async fn idle_connections_are_closed(store: Store) {
     // The client library answers the queued pings on its next read and fails on the closed
     // socket before it hands over the error frame, so the server's own count is the witness.
     c.expect_close().await;
-    let metrics = common::get(&server.url("/metrics"))
+    let metrics = crate::common::get(&server.url("/metrics"))
         .await
         .text()
         .await

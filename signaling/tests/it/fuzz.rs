@@ -3,11 +3,9 @@
 //! crash the server or leak a seat. The seed is fixed unless `OTTER_FUZZ_SEED` is set, and is
 //! printed with any failure, so a failing run can be replayed.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Client, Server, Store};
+use crate::common::{Client, Server, Store};
 use futures::{SinkExt, StreamExt};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -167,7 +165,7 @@ async fn random_frames_neither_crash_nor_leak_seats(store: Store) {
     a.close().await;
     b.close().await;
     let metrics = server.url("/metrics");
-    common::wait_until(
+    crate::common::wait_until(
         &format!("seed {seed}: every seat and connection to be released"),
         Duration::from_secs(15),
         || {
@@ -189,7 +187,7 @@ async fn random_frames_neither_crash_nor_leak_seats(store: Store) {
     )
     .await;
     if let Some(redis) = &server.redis {
-        common::wait_until(
+        crate::common::wait_until(
             &format!("seed {seed}: no room keys left in Redis"),
             Duration::from_secs(10),
             || std::future::ready(!redis.keys().iter().any(|k| k.starts_with("otter:room:"))),
