@@ -295,8 +295,8 @@ mod tests {
 
     #[test]
     fn secret_files_are_trimmed_and_empty_is_refused() {
-        let dir = std::env::temp_dir().join(format!("otter-cfg-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
+        let dir_kept = tempfile::TempDir::with_prefix("otter-cfg-").expect("a temp dir");
+        let dir = dir_kept.path();
         let good = dir.join("good");
         std::fs::write(&good, "s3cret\n").expect("write");
         let empty = dir.join("empty");

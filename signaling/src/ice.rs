@@ -292,8 +292,8 @@ mod tests {
 
     #[tokio::test]
     async fn file_changes_are_picked_up_and_bad_edits_ignored() {
-        let dir = std::env::temp_dir().join(format!("otter-ice-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
+        let dir_kept = tempfile::TempDir::with_prefix("otter-ice-").expect("a temp dir");
+        let dir = dir_kept.path();
         let path = dir.join("ice.json");
         std::fs::write(&path, r#"{"turnUris":["turn:a"]}"#).expect("write");
         let src = Arc::new(IceSource::new(
@@ -315,8 +315,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_new_turn_secret_file_is_minted_with_without_a_restart() {
-        let dir = std::env::temp_dir().join(format!("otter-ice-secret-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
+        let dir_kept = tempfile::TempDir::with_prefix("otter-ice-secret-").expect("a temp dir");
+        let dir = dir_kept.path();
         let path = dir.join("turn-secret");
         std::fs::write(&path, "north\n").expect("write");
         let flags = IceUris {
@@ -347,7 +347,6 @@ mod tests {
         std::fs::remove_file(&path).expect("remove");
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(minted_from(b"south"));
-        std::fs::remove_dir_all(&dir).ok();
     }
 
     async fn wait_for(cond: impl Fn() -> bool) {

@@ -110,7 +110,8 @@ fn coturn_binds_only_the_ports_the_clash_check_names() {
     // A relay range no other test uses; nothing allocates, so no relay port is bound.
     cr.spec.turn.relay_port_range.min = 45300;
     cr.spec.turn.relay_port_range.max = 45399;
-    let log = std::env::temp_dir().join(format!("otter-coturn-ports-{}.log", std::process::id()));
+    let log_dir = tempfile::TempDir::with_prefix("otter-coturn-ports-").expect("a temp dir");
+    let log = log_dir.path().join("turnserver.log");
     let child = Command::new(&bin)
         .args(args_outside_a_pod(&cr))
         .stdout(std::fs::File::create(&log).expect("log file"))

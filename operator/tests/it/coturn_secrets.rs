@@ -48,8 +48,10 @@ fn need(bin: &str) -> PathBuf {
 /// A PATH with only the tools a coturn image has besides turnserver (tests/cluster/images copies
 /// sh, cat, sleep and turnadmin): a script that needs any other one fails here as in a TURN
 /// pod. (A drain hook that used `sort` once passed here and returned at once in every pod.)
+/// In cargo's scratch directory for integration tests, not /tmp: every test shares it, and it
+/// outlives the processes that use it.
 fn image_path() -> PathBuf {
-    let bin = std::env::temp_dir().join(format!("otter-coturn-image-path-{}", std::process::id()));
+    let bin = Path::new(env!("CARGO_TARGET_TMPDIR")).join("coturn-image-path");
     std::fs::create_dir_all(&bin).expect("image PATH dir");
     for tool in ["sh", "cat", "sleep", "turnadmin"] {
         let found = ["/usr/bin", "/bin"]
@@ -325,14 +327,14 @@ fn seed(keys: &Path, db: &Path) {
     assert!(seeded.success(), "the init sync failed");
 }
 
-/// A fresh directory `otter-coturn-<name>-<pid>` with a keys directory whose `turn-secret` is
-/// `secret`, and coturn's database seeded from it as the init container does: (dir, keys, db).
-fn seeded_dir(name: &str, secret: &str) -> (PathBuf, PathBuf, PathBuf) {
-    let dir = std::env::temp_dir().join(format!("otter-coturn-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let keys = dir.join("keys");
+/// A fresh directory `otter-coturn-<name>-*` (removed when dropped) with a keys directory whose
+/// `turn-secret` is `secret`, and coturn's database seeded from it as the init container does:
+/// (dir, keys, db).
+fn seeded_dir(name: &str, secret: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::TempDir::with_prefix(format!("otter-coturn-{name}-")).expect("a temp dir");
+    let keys = dir.path().join("keys");
     std::fs::create_dir_all(&keys).expect("dir");
-    let db = dir.join("turndb");
+    let db = dir.path().join("turndb");
     write_key(&keys, "turn-secret", secret);
     seed(&keys, &db);
     (dir, keys, db)
@@ -378,7 +380,7 @@ impl Clients {
 fn a_rotation_in_two_phases_keeps_old_allocations_and_drops_the_old_secret_without_a_restart() {
     need("turnadmin");
     let (dir, keys, db) = seeded_dir("secrets", "old-secret\n");
-    let (coturn, server) = start_coturn(&dir, &db, (45200, 45299));
+    let (coturn, server) = start_coturn(dir.path(), &db, (45200, 45299));
     let mut clients = Clients::new(server);
     let _agent = Proc(
         Command::new("/bin/sh")
@@ -440,7 +442,6 @@ fn a_rotation_in_two_phases_keeps_old_allocations_and_drops_the_old_secret_witho
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(clients.allocate_with("new-secret", "fred"), 0);
     drop(coturn);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Runs `turnadmin` against `db` with the secret as its argument, as the secrets agent does.
@@ -469,7 +470,7 @@ fn a_valid_credential_is_accepted_while_the_agent_writes_the_database() {
         Some(&[2u8, 2][..]),
         "the seeded database is in WAL mode (header bytes 18 and 19)"
     );
-    let (_coturn, server) = start_coturn(&dir, &db, (45300, 45499));
+    let (_coturn, server) = start_coturn(dir.path(), &db, (45300, 45499));
     let mut clients = Clients::new(server);
     // One Allocate first: coturn's connection to the database stays open from then on.
     assert_eq!(clients.allocate_with("the-secret", "first"), 0);
@@ -522,14 +523,13 @@ fn a_valid_credential_is_accepted_while_the_agent_writes_the_database() {
         "allocations refused while the database was written ({} writes), (n, code): {refused:?}",
         done()
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn the_drain_hook_waits_for_the_last_allocation_and_no_longer() {
     need("turnadmin");
     let (dir, _keys, db) = seeded_dir("drain", "s");
-    let (_coturn, server) = start_coturn(&dir, &db, (RELAY_MIN, RELAY_MAX));
+    let (_coturn, server) = start_coturn(dir.path(), &db, (RELAY_MIN, RELAY_MAX));
     let (user, pass) = credential("s", "alice");
     let mut alice = Client::new(server, user, &pass);
     assert_eq!(alice.allocate(), 0);
@@ -556,7 +556,6 @@ fn the_drain_hook_waits_for_the_last_allocation_and_no_longer() {
     );
     let status = hook.0.wait().expect("hook exit");
     assert!(status.success());
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -596,8 +595,8 @@ fn the_drain_hook_counts_only_the_sockets_of_its_own_user() {
         .find_map(|l| l.strip_prefix("Uid:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .expect("a Uid line");
-    let dir = std::env::temp_dir().join(format!("otter-drain-net-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir_kept = tempfile::TempDir::with_prefix("otter-drain-net-").expect("a temp dir");
+    let dir = dir_kept.path();
     let socket = |sl: u32, port: u16, uid: u32| {
         format!(
             "{sl:4}: 0100007F:{port:04X} 00000000:0000 07 00000000:00000000 00:00000000 00000000 {uid:5}        0 {} 2 0000000000000000 0\n",
@@ -612,7 +611,7 @@ fn the_drain_hook_counts_only_the_sockets_of_its_own_user() {
     };
     let other = me.wrapping_add(1);
     write(socket(0, 29501, me) + &socket(1, 29502, other));
-    let (mut hook, mut lines) = start_drain_hook(29500, 29510, Some(&dir));
+    let (mut hook, mut lines) = start_drain_hook(29500, 29510, Some(dir));
     let first = lines.next().expect("a first line").expect("utf8");
     assert!(
         first.contains("draining: 1 relay allocation(s)") && first.contains("(ports 29501)"),
@@ -622,5 +621,4 @@ fn the_drain_hook_counts_only_the_sockets_of_its_own_user() {
     let last = lines.next().expect("a last line").expect("utf8");
     assert!(last.contains(": 0 relay allocation(s) left"), "{last}");
     assert!(hook.0.wait().expect("hook exit").success());
-    let _ = std::fs::remove_dir_all(&dir);
 }

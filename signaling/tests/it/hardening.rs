@@ -251,8 +251,8 @@ async fn metrics_can_move_to_their_own_listener() {
 
 #[tokio::test]
 async fn logs_to_a_file_have_no_colour_codes() {
-    let dir = std::env::temp_dir().join(format!("otter-logs-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir_kept = tempfile::TempDir::with_prefix("otter-logs-").expect("a temp dir");
+    let dir = dir_kept.path();
     let log = dir.join("stderr.log");
     let mut child = Command::new(crate::common::BIN)
         .args(["--listen", "127.0.0.1:0"])
@@ -307,8 +307,8 @@ both_stores!(
 #[tokio::test]
 async fn info_logs_carry_no_sdp_addresses_names_or_tokens() {
     for format in ["text", "json"] {
-        let dir = std::env::temp_dir().join(format!("otter-privacy-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
+        let dir_kept = tempfile::TempDir::with_prefix("otter-privacy-").expect("a temp dir");
+        let dir = dir_kept.path();
         let log = dir.join(format!("{format}.log"));
         let mut child = Command::new(crate::common::BIN)
             .args(["--listen", "127.0.0.1:0", "--log-format", format])

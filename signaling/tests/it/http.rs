@@ -93,8 +93,8 @@ async fn ice_servers_carry_coturn_compatible_credentials() {
 
 #[tokio::test]
 async fn ice_config_file_is_reloaded() {
-    let dir = std::env::temp_dir().join(format!("otter-http-ice-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir_kept = tempfile::TempDir::with_prefix("otter-http-ice-").expect("a temp dir");
+    let dir = dir_kept.path();
     let path = dir.join("ice-servers.json");
     std::fs::write(
         &path,
@@ -144,8 +144,8 @@ async fn ice_config_file_is_reloaded() {
 
 #[tokio::test]
 async fn bad_ice_config_stops_the_start_with_a_clear_error() {
-    let dir = std::env::temp_dir().join(format!("otter-http-badice-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir_kept = tempfile::TempDir::with_prefix("otter-http-badice-").expect("a temp dir");
+    let dir = dir_kept.path();
     let path = dir.join("ice.json");
     std::fs::write(&path, r#"{"turnUris":["http://nope"]}"#).expect("write");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_otter-signaling"))

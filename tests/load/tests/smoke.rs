@@ -40,8 +40,8 @@ fn signaling_bin() -> String {
 }
 
 fn otter_load(args: &[&str]) -> Value {
-    let dir = std::env::temp_dir().join(format!("otter-load-smoke-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir_kept = tempfile::TempDir::with_prefix("otter-load-smoke-").expect("a temp dir");
+    let dir = dir_kept.path();
     let json = dir.join(format!("{}.json", args.join("_").replace(['/', ':'], "")));
     let out = Command::new(env!("CARGO_BIN_EXE_otter-load"))
         .arg("run")

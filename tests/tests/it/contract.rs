@@ -194,9 +194,9 @@ async fn the_operators_signaling_pod_spec_starts_the_real_server() {
     );
 
     // Lay out the volumes the pod would mount, under a temporary root.
-    let root = std::env::temp_dir().join(format!("otter-contract-{}", std::process::id()));
-    std::fs::create_dir_all(&root).expect("root");
-    lay_out_volumes(&d, pod, container, &root);
+    let root_kept = tempfile::TempDir::with_prefix("otter-contract-").expect("a temp dir");
+    let root = root_kept.path();
+    lay_out_volumes(&d, pod, container, root);
 
     // The managed Redis, password protected like the operator's StatefulSet.
     let password =
@@ -214,7 +214,7 @@ async fn the_operators_signaling_pod_spec_starts_the_real_server() {
         metrics_port,
         redis_port: redis.port,
         password: &password,
-        root: &root,
+        root,
     };
     for e in container.env.clone().unwrap_or_default() {
         let name = e.name.clone();
@@ -245,7 +245,6 @@ async fn the_operators_signaling_pod_spec_starts_the_real_server() {
     .await;
     let _ = child.kill();
     let _ = child.wait();
-    let _ = std::fs::remove_dir_all(&root);
     // TURN credentials are minted from the mounted shared secret, for the node's address.
     let turn = &ok["iceServers"][1];
     assert_eq!(turn["urls"][0], "turn:203.0.113.7:3478?transport=udp");
