@@ -108,8 +108,8 @@ fn coturn_binds_only_the_ports_the_clash_check_names() {
     let mut cr = OtterDeployment::new("ports", OtterDeploymentSpec::default());
     cr.spec.turn.port = free_port_pair();
     // A relay range no other test uses; nothing allocates, so no relay port is bound.
-    cr.spec.turn.relay_port_range.min = 45300;
-    cr.spec.turn.relay_port_range.max = 45399;
+    cr.spec.turn.relay_port_range.min = 45500;
+    cr.spec.turn.relay_port_range.max = 45599;
     let log_dir = tempfile::TempDir::with_prefix("otter-coturn-ports-").expect("a temp dir");
     let log = log_dir.path().join("turnserver.log");
     let child = Command::new(&bin)
