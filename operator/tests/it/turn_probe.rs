@@ -4,7 +4,6 @@
 //! make coturn refuse an allocation over quota.
 
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -26,15 +25,7 @@ const QUICK: [Duration; 3] = [
 struct Coturn {
     child: Child,
     addr: SocketAddr,
-    _dir: TempDir,
-}
-
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    _dir: tempfile::TempDir,
 }
 
 impl Drop for Coturn {
@@ -79,9 +70,8 @@ impl Coturn {
 
     async fn try_start(extra: &[String]) -> Option<Coturn> {
         let port = free_udp_port();
-        let dir = std::env::temp_dir().join(format!("otter-coturn-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let dir = TempDir(dir);
+        let dir =
+            tempfile::TempDir::with_prefix(format!("otter-coturn-{port}-")).expect("a temp dir");
         // Ten relay ports below the kernel's ephemeral range (32768 on), apart from the fixed
         // ranges of coturn_secrets.rs (29100-29520, 45200-45499), whose tests run beside these.
         let relay_min = 30000 + (port % 270) * 10;
@@ -102,8 +92,8 @@ impl Coturn {
                 "--fingerprint",
                 "--log-file=stdout",
                 "--simple-log",
-                &format!("--pidfile={}/turnserver.pid", dir.0.display()),
-                &format!("--userdb={}/turndb", dir.0.display()),
+                &format!("--pidfile={}/turnserver.pid", dir.path().display()),
+                &format!("--userdb={}/turndb", dir.path().display()),
             ])
             .args(extra)
             .stdout(Stdio::null())

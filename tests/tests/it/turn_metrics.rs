@@ -6,7 +6,6 @@
 //! `redis-server` (tests/install-deps), and `OTTER_SIGNALING_BIN`.
 
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -47,23 +46,14 @@ impl Drop for Proc {
 struct Coturn {
     _child: Proc,
     port: u16,
-    _dir: TempDir,
-}
-
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    _dir: tempfile::TempDir,
 }
 
 /// A real coturn on loopback publishing its statistics to `redis`.
 async fn coturn(redis: &RedisServer) -> Coturn {
     let port = free_port();
     let dir =
-        std::env::temp_dir().join(format!("otter-turn-metrics-{}-{port}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("coturn dir");
+        tempfile::TempDir::with_prefix(format!("otter-turn-metrics-{port}-")).expect("a temp dir");
     // A relay range of its own, so coturns of other tests running beside this one do not matter.
     let min = 40_000 + (port % 200) * 100;
     let child = Command::new(tool("turnserver"))
@@ -83,7 +73,7 @@ async fn coturn(redis: &RedisServer) -> Coturn {
             "--allow-loopback-peers",
             "--log-file=stdout",
             "--simple-log",
-            &format!("--pidfile={}/turnserver.pid", dir.display()),
+            &format!("--pidfile={}/turnserver.pid", dir.path().display()),
             &format!(
                 "--redis-statsdb=ip=127.0.0.1 dbname=0 port={} connect_timeout=30",
                 redis.port
@@ -101,7 +91,7 @@ async fn coturn(redis: &RedisServer) -> Coturn {
     Coturn {
         _child: child,
         port,
-        _dir: TempDir(dir),
+        _dir: dir,
     }
 }
 
